@@ -1,0 +1,1 @@
+"""The plain-Python core of django-streamer: no Django imports below here."""

@@ -1,0 +1,61 @@
+"""The per-stream recorder seam.
+
+A :class:`~django_streamer.core.stream.Stream` calls its recorders once when it
+starts, once per chunk put on the wire (never per yielded item) and exactly
+once when it finishes, with an :class:`Outcome`. The limiter and the metrics
+registry plug in here.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Outcome(str, enum.Enum):
+    COMPLETED = "completed"
+    ABORTED = "aborted"  # the client went away, or the server closed the stream early
+    FAILED = "failed"  # the source raised
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StreamRecorder:
+    """A recorder that records nothing. Subclass it and override what you need."""
+
+    def start(self) -> None:
+        """The stream was created (the view returned it)."""
+
+    def chunk(self, nbytes: int) -> None:
+        """``nbytes`` were handed to the server as one chunk."""
+
+    def finish(self, outcome: Outcome) -> None:
+        """Called exactly once, however the stream ended."""
+
+
+class Recorders(StreamRecorder):
+    """Fans each event out to several recorders."""
+
+    def __init__(self, recorders: list[StreamRecorder] | None = None) -> None:
+        self.recorders: list[StreamRecorder] = list(recorders or [])
+
+    def add(self, recorder: StreamRecorder) -> None:
+        self.recorders.append(recorder)
+
+    def start(self) -> None:
+        for recorder in self.recorders:
+            recorder.start()
+
+    def chunk(self, nbytes: int) -> None:
+        for recorder in self.recorders:
+            recorder.chunk(nbytes)
+
+    def finish(self, outcome: Outcome) -> None:
+        errors: list[Exception] = []
+        for recorder in self.recorders:
+            try:
+                recorder.finish(outcome)
+            except Exception as exc:  # one broken recorder must not keep a slot held
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,136 @@
+"""Views the tests stream through, in-process and under a real gunicorn.
+
+Query parameters pick the source: ``kind`` (sync, async, bytesio, textio,
+path, strs), ``items``, ``size``, ``delay`` (seconds between items),
+``fail_after`` (raise after that many items), ``chunk`` and ``flush``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from django_streamer import stream_response
+from django_streamer.core.recorder import Outcome, StreamRecorder
+from django_streamer.response import recorder_factories
+
+EVENTS = os.environ.get("STREAMER_TEST_EVENTS")
+
+
+def event(line: str) -> None:
+    if EVENTS:
+        with open(EVENTS, "a") as f:
+            f.write(f"{os.getpid()} {line}\n")
+
+
+class FileRecorder(StreamRecorder):
+    """Writes each stream's outcome to a file the test process reads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bytes = 0
+
+    def chunk(self, nbytes: int) -> None:
+        self.bytes += nbytes
+
+    def finish(self, outcome: Outcome) -> None:
+        event(f"finish {self.name} {outcome} {self.bytes}")
+
+
+if EVENTS:
+    recorder_factories.append(lambda stream: FileRecorder(stream.name))
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _params(request: HttpRequest) -> dict[str, float]:
+    get = request.GET
+    return {
+        "items": int(get.get("items", 100)),
+        "size": int(get.get("size", 33)),
+        "delay": float(get.get("delay", 0)),
+        "fail_after": int(get.get("fail_after", -1)),
+    }
+
+
+def sync_source(items: int, size: int, delay: float, fail_after: int, tag: str) -> Iterator[bytes]:
+    row = b"x" * (size - 1) + b"\n"
+    try:
+        for i in range(items):
+            if i == fail_after:
+                raise Boom(f"failing after {i} items")
+            if delay:
+                time.sleep(delay)
+            yield row
+    finally:
+        event(f"closed {tag}")
+
+
+async def async_source(
+    items: int, size: int, delay: float, fail_after: int, tag: str
+) -> AsyncIterator[bytes]:
+    row = b"x" * (size - 1) + b"\n"
+    try:
+        for i in range(items):
+            if i == fail_after:
+                raise Boom(f"failing after {i} items")
+            if delay:
+                await asyncio.sleep(delay)
+            yield row
+    finally:
+        event(f"closed {tag}")
+
+
+def _file_path(size: int) -> Path:
+    path = Path(tempfile.gettempdir()) / f"streamer-test-{size}.bin"
+    if not path.exists() or path.stat().st_size != size:
+        data = bytes(i % 251 for i in range(size))
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path
+
+
+def stream_view(request: HttpRequest) -> HttpResponse:
+    p = _params(request)
+    kind = request.GET.get("kind", "sync")
+    tag = request.GET.get("tag", kind)
+    args = (int(p["items"]), int(p["size"]), p["delay"], int(p["fail_after"]), tag)
+    options = {}
+    if "chunk" in request.GET:
+        options["chunk_size"] = int(request.GET["chunk"])
+    if "flush" in request.GET:
+        options["flush_interval"] = float(request.GET["flush"])
+    source: object
+    if kind == "sync":
+        source = sync_source(*args)
+    elif kind == "async":
+        source = async_source(*args)
+    elif kind == "strs":
+        source = (row.decode() for row in sync_source(*args))
+    elif kind == "bytesio":
+        source = io.BytesIO(b"".join(sync_source(*args)))
+    elif kind == "textio":
+        source = io.StringIO(b"".join(sync_source(*args)).decode())
+    elif kind == "path":
+        source = _file_path(int(p["items"]) * int(p["size"]))
+    else:
+        return HttpResponse(f"unknown kind {kind}", status=400)
+    return stream_response(source, name=tag, **options)  # type: ignore[arg-type]
+
+
+def plain_view(request: HttpRequest) -> HttpResponse:
+    """Plain Django, for comparison."""
+    p = _params(request)
+    return StreamingHttpResponse(
+        sync_source(int(p["items"]), int(p["size"]), p["delay"], int(p["fail_after"]), "plain")
+    )
