@@ -90,10 +90,10 @@ async def async_source(
         event(f"closed {tag}")
 
 
-def _file_path(size: int) -> Path:
-    path = Path(tempfile.gettempdir()) / f"streamer-test-{size}.bin"
-    if not path.exists() or path.stat().st_size != size:
-        data = bytes(i % 251 for i in range(size))
+def _file_path(items: int, size: int) -> Path:
+    path = Path(tempfile.gettempdir()) / f"streamer-test-{items}x{size}.bin"
+    if not path.exists() or path.stat().st_size != items * size:
+        data = (b"x" * (size - 1) + b"\n") * items
         tmp = path.with_suffix(f".{os.getpid()}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -122,7 +122,7 @@ def stream_view(request: HttpRequest) -> HttpResponse:
     elif kind == "textio":
         source = io.StringIO(b"".join(sync_source(*args)).decode())
     elif kind == "path":
-        source = _file_path(int(p["items"]) * int(p["size"]))
+        source = _file_path(int(p["items"]), int(p["size"]))
     else:
         return HttpResponse(f"unknown kind {kind}", status=400)
     return stream_response(source, name=tag, **options)  # type: ignore[arg-type]

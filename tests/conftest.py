@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    worker: str
+    events_path: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    host: str = "127.0.0.1"
+
+    def events(self) -> list[list[str]]:
+        if not self.events_path.exists():
+            return []
+        return [line.split() for line in self.events_path.read_text().splitlines()]
+
+    def wait_for_event(self, *words: str, timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events():
+                if ev[1 : 1 + len(words)] == list(words):
+                    return ev
+            time.sleep(0.02)
+        raise AssertionError(f"no event {words} in {self.events()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def start_gunicorn(
+    tmp_path: Path,
+    worker: str,
+    *,
+    workers: int = 1,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    app: str | None = None,
+) -> Server:
+    port = free_port()
+    events = tmp_path / f"events-{port}.log"
+    log = tmp_path / f"gunicorn-{port}.log"
+    if app is None:
+        app = "tests.asgi:application" if worker == "asgi" else "tests.wsgi:application"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        worker,
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "2",
+        *(["--threads", "4"] if worker == "gthread" else []),
+        *(extra or []),
+        app,
+    ]
+    full_env = {
+        **os.environ,
+        "STREAMER_TEST_EVENTS": str(events),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log_file, stderr=log_file)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"gunicorn did not listen:\n{log.read_text()}")
+    return Server(port=port, worker=worker, events_path=events, proc=proc, log_path=log)
+
+
+def stop_gunicorn(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture(params=["sync", "gthread", "asgi"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    srv = start_gunicorn(tmp_path, request.param)
+    yield srv
+    stop_gunicorn(srv)
+
+
+# -- calling Django's real WSGI and ASGI handlers in-process ---------------
+
+
+@dataclass
+class AsgiResult:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    bodies: list[bytes] = field(default_factory=list)
+    ended: bool = False
+    error: BaseException | None = None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.bodies)
+
+
+async def call_asgi(
+    path: str, *, disconnect_after: int | None = None, on_body: Any = None
+) -> AsgiResult:
+    """Serve ``path`` through Django's ASGIHandler, as an ASGI server would."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    handler = ASGIHandler()
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    result = AsgiResult()
+    gone = asyncio.Event()
+    sent_request = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_request
+        if not sent_request:
+            sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            result.status = message["status"]
+            result.headers = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body:
+                result.bodies.append(body)
+                if on_body is not None:
+                    on_body(body)
+            if not message.get("more_body", False):
+                result.ended = True
+            if disconnect_after is not None and len(result.bodies) >= disconnect_after:
+                gone.set()
+                await asyncio.sleep(0)  # let the disconnect listener run
+
+    try:
+        await asyncio.wait_for(handler(scope, receive, send), timeout=30)
+    except Exception as exc:
+        result.error = exc
+    return result
+
+
+def wsgi_iter(path: str) -> tuple[str, dict[str, str], Any]:
+    """Call Django's WSGIHandler; return status, headers and the body iterable."""
+    from wsgiref.util import setup_testing_defaults
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    environ: dict[str, Any] = {}
+    if "?" in path:
+        path, environ["QUERY_STRING"] = path.split("?", 1)
+    environ["PATH_INFO"] = path
+    setup_testing_defaults(environ)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured["status"] = status
+        captured["headers"] = {k.lower(): v for k, v in headers}
+        return lambda data: None
+
+    body = WSGIHandler()(environ, start_response)
+    return captured["status"], captured["headers"], body
