@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
 from . import views
@@ -12,3 +13,6 @@ urlpatterns = [
     path("ticker/", views.ticker, name="ticker"),
     path("admin/", admin.site.urls),
 ]
+
+# gunicorn serves no static files; the demo runs with DEBUG on, so Django does.
+urlpatterns += staticfiles_urlpatterns()

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from django_streamer import stream_response
 
 
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: HttpRequest) -> HttpResponseBase:
     return render(request, "demo/index.html")
 
 
-def export_csv(request: HttpRequest) -> HttpResponse:
+def export_csv(request: HttpRequest) -> HttpResponseBase:
     rows = int(request.GET.get("rows", 1_000_000))
 
     def generate() -> Iterator[str]:
@@ -28,8 +29,8 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     return stream_response(generate(), content_type="text/csv", filename="export.csv")
 
 
-def _demo_file() -> os.PathLike[str]:
-    path = settings.VAR_DIR / "demo-download.bin"
+def _demo_file() -> Path:
+    path: Path = settings.VAR_DIR / "demo-download.bin"  # type: ignore[misc]
     size = 64 * 1024 * 1024
     if not path.exists() or path.stat().st_size != size:
         block = bytes(range(256)) * 4096
@@ -39,11 +40,11 @@ def _demo_file() -> os.PathLike[str]:
     return path
 
 
-def download(request: HttpRequest) -> HttpResponse:
+def download(request: HttpRequest) -> HttpResponseBase:
     return stream_response(_demo_file(), filename="demo-download.bin")
 
 
-async def ticker(request: HttpRequest) -> HttpResponse:
+async def ticker(request: HttpRequest) -> HttpResponseBase:
     """One line every half second: each reaches the browser within flush_interval."""
     count = int(request.GET.get("count", 20))
 

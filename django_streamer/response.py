@@ -6,7 +6,7 @@ import mimetypes
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.http import StreamingHttpResponse
 
@@ -31,53 +31,51 @@ class StreamingResponse(StreamingHttpResponse):
 
     stream: Stream
     file_to_stream: FileSender | None = None
+    # Django internals this class works with (not in django-stubs).
+    _resource_closers: list[Callable[[], object]]
+    _iterator: Any
+    # Set when someone (Django's test client, a middleware) replaced the
+    # content with a wrapper around what ``streaming_content`` gave them.
+    _replaced = False
 
     def attach(self, stream: Stream) -> None:
         """Serve ``stream``; the response's charset is what it encodes ``str`` with."""
         self.stream = stream
         self._resource_closers.append(stream.close)
         self.is_async = stream.is_async
-        sender = stream.sendfile() if stream.binary_file else None
+        sender = stream.sendfile()
         if sender is not None:
             # Django's WSGIHandler hands this to ``wsgi.file_wrapper``: sendfile.
             self.file_to_stream = sender
             self.block_size = stream.chunk_size
 
-    # Set when someone (Django's test client, a middleware) replaced the
-    # content with a wrapper around what ``streaming_content`` gave them.
-    _replaced = False
-
     @property
-    def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:  # type: ignore[override]
+    def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
-            return self._iterator  # type: ignore[no-any-return]
-        self._forget_sendfile()
-        if self.stream.is_async:
-            return self.stream.async_chunks()
-        return self.stream.sync_chunks()
+            return cast("Iterator[bytes] | AsyncIterator[bytes]", self._iterator)
+        return self.__aiter__() if self.stream.is_async else self.__iter__()
 
     @streaming_content.setter
     def streaming_content(self, value: Any) -> None:
-        self._set_streaming_content(value)
+        self._set_streaming_content(value)  # type: ignore[attr-defined]
         self._replaced = hasattr(self, "stream")
 
-    def _forget_sendfile(self) -> None:
+    def _unsendfile(self) -> None:
         # Iterating means the sendfile path was not taken: read the file instead.
         if self.file_to_stream is not None:
             self.file_to_stream = None
-            self.stream._sender = None
-            self.stream._claimed = False
+            self.stream.cancel_sendfile()
 
     def __iter__(self) -> Iterator[bytes]:
         if self._replaced:
             return iter_async(self._iterator) if self.is_async else self._iterator
-        self._forget_sendfile()
+        self._unsendfile()
         return self.stream.sync_chunks()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    def __aiter__(self) -> AsyncIterator[bytes]:
         if self._replaced:
             return self._iterator if self.is_async else aiter_sync(self._iterator)
-        self._forget_sendfile()
+        self._unsendfile()
         return self.stream.async_chunks()
 
     def getvalue(self) -> bytes:
@@ -116,10 +114,8 @@ def stream_response(
     check_headers(extra, name=name)
     if content_type is None and isinstance(source, os.PathLike):
         guessed, encoding = mimetypes.guess_type(os.fspath(source))
-        if guessed and not encoding:
-            content_type = guessed
-        else:
-            content_type = "application/octet-stream"
+        # A compressed file (encoding set) is sent as the bytes it is.
+        content_type = guessed if guessed and not encoding else "application/octet-stream"
     response = StreamingResponse(content_type=content_type, status=status)
     for key, value in extra.items():
         response[key] = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -119,15 +120,13 @@ def test_the_source_is_closed_when_the_consumer_stops_early():
 
     gen = iter_chunks(producer(), chunk_size=16, flush_interval=1)
     next(gen)
-    gen.close()
+    gen.close()  # type: ignore[attr-defined]
     assert closed == [True]
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    pieces=st.lists(
-        st.one_of(st.binary(max_size=50), st.text(max_size=20)), max_size=40
-    ),
+    pieces=st.lists(st.one_of(st.binary(max_size=50), st.text(max_size=20)), max_size=40),
     chunk_size=st.integers(min_value=1, max_value=64),
     flush=st.sampled_from([0, 0.001, 10.0]),
 )
@@ -196,9 +195,8 @@ def test_async_flush_interval_zero_passes_pieces_through():
 
 def test_async_bad_item_names_the_stream():
     with pytest.raises(StreamSourceError, match="stream 'feed'"):
-        asyncio.run(
-            collect(aiter_chunks(arange([b"a", 3]), chunk_size=8, flush_interval=1, name="feed"))
-        )
+        bad: list[Any] = [b"a", 3]
+        asyncio.run(collect(aiter_chunks(arange(bad), chunk_size=8, flush_interval=1, name="feed")))
 
 
 def test_async_error_is_raised_after_the_bytes_before_it():
@@ -230,7 +228,7 @@ def test_async_aclose_cancels_the_reader_and_closes_the_source():
     async def main() -> None:
         gen = aiter_chunks(source(), chunk_size=64, flush_interval=1)
         await gen.__anext__()
-        await gen.aclose()
+        await gen.aclose()  # type: ignore[attr-defined]
 
     asyncio.run(main())
     assert closed == [True]

@@ -234,7 +234,7 @@ def test_bad_flush_interval_is_rejected(interval):
 
 def test_bad_items_fail_mid_stream_with_the_stream_name():
     response = stream_response(iter([b"ok", None]), name="rows")
-    with pytest.raises(StreamSourceError, match="stream 'rows'.*NoneType"):
+    with pytest.raises(StreamSourceError, match=r"stream 'rows'.*NoneType"):
         list(response)
 
 
@@ -254,7 +254,7 @@ def test_filename_is_rfc6266_and_cannot_inject_headers():
     response = stream_response([b"x"], filename='r\u00e9sum\u00e9 "final"\r\nSet-Cookie: a=b.csv')
     value = response["Content-Disposition"]
     assert "\r" not in value and "\n" not in value
-    assert value.startswith('attachment; filename="resume \'final\'__Set-Cookie: a=b.csv"')
+    assert value.startswith("attachment; filename=\"resume 'final'__Set-Cookie: a=b.csv\"")
     assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22__Set-Cookie%3A%20a%3Db.csv" in value
     assert "Set-Cookie" not in response.headers
     response.close()

@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase, StreamingHttpResponse
 
 from django_streamer import stream_response
 from django_streamer.core.recorder import Outcome, StreamRecorder
@@ -100,12 +101,12 @@ def _file_path(items: int, size: int) -> Path:
     return path
 
 
-def stream_view(request: HttpRequest) -> HttpResponse:
+def stream_view(request: HttpRequest) -> HttpResponseBase:
     p = _params(request)
     kind = request.GET.get("kind", "sync")
     tag = request.GET.get("tag", kind)
     args = (int(p["items"]), int(p["size"]), p["delay"], int(p["fail_after"]), tag)
-    options = {}
+    options: dict[str, float] = {}
     if "chunk" in request.GET:
         options["chunk_size"] = int(request.GET["chunk"])
     if "flush" in request.GET:
@@ -128,7 +129,7 @@ def stream_view(request: HttpRequest) -> HttpResponse:
     return stream_response(source, name=tag, **options)  # type: ignore[arg-type]
 
 
-def plain_view(request: HttpRequest) -> HttpResponse:
+def plain_view(request: HttpRequest) -> HttpResponseBase:
     """Plain Django, for comparison."""
     p = _params(request)
     return StreamingHttpResponse(

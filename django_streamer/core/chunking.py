@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import Union
 
-Piece = Union[bytes, bytearray, memoryview, str]
+Piece = bytes | bytearray | memoryview | str
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 

@@ -91,9 +91,7 @@ class Stream:
                     f"stream {self.name!r}: read() of the file-like source returned "
                     f"{type(probe).__name__}, expected bytes or str"
                 )
-        elif hasattr(source, "__aiter__"):
-            self._source = source
-        elif hasattr(source, "__iter__"):
+        elif hasattr(source, "__aiter__") or hasattr(source, "__iter__"):
             self._source = source
         else:
             raise StreamSourceError(
@@ -139,6 +137,12 @@ class Stream:
         if self._sender is None:
             self._sender = FileSender(self)
         return self._sender
+
+    def cancel_sendfile(self) -> None:
+        """The server iterates after all: forget the sendfile wrapper."""
+        if self._sender is not None and self._sender.furthest == 0:
+            self._sender = None
+            self._claimed = False
 
     def _rechunk_sync(self) -> Iterator[bytes]:
         source: Iterable[Piece] = self._source
@@ -259,7 +263,8 @@ def _read_file(file: Any, size: int) -> Iterator[Any]:
 def _remaining_length(file: Any) -> int | None:
     try:
         fileno = file.fileno()
-        return os.fstat(fileno).st_size - file.tell()
+        remaining: int = os.fstat(fileno).st_size - file.tell()
+        return remaining
     except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
         return None
 

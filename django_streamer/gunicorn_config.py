@@ -1,0 +1,30 @@
+"""A gunicorn configuration suited to long streams.
+
+Use it as it is::
+
+    gunicorn -c python:django_streamer.gunicorn_config myproject.wsgi
+
+or import from it in your own config file (``from django_streamer.gunicorn_config
+import *``) and override what you need. Environment variables tune the common
+knobs: ``GUNICORN_BIND``, ``WEB_CONCURRENCY`` (processes) and
+``GUNICORN_THREADS``.
+
+Why gthread and not the default sync worker: a sync worker can only tell the
+arbiter it is alive between requests, so any stream longer than ``timeout``
+(30 s by default) gets the worker SIGKILLed mid-stream. A gthread worker's main
+loop keeps notifying while threads stream, so ``timeout`` only catches a worker
+that is truly stuck. For an ASGI project, set ``worker_class = "asgi"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) * 2))))
+# Each thread serves one stream at a time: this is the per-worker stream capacity.
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
