@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 import sys
@@ -78,8 +79,27 @@ class StreamingResponse(StreamingHttpResponse):
         self._unsendfile()
         return self.stream.async_chunks()
 
+    def items(self) -> Any:
+        # Django's WSGIHandler reads the headers through items() right before
+        # start_response(). A sync source's first chunk is made there, in the
+        # server thread (PEP 3333 servers send no headers before it anyway):
+        # when it is the whole body, Content-Length replaces chunked framing.
+        if not self._replaced and not self.stream.is_async and not _in_event_loop():
+            length = self.stream.prefetch()
+            if length is not None:
+                self["Content-Length"] = str(length)
+        return super().items()
+
     def getvalue(self) -> bytes:
         return b"".join(self)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _caller_name(depth: int = 2) -> str:

@@ -258,3 +258,20 @@ def test_async_cancellation_closes_a_source_blocked_in_await():
 
     asyncio.run(main())
     assert closed == [True]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(st.one_of(st.binary(max_size=50), st.text(max_size=20)), max_size=40),
+    chunk_size=st.integers(min_value=1, max_value=64),
+    flush=st.sampled_from([0, 10.0]),
+)
+def test_async_any_pieces_come_out_whole_and_exactly_sized(pieces, chunk_size, flush):
+    expected = b"".join(p.encode() if isinstance(p, str) else p for p in pieces)
+    out = asyncio.run(
+        collect(aiter_chunks(arange(pieces), chunk_size=chunk_size, flush_interval=flush))
+    )
+    assert b"".join(out) == expected
+    assert all(0 < len(c) <= chunk_size for c in out)
+    if flush == 10.0:
+        assert all(len(c) == chunk_size for c in out[:-1])

@@ -19,7 +19,7 @@ Piece = bytes | bytearray | memoryview | str
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # A probe happens at least every this many items of the current size.
-_PROBE_ITEMS = 16
+_PROBE_ITEMS = 64
 
 
 class StreamSourceError(TypeError):
@@ -61,8 +61,8 @@ def join_pieces(pieces: list[Piece], encoding: str, name: str) -> bytes:
 def split_exact(data: bytes, chunk_size: int) -> tuple[list[bytes], bytes]:
     """Cut ``data`` into full chunks of exactly ``chunk_size`` and a remainder."""
     size = len(data)
-    if size == chunk_size:
-        return [data], b""
+    if size <= chunk_size:
+        return ([data], b"") if size == chunk_size else ([], data)
     full = size - size % chunk_size
     view = memoryview(data)
     chunks = [bytes(view[i : i + chunk_size]) for i in range(0, full, chunk_size)]
@@ -79,6 +79,12 @@ def to_bytes(piece: object, encoding: str, name: str) -> bytes:
     raise bad_item(name, piece)
 
 
+def _take(buf: list[Piece], carry: bytes, encoding: str, name: str) -> bytes:
+    data = join_pieces(buf, encoding, name) if buf else b""
+    buf.clear()
+    return carry + data if carry else data
+
+
 def _close(obj: object) -> None:
     close = getattr(obj, "close", None)
     if close is not None:
@@ -93,6 +99,7 @@ def iter_chunks(
     encoding: str = "utf-8",
     name: str = "stream",
     clock: Callable[[], float] = time.monotonic,
+    on_end: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """Re-chunk a sync source into bytes chunks of exactly ``chunk_size``.
 
@@ -104,12 +111,14 @@ def iter_chunks(
     * When the gap between probes reaches ``flush_interval`` (a slow
       producer), every following item is probed, so a producer of one record a
       second gets each record sent as it arrives.
-    * Probes happen at least every 16 items and, at the rate seen at the last
+    * Probes happen at least every 64 items and, at the rate seen at the last
       probe, at least four times per ``flush_interval``. A producer that
       abruptly slows down after a fast burst can therefore hold back at most
-      16 items before the slowdown is seen.
+      64 items before the slowdown is seen.
 
     The source is closed (``close()``) when this generator ends or is closed.
+    ``on_end(n)`` is called once the source is exhausted, with the number of
+    bytes still to be yielded (not called when ``flush_interval`` is 0).
     """
     if flush_interval == 0:
         yield from _passthrough(source, chunk_size=chunk_size, encoding=encoding, name=name)
@@ -118,36 +127,37 @@ def iter_chunks(
     try:
         buf: list[Piece] = []
         append = buf.append
-        size = 0  # bytes (chars for str) buffered
+        carry = b""  # the encoded tail of the last chunk, kept apart from buf so
+        # that a stream of str pieces stays all-str for join_pieces' fast path
+        size = 0  # bytes of carry plus len() units (chars for str) in buf
         drained = 0  # bytes (chars) taken out of the buffer so far
         last_probe = clock()
         seen_at_probe = 0
         oldest = last_probe  # lower bound on the arrival of the oldest buffered byte
-        threshold = 1
+        threshold = stride = 1
         for piece in iterator:
-            append(piece)
             try:
                 size += len(piece)
             except TypeError:
                 raise bad_item(name, piece) from None
+            append(piece)
             if size < threshold:
                 continue
-            now = clock()
             if size >= chunk_size:
-                data = join_pieces(buf, encoding, name)
-                buf.clear()
-                chunks, rest = split_exact(data, chunk_size)
+                # A full chunk goes out at once, so it needs no clock read.
+                data = _take(buf, carry, encoding, name)
+                chunks, carry = split_exact(data, chunk_size)
                 drained += size
+                size = len(carry)
+                drained -= size
+                oldest = last_probe  # a lower bound for what the carry holds
+                threshold = min(chunk_size, size + stride)
                 yield from chunks
-                size = len(rest)
-                if rest:
-                    append(rest)
-                    drained -= size
-                else:
-                    oldest = now
-            elif now - oldest >= flush_interval:
-                data = join_pieces(buf, encoding, name)
-                buf.clear()
+                continue
+            now = clock()
+            if now - oldest >= flush_interval:
+                data = _take(buf, carry, encoding, name)
+                carry = b""
                 drained += size
                 size = 0
                 oldest = now
@@ -163,9 +173,10 @@ def iter_chunks(
             threshold = min(chunk_size, size + stride)
             last_probe = now
             seen_at_probe = seen
-        if buf:
-            data = join_pieces(buf, encoding, name)
-            buf.clear()
+        data = _take(buf, carry, encoding, name)
+        if on_end is not None:
+            on_end(len(data))
+        if data:
             chunks, rest = split_exact(data, chunk_size)
             yield from chunks
             if rest:
@@ -197,20 +208,41 @@ def _passthrough(
 class _Pump:
     """Reads an async source into a buffer in its own task.
 
-    The consumer is woken per chunk (the buffer reached ``chunk_size``), when
-    the source ends, or, only while the buffer is empty, by the first piece;
-    never per item otherwise.
+    Book-keeping is in ``len()`` units (bytes, or chars for ``str``) as
+    running totals: the pump owns ``total`` (appended so far) and the consumer
+    owns ``taken``; what is buffered is ``total - taken``. Per item the pump
+    compares its local total with one attribute, ``limit``, which the consumer
+    sets to ``taken + 1`` while it waits for anything and to
+    ``taken + chunk_size`` otherwise. So the consumer is woken per chunk, at
+    the end, or by the first piece after an empty buffer; never per item.
     """
+
+    __slots__ = (
+        "carry",
+        "chunk_size",
+        "done",
+        "error",
+        "limit",
+        "name",
+        "pieces",
+        "source",
+        "space",
+        "taken",
+        "total",
+        "waiter",
+    )
 
     def __init__(self, source: AsyncIterable[Piece], chunk_size: int, name: str) -> None:
         self.source = source
         self.chunk_size = chunk_size
         self.name = name
-        self.buf: list[Piece] = []
-        self.size = 0
+        self.pieces: list[Piece] = []
+        self.carry = b""  # encoded tail of the last chunk, counted in ``taken``'s complement
+        self.total = 0  # published by the pump whenever it wakes the consumer
+        self.taken = 0
+        self.limit = 1
         self.done = False
         self.error: BaseException | None = None
-        self.want_any = False
         self.waiter: asyncio.Future[None] | None = None
         self.space: asyncio.Future[None] | None = None
 
@@ -225,36 +257,63 @@ class _Pump:
             space.set_result(None)
 
     async def run(self) -> None:
-        append = self.buf.append
+        append = self.pieces.append
         chunk_size = self.chunk_size
         iterator = aiter(self.source)
+        total = 0
         try:
             async for piece in iterator:
-                append(piece)
                 try:
-                    self.size += len(piece)
+                    total += len(piece)
                 except TypeError:
                     raise bad_item(self.name, piece) from None
-                if self.size >= chunk_size:
+                append(piece)
+                if total >= self.limit:
+                    self.total = total
                     self.wake()
-                    self.space = asyncio.get_running_loop().create_future()
-                    await self.space
-                elif self.want_any:
-                    self.wake()
+                    if total - self.taken >= chunk_size:
+                        self.space = asyncio.get_running_loop().create_future()
+                        await self.space
+                    else:
+                        self.limit = self.taken + chunk_size
         except Exception as exc:
             self.error = exc
         finally:
+            self.total = total
             self.done = True
             self.wake()
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    async def wait(self, *, any_piece: bool, timeout: float | None) -> None:
+    def take(
+        self, *, whole: bool, encoding: str, counted: bool = True
+    ) -> tuple[list[bytes], bytes]:
+        """Take the buffer: full chunks (and, if ``whole``, the rest as well).
+
+        ``counted``: ``total`` is up to date (the pump published it and is
+        suspended, or it finished); otherwise count what is buffered. Runs
+        without awaiting, so the pump cannot append meanwhile.
+        """
+        pieces = self.pieces
+        carried = len(self.carry)
+        units = self.total - self.taken - carried if counted else sum(map(len, pieces))
+        data = _take(pieces, self.carry, encoding, self.name)
+        chunks, rest = split_exact(data, self.chunk_size)
+        if whole and rest:
+            chunks.append(rest)
+            rest = b""
+        self.carry = rest
+        # ``taken`` + ``len(carry)`` is what the pump's total has handed over.
+        self.taken += units + carried - len(rest)
+        self.limit = self.taken + (self.chunk_size if rest else 1)
+        self.make_room()
+        return chunks, rest
+
+    async def wait(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self.waiter = waiter
-        self.want_any = any_piece
         handle = None
         if timeout is not None:
             handle = loop.call_later(timeout, _resolve, waiter)
@@ -262,7 +321,6 @@ class _Pump:
             await waiter
         finally:
             self.waiter = None
-            self.want_any = False
             if handle is not None:
                 handle.cancel()
 
@@ -295,49 +353,38 @@ async def aiter_chunks(
     loop = asyncio.get_running_loop()
     pump = _Pump(source, chunk_size, name)
     task = loop.create_task(pump.run())
-    buf = pump.buf
-    oldest: float | None = None
+    pieces = pump.pieces
+    oldest: float | None = None  # when the oldest buffered byte was first seen
     try:
         while True:
-            if pump.size >= chunk_size:
-                data = join_pieces(buf, encoding, name)
-                buf.clear()
-                chunks, rest = split_exact(data, chunk_size)
-                pump.size = len(rest)
-                if rest:
-                    buf.append(rest)
-                else:
-                    oldest = None
-                pump.make_room()
-                for chunk in chunks:
-                    yield chunk
-                continue
             if pump.done:
-                if buf:
-                    data = join_pieces(buf, encoding, name)
-                    buf.clear()
-                    pump.size = 0
-                    if data:
-                        yield data
+                if pieces or pump.carry:
+                    for chunk in pump.take(whole=True, encoding=encoding)[0]:
+                        yield chunk
                 if pump.error is not None:
                     raise pump.error
                 return
-            if buf:
+            if pump.total - pump.taken >= chunk_size:
+                chunks, rest = pump.take(whole=False, encoding=encoding)
+                if not rest:
+                    oldest = None
+                for chunk in chunks:
+                    yield chunk
+                continue
+            if pieces or pump.carry:
                 now = loop.time()
                 if oldest is None:
                     oldest = now
                 remaining = oldest + flush_interval - now
                 if remaining <= 0:
-                    data = join_pieces(buf, encoding, name)
-                    buf.clear()
-                    pump.size = 0
                     oldest = None
-                    if data:
-                        yield data
+                    taken = pump.take(whole=True, encoding=encoding, counted=False)
+                    for chunk in taken[0]:
+                        yield chunk
                     continue
-                await pump.wait(any_piece=False, timeout=remaining)
+                await pump.wait(remaining)
             else:
-                await pump.wait(any_piece=True, timeout=None)
+                await pump.wait(None)
                 oldest = loop.time()
     finally:
         if not task.done():

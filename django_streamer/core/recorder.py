@@ -9,6 +9,7 @@ registry plug in here.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 
 class Outcome(str, enum.Enum):
@@ -41,6 +42,14 @@ class Recorders(StreamRecorder):
 
     def add(self, recorder: StreamRecorder) -> None:
         self.recorders.append(recorder)
+
+    def chunk_callback(self) -> Callable[[int], None] | None:
+        """What to call per chunk: nothing, the one recorder, or the fan-out."""
+        if not self.recorders:
+            return None
+        if len(self.recorders) == 1:
+            return self.recorders[0].chunk
+        return self.chunk
 
     def start(self) -> None:
         for recorder in self.recorders:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,15 @@ class Stream:
         self.length: int | None = None
         self.file: Any = None  # the file-like we read, if any
         self.binary_file = False
+        self.is_async = False  # an async iterable that is not also a sync one
         self._source: Any = None
         self._lock = threading.Lock()
         self._claimed = False
         self._finished = False
         self._sender: FileSender | None = None
         self.sent_bytes = 0
+        self._driver: Iterator[bytes] | None = None  # the sync driver, once made
+        self._first: bytes | None = None  # a chunk prefetch() made and nobody took yet
         self._classify(source)
 
     # -- classification -------------------------------------------------
@@ -91,8 +95,11 @@ class Stream:
                     f"stream {self.name!r}: read() of the file-like source returned "
                     f"{type(probe).__name__}, expected bytes or str"
                 )
-        elif hasattr(source, "__aiter__") or hasattr(source, "__iter__"):
+        elif hasattr(source, "__iter__"):
             self._source = source
+        elif hasattr(source, "__aiter__"):
+            self._source = source
+            self.is_async = True
         else:
             raise StreamSourceError(
                 f"stream {self.name!r}: the source must be an iterable, an async iterable, "
@@ -104,10 +111,6 @@ class Stream:
         self.binary_file = binary
         self._source = _read_file(file, self.chunk_size)
 
-    @property
-    def is_async(self) -> bool:
-        return hasattr(self._source, "__aiter__") and not hasattr(self._source, "__iter__")
-
     # -- consumption ----------------------------------------------------
 
     def _claim(self) -> None:
@@ -116,19 +119,44 @@ class Stream:
                 raise RuntimeError(f"stream {self.name!r} can be consumed only once")
             self._claimed = True
 
+    def prefetch(self) -> int | None:
+        """Produce the first chunk of a sync source now, before the headers go.
+
+        Returns the whole body's length when that first chunk was all of it,
+        so the caller can send ``Content-Length`` instead of chunked framing
+        (one write less, and no terminator write). Never for async sources or
+        files; call it only where blocking is fine (a WSGI server thread).
+        """
+        if self.is_async or self.file is not None or self._claimed:
+            return None
+        self._claim()
+        ended: list[int] = []
+        self._driver = self._drive_sync(self._rechunk_sync(on_end=ended.append))
+        self._first = next(self._driver, None)
+        return ended[0] if ended else None
+
     def sync_chunks(self) -> Iterator[bytes]:
         """The chunks for a sync server (WSGI); an async source is bridged."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            assert self._driver is not None
+            return itertools.chain((first,), self._driver)
         self._claim()
         if self.is_async:
-            return self._drive_sync(iter_async(self._rechunk_async()))
-        return self._drive_sync(self._rechunk_sync())
+            self._driver = self._drive_sync(iter_async(self._rechunk_async()))
+        else:
+            self._driver = self._drive_sync(self._rechunk_sync())
+        return self._driver
 
     def async_chunks(self) -> AsyncIterator[bytes]:
         """The chunks for an async server (ASGI); a sync source is bridged."""
+        if self._driver is not None and not self.is_async:
+            return aiter_sync(self.sync_chunks())  # after a prefetch()
         self._claim()
         if self.is_async:
             return self._drive_async(self._rechunk_async())
-        return self._drive_async(aiter_sync(self._rechunk_sync()))
+        self._driver = self._drive_sync(self._rechunk_sync())
+        return aiter_sync(self._driver)
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
@@ -144,7 +172,7 @@ class Stream:
             self._sender = None
             self._claimed = False
 
-    def _rechunk_sync(self) -> Iterator[bytes]:
+    def _rechunk_sync(self, on_end: Callable[[int], None] | None = None) -> Iterator[bytes]:
         source: Iterable[Piece] = self._source
         return iter_chunks(
             source,
@@ -152,6 +180,7 @@ class Stream:
             flush_interval=self.flush_interval,
             encoding=self.encoding,
             name=self.name,
+            on_end=on_end,
         )
 
     def _rechunk_async(self) -> AsyncIterator[bytes]:
@@ -165,15 +194,18 @@ class Stream:
         )
 
     def _drive_sync(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        recorder = self.recorders
+        on_chunk = self.recorders.chunk_callback()
         outcome = Outcome.ABORTED
-        sent = 0
         try:
-            for chunk in chunks:
-                sent += len(chunk)
-                self.sent_bytes = sent
-                recorder.chunk(len(chunk))
-                yield chunk
+            if on_chunk is None:
+                for chunk in chunks:
+                    self.sent_bytes += len(chunk)
+                    yield chunk
+            else:
+                for chunk in chunks:
+                    self.sent_bytes += len(chunk)
+                    on_chunk(len(chunk))
+                    yield chunk
             outcome = Outcome.COMPLETED
         except Exception:
             outcome = Outcome.FAILED
@@ -188,14 +220,12 @@ class Stream:
                 self._finish(outcome)
 
     async def _drive_async(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        recorder = self.recorders
+        on_chunk = self.recorders.chunk
         outcome = Outcome.ABORTED
-        sent = 0
         try:
             async for chunk in chunks:
-                sent += len(chunk)
-                self.sent_bytes = sent
-                recorder.chunk(len(chunk))
+                self.sent_bytes += len(chunk)
+                on_chunk(len(chunk))
                 yield chunk
             outcome = Outcome.COMPLETED
         except Exception:
@@ -236,6 +266,11 @@ class Stream:
         A stream closed before it was consumed to the end is ``aborted``.
         """
         try:
+            if self._driver is not None:
+                # Runs the driver's ``finally``: the source is closed and the
+                # outcome recorded (aborted, unless it had completed).
+                self._first = None
+                self._driver.close()  # type: ignore[attr-defined]
             if self._sender is not None:
                 self._sender.settle()
             elif not self._claimed:

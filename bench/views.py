@@ -1,0 +1,107 @@
+"""The bench's scenarios; each has a plain-Django twin served from the same process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from django.http import FileResponse, HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from django_streamer import stream_response
+
+TINY_ROWS = 200_000
+ROW = b"x" * 32 + b"\n"
+ROW_STR = ROW.decode()
+BIG_PIECE = b"y" * 65536
+
+
+def tiny(as_str: bool) -> Iterator[bytes | str]:
+    row = ROW_STR if as_str else ROW
+    for _ in range(TINY_ROWS):
+        yield row
+
+
+async def atiny() -> AsyncIterator[bytes]:
+    for _ in range(TINY_ROWS):
+        yield ROW
+
+
+def small() -> Iterator[bytes]:
+    for _ in range(10):
+        yield b"s" * 100
+
+
+def large() -> Iterator[bytes]:
+    for _ in range(256):  # 16 MiB
+        yield BIG_PIECE
+
+
+def gib() -> Iterator[bytes]:
+    for _ in range(16384):  # 1 GiB
+        yield BIG_PIECE
+
+
+def slow() -> Iterator[bytes]:
+    for _ in range(20):
+        time.sleep(0.05)  # the first item takes 50 ms to make
+        yield ROW
+
+
+def naive_rechunk(source: Iterator[bytes | str], size: int = 65536) -> Iterator[bytes]:
+    """The ten-line list-and-join rechunker a user would otherwise write."""
+    buf: list[bytes] = []
+    n = 0
+    for piece in source:
+        data = piece.encode() if isinstance(piece, str) else piece
+        buf.append(data)
+        n += len(data)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def bench_file() -> Path:
+    path = Path(tempfile.gettempdir()) / "django-streamer-bench-64MiB.bin"
+    if not path.exists() or path.stat().st_size != 64 << 20:
+        tmp = path.with_suffix(f".{os.getpid()}")
+        with open(tmp, "wb") as f:
+            for _ in range(1024):
+                f.write(BIG_PIECE)
+        os.replace(tmp, path)
+    return path
+
+
+def dispatch(request: HttpRequest, scenario: str, impl: str) -> HttpResponseBase:
+    source: object
+    if scenario in ("tiny", "tinystr"):
+        source = tiny(scenario == "tinystr")
+    elif scenario == "atiny":
+        source = atiny()
+    elif scenario == "small":
+        source = small()
+    elif scenario == "one":
+        source = iter([b"s" * 1000])
+    elif scenario == "large":
+        source = large()
+    elif scenario == "gib":
+        source = gib()
+    elif scenario == "slow":
+        source = slow()
+    elif scenario == "file":
+        if impl == "plain":
+            return FileResponse(open(bench_file(), "rb"))
+        source = bench_file()
+    else:
+        raise ValueError(scenario)
+    if impl == "plain":
+        return StreamingHttpResponse(source)
+    if impl == "naive":
+        return StreamingHttpResponse(naive_rechunk(source))  # type: ignore[arg-type]
+    chunk = int(request.GET.get("chunk", 0)) or None
+    return stream_response(source, name=scenario, chunk_size=chunk)
