@@ -145,6 +145,14 @@ def iter_chunks(
                 continue
             if size >= chunk_size:
                 # A full chunk goes out at once, so it needs no clock read.
+                if size == chunk_size and type(piece) is bytes and len(buf) == 1:
+                    # One piece of exactly chunk_size: pass it through as is.
+                    buf.clear()
+                    drained += size
+                    size = 0
+                    threshold = min(chunk_size, stride)
+                    yield piece
+                    continue
                 data = _take(buf, carry, encoding, name)
                 chunks, carry = split_exact(data, chunk_size)
                 drained += size
