@@ -32,5 +32,34 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy django_streamer tests demo_project
-echo "== pytest"
+echo "== pytest (Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'), Django $(.venv/bin/python -c 'import django; print(django.get_version())'))"
 .venv/bin/python -m pytest "$@"
+
+# The other supported ends of the matrix, where this machine has the Python:
+# Django 4.2 on the oldest Python, Django 6.x on a Python that allows it.
+find_python() {
+  local candidate
+  for candidate in "python$1" "$(pyenv root 2>/dev/null)/versions/$1".*/bin/python; do
+    if "$candidate" -c 'pass' >/dev/null 2>&1; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+compat() {  # compat PYTHON_VERSION DJANGO_SPEC VENV
+  local python
+  python=$(find_python "$1")
+  if [ -z "$python" ]; then
+    echo "== no Python $1 here: the $2 leg of the matrix is not run"
+    return
+  fi
+  [ -x "$3/bin/python" ] || "$python" -m venv "$3"
+  "$3/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$3/bin/python" -m pip install -q -e ".[dev]" "$2"
+  echo "== pytest (Python $1, $("$3/bin/python" -c 'import django; print("Django", django.get_version())'))"
+  "$3/bin/python" -m pytest -p no:randomly -q -m "not server and not browser"
+}
+if [ "${STREAMER_MATRIX:-1}" = 1 ]; then
+  compat 3.10 "django>=4.2,<5" .venv-django42
+  compat 3.12 "django>=6.0" .venv-django6
+fi

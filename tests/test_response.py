@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import django
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -147,6 +149,9 @@ def recorded(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.skipif(
+    django.VERSION < (5, 0), reason="Django 4.2's ASGIHandler does not listen for disconnects"
+)
 def test_disconnect_under_asgi_closes_the_source_and_records_aborted(kind, recorded):
     result = asyncio.run(
         call_asgi(f"/stream/?kind={kind}&items=100000&delay=0.001&chunk=64", disconnect_after=2)
@@ -238,16 +243,23 @@ def test_bad_items_fail_mid_stream_with_the_stream_name():
         list(response)
 
 
-def test_the_name_defaults_to_the_calling_views_dotted_path():
-    def my_view():
+def export_view():
+    return stream_response([b"x"])
+
+
+class ExportView:
+    def get(self):
         return stream_response([b"x"])
 
-    response = my_view()
-    assert response.stream.name == (
-        "tests.test_response.test_the_name_defaults_to_the_calling_views_dotted_path."
-        "<locals>.my_view"
-    )
+
+def test_the_name_defaults_to_the_calling_views_dotted_path():
+    response = export_view()
+    assert response.stream.name == "tests.test_response.export_view"
     response.close()
+    if sys.version_info >= (3, 11):  # code objects know their qualname from 3.11
+        response = ExportView().get()
+        assert response.stream.name == "tests.test_response.ExportView.get"
+        response.close()
 
 
 def test_filename_is_rfc6266_and_cannot_inject_headers():

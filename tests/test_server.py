@@ -93,3 +93,25 @@ def test_a_failing_source_looks_incomplete_to_the_client(server: Server, kind):
     ev = server.wait_for_event("finish", t)
     assert ev[3:] == ["failed", str(50 * 33)]
     assert f"Stream '{t}' failed after 1650 bytes" in server.log()
+
+
+def test_a_body_that_fits_one_chunk_gets_a_content_length(server: Server):
+    wire = fetch(server.host, server.port, "/stream/?kind=sync&items=10")
+    assert wire.complete and wire.body == ROW * 10
+    if server.worker == "asgi":
+        assert wire.headers.get("transfer-encoding") == "chunked"
+    else:  # made before the headers under WSGI: one write, no chunked framing
+        assert wire.headers["content-length"] == "330"
+        assert "transfer-encoding" not in wire.headers
+
+
+def test_a_source_failing_before_its_first_chunk_is_a_500_under_wsgi(server: Server):
+    t = tag()
+    wire = fetch(server.host, server.port, f"/stream/?kind=sync&items=10&fail_after=0&tag={t}")
+    if server.worker == "asgi":
+        # The headers went out in http.response.start; the worker drops the
+        # connection, before or after writing them: never a clean end.
+        assert not wire.complete
+    else:
+        assert wire.status == 500
+    assert server.wait_for_event("finish", t)[3] == "failed"

@@ -145,7 +145,7 @@ def iter_chunks(
                 continue
             if size >= chunk_size:
                 # A full chunk goes out at once, so it needs no clock read.
-                if size == chunk_size and type(piece) is bytes and len(buf) == 1:
+                if size == chunk_size and not carry and len(buf) == 1 and type(piece) is bytes:
                     # One piece of exactly chunk_size: pass it through as is.
                     buf.clear()
                     drained += size
