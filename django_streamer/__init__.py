@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Outcome", "StreamingResponse", "stream_response"]
+__all__ = ["Outcome", "Rejection", "StreamingResponse", "limit_concurrency", "stream_response"]
 
 if TYPE_CHECKING:
     from .core.recorder import Outcome
+    from .decorators import Rejection, limit_concurrency
     from .response import StreamingResponse, stream_response
 
 _LAZY = {
     "Outcome": "django_streamer.core.recorder",
+    "Rejection": "django_streamer.decorators",
+    "limit_concurrency": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
 }

@@ -60,6 +60,76 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="django_streamer.E003",
             )
         )
+    errors.extend(_check_limiter())
+    return errors
+
+
+def _check_limiter() -> list[checks.CheckMessage]:
+    import os
+
+    from django.utils.module_loading import import_string
+
+    errors: list[checks.CheckMessage] = []
+    directory = conf.STREAMER_LIMITER_DIR
+    if directory is not None:
+        if not isinstance(directory, (str, os.PathLike)):
+            errors.append(
+                checks.Error(
+                    f"STREAMER_LIMITER_DIR must be a path, not {directory!r}.",
+                    hint="Use a directory every worker of this project can write, "
+                    "e.g. '/run/myproject/streamer'.",
+                    id="django_streamer.E004",
+                )
+            )
+        else:
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                writable = os.access(directory, os.W_OK | os.X_OK)
+            except OSError:
+                writable = False
+            if not writable:
+                errors.append(
+                    checks.Error(
+                        f"STREAMER_LIMITER_DIR {str(directory)!r} cannot be created or written.",
+                        hint="Create it and give the user gunicorn runs as write access.",
+                        id="django_streamer.E004",
+                    )
+                )
+    handler = conf.STREAMER_LIMIT_HANDLER
+    if handler is not None:
+        try:
+            ok = callable(import_string(handler))
+        except (ImportError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            errors.append(
+                checks.Error(
+                    f"STREAMER_LIMIT_HANDLER {handler!r} does not import as a callable.",
+                    hint="Give the dotted path of a function (request, rejection) -> response.",
+                    id="django_streamer.E005",
+                )
+            )
+    retry = conf.STREAMER_RETRY_AFTER
+    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
+        errors.append(
+            checks.Error(
+                f"STREAMER_RETRY_AFTER must be whole seconds >= 0 or None, not {retry!r}.",
+                hint="Retry-After takes an integer number of seconds, e.g. 5.",
+                id="django_streamer.E006",
+            )
+        )
+    header = conf.STREAMER_IP_HEADER
+    if header is not None and (
+        not isinstance(header, str) or not (header.startswith("HTTP_") or header.isupper())
+    ):
+        errors.append(
+            checks.Warning(
+                f"STREAMER_IP_HEADER {header!r} does not look like a request.META key.",
+                hint="META keys are upper case with an HTTP_ prefix: "
+                "'X-Real-IP' is 'HTTP_X_REAL_IP'.",
+                id="django_streamer.W003",
+            )
+        )
     return errors
 
 

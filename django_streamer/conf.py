@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_CHUNK_SIZE": 64 * 1024,
     "STREAMER_FLUSH_INTERVAL": 0.1,
     "STREAMER_X_ACCEL_BUFFERING": True,
+    "STREAMER_LIMITER_DIR": None,
+    "STREAMER_IP_HEADER": None,
+    "STREAMER_RETRY_AFTER": 5,
+    "STREAMER_LIMIT_HANDLER": None,
 }
 
 
@@ -52,6 +56,30 @@ class Settings:
     def STREAMER_X_ACCEL_BUFFERING(self) -> bool:
         """Send ``X-Accel-Buffering: no`` so nginx passes chunks straight on."""
         value: bool = self._get("STREAMER_X_ACCEL_BUFFERING")
+        return value
+
+    @property
+    def STREAMER_LIMITER_DIR(self) -> str | None:
+        """Where host-scope pools keep their lock files (None: a per-project temp dir)."""
+        value: str | None = self._get("STREAMER_LIMITER_DIR")
+        return value
+
+    @property
+    def STREAMER_IP_HEADER(self) -> str | None:
+        """A ``request.META`` key holding the client address set by a trusted proxy."""
+        value: str | None = self._get("STREAMER_IP_HEADER")
+        return value
+
+    @property
+    def STREAMER_RETRY_AFTER(self) -> int:
+        """Seconds sent in ``Retry-After`` with a rejection, unless the decorator says."""
+        value: int = self._get("STREAMER_RETRY_AFTER")
+        return value
+
+    @property
+    def STREAMER_LIMIT_HANDLER(self) -> str | None:
+        """Dotted path of a ``(request, rejection) -> response`` for every rejection."""
+        value: str | None = self._get("STREAMER_LIMIT_HANDLER")
         return value
 
 

@@ -21,11 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 
+quiet() {  # run a noisy install step; show its output only if it fails
+  "$@" >.install.log 2>&1 || { cat .install.log; return 1; }
+}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev]"
+quiet .venv/bin/python -m pip install --upgrade pip
+quiet .venv/bin/python -m pip install -e ".[dev]"
 
 echo "== ruff"
 .venv/bin/ruff check .
@@ -54,8 +57,8 @@ compat() {  # compat PYTHON_VERSION DJANGO_SPEC VENV
     return
   fi
   [ -x "$3/bin/python" ] || "$python" -m venv "$3"
-  "$3/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$3/bin/python" -m pip install -q -e ".[dev]" "$2"
+  quiet "$3/bin/python" -m pip install --upgrade pip
+  quiet "$3/bin/python" -m pip install -e ".[dev]" "$2"
   echo "== pytest (Python $1, $("$3/bin/python" -c 'import django; print("Django", django.get_version())'))"
   "$3/bin/python" -m pytest -p no:randomly -q -m "not server and not browser"
 }
