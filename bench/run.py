@@ -6,8 +6,9 @@
 
 Each scenario runs its contenders interleaved (plain, ours, plain, ours, ...)
 against the same gunicorn process, and reports the median of the rounds and the
-ratio against plain Django measured in the same run. One worker, one wrk
-connection: the figures are per stream, on whatever machine runs this.
+ratio against plain Django measured in the same run. One gunicorn worker; one
+wrk connection for bytes/s (per stream), four for requests/s (the worker's
+throughput with its four threads busy).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class Scenario:
     metric: str  # "bytes" or "requests"
     contenders: tuple[str, ...] = ("plain", "streamer")
     target: float = 0.0
+    # Bytes/s is per stream: one connection. Requests/s is a server's
+    # throughput: four connections keep the gthread worker's four threads busy,
+    # where one connection would mostly measure the loopback round trip.
+    connections: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.connections:
+            self.connections = 4 if self.metric == "requests" else 1
 
 
 SCENARIOS = [
@@ -128,10 +137,10 @@ def _cpu_ticks(stat: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def wrk(url: str, seconds: float) -> tuple[float, float]:
-    """Requests/s and bytes/s for one connection hammering ``url``."""
+def wrk(url: str, seconds: float, connections: int = 1) -> tuple[float, float]:
+    """Requests/s and bytes/s for ``connections`` connections hammering ``url``."""
     out = subprocess.run(
-        ["wrk", "-t1", "-c1", f"-d{int(seconds)}s", "--timeout", "30s", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "30s", url],
         capture_output=True,
         text=True,
         check=True,
@@ -146,16 +155,32 @@ def run_scenario(sc: Scenario, rounds: int, seconds: float, query: str = "") -> 
     try:
         results: dict[str, list[float]] = {c: [] for c in sc.contenders}
         for impl in sc.contenders:  # warm up
-            wrk(f"http://127.0.0.1:{server.port}/{sc.key}/{impl}{query}", 1)
+            wrk(f"http://127.0.0.1:{server.port}/{sc.key}/{impl}{query}", 1, sc.connections)
             server.wait_idle()
         for _ in range(rounds):
             for impl in sc.contenders:
-                rps, bps = wrk(f"http://127.0.0.1:{server.port}/{sc.key}/{impl}{query}", seconds)
+                url = f"http://127.0.0.1:{server.port}/{sc.key}/{impl}{query}"
+                rps, bps = wrk(url, seconds, sc.connections)
                 server.wait_idle()
                 results[impl].append(bps if sc.metric == "bytes" else rps)
         return {impl: statistics.median(v) for impl, v in results.items()}
     finally:
         server.stop()
+
+
+def limiter_overhead(rounds: int, seconds: int) -> list[str]:
+    """Requests/s of a small stream: undecorated, and behind each limiter scope."""
+    sc = Scenario("limited", "", "gthread", "requests", ("none", "process", "host"))
+    res = run_scenario(sc, rounds, seconds)
+    rows = []
+    for scope, target in (("process", 2), ("host", 5)):
+        cost = (1 - res[scope] / res["none"]) * 100
+        rows.append(
+            f"| limit_concurrency(scope={scope!r}) on 10 x 100 B, gthread "
+            f"| {fmt(res['none'], 'requests')} undecorated | {fmt(res[scope], 'requests')} "
+            f"| {cost:+.1f}% cost | <= {target}% |"
+        )
+    return rows
 
 
 def fmt(value: float, metric: str) -> str:
@@ -244,6 +269,8 @@ def main() -> None:
             f"| {fmt(res['streamer'], sc.metric)} | {ratio:.2f}x{note} | >= {sc.target}x |",
             flush=True,
         )
+    if not args.only or args.only == "limited":
+        print("\n".join(limiter_overhead(args.rounds, args.seconds)), flush=True)
     if not args.only or args.only == "slow":
         print("\n".join(ttfb(args.rounds)), flush=True)
     if not args.only or args.only == "gib":

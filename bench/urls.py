@@ -2,4 +2,7 @@ from django.urls import path
 
 from . import views
 
-urlpatterns = [path("<str:scenario>/<str:impl>", views.dispatch)]
+urlpatterns = [
+    path("limited/<str:impl>", views.limited),
+    path("<str:scenario>/<str:impl>", views.dispatch),
+]

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.http import FileResponse, HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from django_streamer import stream_response
+from django_streamer import limit_concurrency, stream_response
 
 TINY_ROWS = 200_000
 ROW = b"x" * 32 + b"\n"
@@ -107,3 +107,18 @@ def dispatch(request: HttpRequest, scenario: str, impl: str) -> HttpResponseBase
         return StreamingHttpResponse(naive_rechunk(source))  # type: ignore[arg-type]
     chunk = int(request.GET.get("chunk", 0)) or None
     return stream_response(source, name=scenario, chunk_size=chunk)
+
+
+def _small_stream(request: HttpRequest) -> HttpResponseBase:
+    return stream_response(small(), name="limited")
+
+
+LIMITED = {
+    "none": _small_stream,
+    "process": limit_concurrency(1000, scope="process", name="bench-process")(_small_stream),
+    "host": limit_concurrency(1000, scope="host", name="bench-host")(_small_stream),
+}
+
+
+def limited(request: HttpRequest, impl: str) -> HttpResponseBase:
+    return LIMITED[impl](request)

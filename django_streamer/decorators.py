@@ -13,7 +13,6 @@ import ipaddress
 import os
 import tempfile
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -190,6 +189,12 @@ class _Slot(StreamRecorder):
     def finish(self, outcome: Outcome) -> None:
         self.release()
 
+    def __del__(self) -> None:
+        # Last resort, should the response be dropped unsent and never closed:
+        # the response is the only holder of this object.
+        if not self.lease.released:
+            self.lease.release()
+
 
 def _hold_until_done(response: HttpResponseBase, slot: _Slot) -> None:
     """Tie the slot to the response's life, whatever kind of response it is."""
@@ -205,8 +210,6 @@ def _hold_until_done(response: HttpResponseBase, slot: _Slot) -> None:
             response.streaming_content = _arelease_after(cast(AsyncIterator[bytes], content), slot)
         else:
             response.streaming_content = _release_after(cast(Iterator[bytes], content), slot)
-    # Last resort, should the response be dropped unsent and never closed.
-    weakref.finalize(response, slot.release)
 
 
 def _release_after(content: Iterator[bytes], slot: _Slot) -> Iterator[bytes]:

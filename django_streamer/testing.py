@@ -27,6 +27,12 @@ class WireResponse:
     arrivals: list[float] = field(default_factory=list)  # seconds since the request was sent
     complete: bool = False  # the body ended as its framing says a body ends
     error: str | None = None
+    started_at: float = 0.0  # time.monotonic() when the request was sent
+
+    @property
+    def finished_at(self) -> float | None:
+        """time.monotonic() when the last chunk arrived."""
+        return self.started_at + self.arrivals[-1] if self.arrivals else None
 
     @property
     def body(self) -> bytes:
@@ -91,7 +97,7 @@ def fetch(
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
-        started = time.monotonic()
+        started = result.started_at = time.monotonic()
         sock.sendall(request)
         reader = _Reader(sock)
         status_line = reader.line()

@@ -30,6 +30,7 @@ class Server:
     events_path: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    limiter_dir: Path
     host: str = "127.0.0.1"
 
     def events(self) -> list[list[str]]:
@@ -88,8 +89,10 @@ def start_gunicorn(
         *(extra or []),
         app,
     ]
+    limiter_dir = tmp_path / f"pools-{port}"
     full_env = {
         **os.environ,
+        "STREAMER_TEST_LIMITER_DIR": str(limiter_dir),
         "STREAMER_TEST_EVENTS": str(events),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": str(ROOT),
@@ -109,7 +112,20 @@ def start_gunicorn(
     else:
         proc.kill()
         raise RuntimeError(f"gunicorn did not listen:\n{log.read_text()}")
-    return Server(port=port, worker=worker, events_path=events, proc=proc, log_path=log)
+    server = Server(
+        port=port,
+        worker=worker,
+        events_path=events,
+        proc=proc,
+        log_path=log,
+        limiter_dir=limiter_dir,
+    )
+    while len(server.worker_pids()) < workers:  # the arbiter listens before they boot
+        if time.monotonic() > deadline:
+            stop_gunicorn(server)
+            raise RuntimeError(f"gunicorn did not boot {workers} workers:\n{log.read_text()}")
+        time.sleep(0.05)
+    return server
 
 
 def stop_gunicorn(server: Server) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -35,3 +37,6 @@ TEMPLATES = [
 ]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+# The gunicorn fixture points every worker at the test's own directory.
+STREAMER_LIMITER_DIR = os.environ.get("STREAMER_TEST_LIMITER_DIR") or None

@@ -246,15 +246,19 @@ def test_host_pools_are_shared_between_backends_of_one_directory(tmp_path):
     assert b.try_acquire() is not None
 
 
-def test_host_leases_close_their_descriptors(tmp_path):
-    pool = Pool(name="p", limit=2, backend=HostBackend(str(tmp_path)))
+def test_host_descriptors_stay_bounded_however_many_keys(tmp_path):
+    backend = HostBackend(str(tmp_path), spare=16)
+    pool = Pool(name="p", limit=2, backend=backend)
     before = len(os.listdir("/proc/self/fd"))
-    for i in range(500):
-        leases = [pool.try_acquire(f"k{i % 7}") for _ in range(3)]
-        assert leases[2] is None  # a refused try closes what it opened, too
+    for i in range(1000):
+        leases = [pool.try_acquire(f"k{i % 200}") for _ in range(3)]
+        assert leases[2] is None  # a refused try keeps nothing locked either
         for lease in leases[:2]:
             lease.release()  # type: ignore[union-attr]
-    assert len(os.listdir("/proc/self/fd")) == before
+    # Released descriptors are reused, at most ``spare`` of them kept.
+    assert len(os.listdir("/proc/self/fd")) - before <= 16
+    assert backend._spare_count <= 16
+    assert pool.in_use("k7") == 0
 
 
 def test_bad_limits_are_refused():

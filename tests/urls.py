@@ -5,4 +5,8 @@ from . import views
 urlpatterns = [
     path("stream/", views.stream_view),
     path("plain/", views.plain_view),
+    path("limited/reject/", views.limited_reject),
+    path("limited/wait/", views.limited_wait),
+    path("limited/abort/", views.limited_abort),
+    path("limited/kill/", views.limited_kill),
 ]

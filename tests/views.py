@@ -18,7 +18,7 @@ from pathlib import Path
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase, StreamingHttpResponse
 
-from django_streamer import stream_response
+from django_streamer import limit_concurrency, stream_response
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.response import recorder_factories
 
@@ -105,6 +105,7 @@ def stream_view(request: HttpRequest) -> HttpResponseBase:
     p = _params(request)
     kind = request.GET.get("kind", "sync")
     tag = request.GET.get("tag", kind)
+    event(f"serving {tag}")
     args = (int(p["items"]), int(p["size"]), p["delay"], int(p["fail_after"]), tag)
     options: dict[str, float] = {}
     if "chunk" in request.GET:
@@ -135,3 +136,23 @@ def plain_view(request: HttpRequest) -> HttpResponseBase:
     return StreamingHttpResponse(
         sync_source(int(p["items"]), int(p["size"]), p["delay"], int(p["fail_after"]), "plain")
     )
+
+
+@limit_concurrency(2, scope="host", name="e2e-reject")
+def limited_reject(request: HttpRequest) -> HttpResponseBase:
+    return stream_view(request)
+
+
+@limit_concurrency(2, scope="host", name="e2e-wait", on_limit="wait", timeout=30)
+def limited_wait(request: HttpRequest) -> HttpResponseBase:
+    return stream_view(request)
+
+
+@limit_concurrency(8, scope="host", name="e2e-abort")
+def limited_abort(request: HttpRequest) -> HttpResponseBase:
+    return stream_view(request)
+
+
+@limit_concurrency(1, scope="host", name="e2e-kill")
+def limited_kill(request: HttpRequest) -> HttpResponseBase:
+    return stream_view(request)
