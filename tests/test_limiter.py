@@ -7,6 +7,7 @@ import inspect
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import iscoroutinefunction
@@ -248,8 +249,8 @@ def test_async_wait_mode():
     asyncio.run(main())
 
 
-def with_user(request: HttpRequest, user: object) -> HttpRequest:
-    request.user = user  # type: ignore[attr-defined]
+def with_user(request: HttpRequest, user: Any) -> HttpRequest:
+    request.user = user
     return request
 
 

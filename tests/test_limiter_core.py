@@ -171,7 +171,7 @@ def test_a_cancelled_async_waiter_gives_up_its_place():
         await asyncio.sleep(0.05)
         first.cancel()  # the client went away
         await asyncio.sleep(0.05)
-        held.release()
+        held.release()  # type: ignore[union-attr]
         lease = await asyncio.wait_for(second, 2)
         assert lease is not None
         lease.release()
@@ -196,7 +196,7 @@ def test_an_async_wait_does_not_block_the_loop():
         t = asyncio.ensure_future(ticker())
         assert await pool.aacquire(timeout=0.3) is None
         t.cancel()
-        held.release()
+        held.release()  # type: ignore[union-attr]
         return ticks
 
     assert asyncio.run(main()) >= 10
