@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("download/", views.download, name="download"),
     path("ticker/", views.ticker, name="ticker"),
     path("admin/", admin.site.urls),
+    path("streaming/", include("django_streamer.urls")),
 ]
 
 # gunicorn serves no static files; the demo runs with DEBUG on, so Django does.

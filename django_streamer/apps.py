@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core.signals import request_started
 
 
 class DjangoStreamerConfig(AppConfig):
@@ -8,4 +9,16 @@ class DjangoStreamerConfig(AppConfig):
     verbose_name = "Streaming"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            metrics,
+        )
+        from .decorators import limiter_recorders
+        from .response import recorder_factories
+
+        if metrics.stream_recorder not in recorder_factories:
+            recorder_factories.append(metrics.stream_recorder)
+        if not any(isinstance(r, metrics.PoolRecorder) for r in limiter_recorders):
+            limiter_recorders.append(metrics.PoolRecorder())
+        request_started.connect(metrics.remember_path, dispatch_uid="django_streamer.path")
+        metrics.register_with_prometheus()

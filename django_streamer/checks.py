@@ -61,6 +61,92 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     errors.extend(_check_limiter())
+    errors.extend(_check_metrics())
+    return errors
+
+
+def _check_metrics() -> list[checks.CheckMessage]:
+    import ipaddress
+    import os
+
+    from django.conf import settings
+    from django.urls import NoReverseMatch, reverse
+    from django.utils.module_loading import import_string
+
+    errors: list[checks.CheckMessage] = []
+    max_names = conf.STREAMER_METRICS_MAX_NAMES
+    if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 1:
+        errors.append(
+            checks.Error(
+                f"STREAMER_METRICS_MAX_NAMES must be an int >= 1, not {max_names!r}.",
+                hint="It caps label cardinality; 100 suits most projects.",
+                id="django_streamer.E007",
+            )
+        )
+    directory = conf.STREAMER_METRICS_DIR
+    if directory is not None:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            writable = os.access(directory, os.W_OK | os.X_OK)
+        except (OSError, TypeError):
+            writable = False
+        if not writable:
+            errors.append(
+                checks.Error(
+                    f"STREAMER_METRICS_DIR {directory!r} cannot be created or written.",
+                    hint="Use a directory every worker of this project can write.",
+                    id="django_streamer.E008",
+                )
+            )
+    allow = conf.STREAMER_METRICS_ALLOW
+    if allow is not None:
+        bad = []
+        if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
+            bad = [repr(allow)]
+        else:
+            for net in allow:
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except (TypeError, ValueError):
+                    bad.append(repr(net))
+        if bad:
+            errors.append(
+                checks.Error(
+                    f"STREAMER_METRICS_ALLOW has entries that are not addresses or networks: "
+                    f"{', '.join(bad)}.",
+                    hint="Use a list such as ['127.0.0.1', '10.0.0.0/8'].",
+                    id="django_streamer.E009",
+                )
+            )
+    hook = conf.STREAMER_DASHBOARD_PERMISSION
+    if hook is not None:
+        try:
+            ok = callable(import_string(hook))
+        except (ImportError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            errors.append(
+                checks.Error(
+                    f"STREAMER_DASHBOARD_PERMISSION {hook!r} does not import as a callable.",
+                    hint="Give the dotted path of a function (request) -> bool.",
+                    id="django_streamer.E010",
+                )
+            )
+    if not settings.DEBUG and not conf.STREAMER_METRICS_TOKEN and allow is None:
+        try:
+            reverse("django_streamer:metrics")
+            routed = True
+        except NoReverseMatch:
+            routed = False
+        if routed:
+            errors.append(
+                checks.Warning(
+                    "The metrics endpoint is open to anyone while DEBUG is off.",
+                    hint="Set STREAMER_METRICS_TOKEN (a bearer token) and/or "
+                    "STREAMER_METRICS_ALLOW (addresses or CIDR networks).",
+                    id="django_streamer.W004",
+                )
+            )
     return errors
 
 

@@ -23,6 +23,12 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_IP_HEADER": None,
     "STREAMER_RETRY_AFTER": 5,
     "STREAMER_LIMIT_HANDLER": None,
+    "STREAMER_METRICS": True,
+    "STREAMER_METRICS_DIR": None,
+    "STREAMER_METRICS_MAX_NAMES": 100,
+    "STREAMER_METRICS_TOKEN": None,
+    "STREAMER_METRICS_ALLOW": None,
+    "STREAMER_DASHBOARD_PERMISSION": None,
 }
 
 
@@ -80,6 +86,42 @@ class Settings:
     def STREAMER_LIMIT_HANDLER(self) -> str | None:
         """Dotted path of a ``(request, rejection) -> response`` for every rejection."""
         value: str | None = self._get("STREAMER_LIMIT_HANDLER")
+        return value
+
+    @property
+    def STREAMER_METRICS(self) -> bool:
+        """Record streams and pools in the metrics registry."""
+        value: bool = self._get("STREAMER_METRICS")
+        return value
+
+    @property
+    def STREAMER_METRICS_DIR(self) -> str | None:
+        """Where every process's metrics file lives (None: a per-project temp dir)."""
+        value: str | None = self._get("STREAMER_METRICS_DIR")
+        return value
+
+    @property
+    def STREAMER_METRICS_MAX_NAMES(self) -> int:
+        """Distinct stream (and pool) names kept; later ones count as ``other``."""
+        value: int = self._get("STREAMER_METRICS_MAX_NAMES")
+        return value
+
+    @property
+    def STREAMER_METRICS_TOKEN(self) -> str | None:
+        """Bearer token the metrics endpoint requires, if set."""
+        value: str | None = self._get("STREAMER_METRICS_TOKEN")
+        return value
+
+    @property
+    def STREAMER_METRICS_ALLOW(self) -> list[str] | None:
+        """Addresses or CIDR networks allowed to read the metrics endpoint, if set."""
+        value: list[str] | None = self._get("STREAMER_METRICS_ALLOW")
+        return value
+
+    @property
+    def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
+        """Dotted path of ``(request) -> bool``, checked after the staff check."""
+        value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
         return value
 
 

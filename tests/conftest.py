@@ -93,6 +93,7 @@ def start_gunicorn(
     full_env = {
         **os.environ,
         "STREAMER_TEST_LIMITER_DIR": str(limiter_dir),
+        "STREAMER_TEST_METRICS_DIR": str(tmp_path / f"metrics-{port}"),
         "STREAMER_TEST_EVENTS": str(events),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PYTHONPATH": str(ROOT),

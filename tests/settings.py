@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 SECRET_KEY = "tests-only"
 DEBUG = False
@@ -40,3 +41,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 # The gunicorn fixture points every worker at the test's own directory.
 STREAMER_LIMITER_DIR = os.environ.get("STREAMER_TEST_LIMITER_DIR") or None
+STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.mkdtemp(
+    prefix="streamer-metrics-"
+)
+STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]

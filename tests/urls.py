@@ -1,8 +1,11 @@
-from django.urls import path
+from django.contrib import admin
+from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("streaming/", include("django_streamer.urls")),
     path("stream/", views.stream_view),
     path("plain/", views.plain_view),
     path("limited/reject/", views.limited_reject),

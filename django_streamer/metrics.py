@@ -1,0 +1,276 @@
+"""The metrics registry: wiring the store to streams and pools, and reading it out.
+
+Nothing here runs at import. ``AppConfig.ready()`` registers the recorders;
+the store's directory is created on the first stream.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+from .conf import conf
+from .core.limiter import Pool, PoolLease
+from .core.metrics import (
+    DURATION_BUCKETS,
+    TTFB_BUCKETS,
+    WAIT_BUCKETS,
+    Snapshot,
+    Store,
+    StreamMetrics,
+    record_admitted,
+    record_rejected,
+    record_released,
+)
+from .core.stream import Stream
+from .decorators import LimiterRecorder, Rejection
+
+_request_path: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "django_streamer_path", default=""
+)
+_stores: dict[tuple[str, int], Store] = {}
+_lock = threading.Lock()
+
+
+def default_metrics_dir() -> str:
+    from django.conf import settings
+
+    project = getattr(settings, "SETTINGS_MODULE", None) or "default"
+    return os.path.join(tempfile.gettempdir(), f"django-streamer-{os.getuid()}", project, "metrics")
+
+
+def get_store() -> Store:
+    directory = str(conf.STREAMER_METRICS_DIR or default_metrics_dir())
+    max_names = conf.STREAMER_METRICS_MAX_NAMES
+    with _lock:
+        store = _stores.get((directory, max_names))
+        if store is None:
+            store = _stores[(directory, max_names)] = Store(directory, max_names=max_names)
+        return store
+
+
+def remember_path(sender: object, **kwargs: Any) -> None:
+    """request_started receiver: the path, for the active-streams table."""
+    environ = kwargs.get("environ")
+    scope = kwargs.get("scope")
+    if environ is not None:
+        _request_path.set(str(environ.get("PATH_INFO", "")))
+    elif scope is not None:
+        _request_path.set(str(scope.get("path", "")))
+
+
+def stream_recorder(stream: Stream) -> StreamMetrics | None:
+    if not conf.STREAMER_METRICS:
+        return None
+    return StreamMetrics(get_store(), stream.name, _request_path.get())
+
+
+class PoolRecorder(LimiterRecorder):
+    def admitted(self, pool: Pool, lease: PoolLease) -> None:
+        if conf.STREAMER_METRICS:
+            record_admitted(get_store(), pool.name, pool.limit, lease.waited)
+
+    def rejected(self, pool: Pool, rejection: Rejection) -> None:
+        if conf.STREAMER_METRICS:
+            record_rejected(get_store(), rejection.pool, rejection.pool)
+
+    def released(self, pool: Pool, lease: PoolLease) -> None:
+        if conf.STREAMER_METRICS:
+            record_released(get_store(), pool.name)
+
+
+# -- reading out -------------------------------------------------------------
+
+
+def _num(entry: dict[str, Any], figure: str) -> float:
+    return float(entry.get(figure, 0.0))
+
+
+def _cumulative(counts: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for c in counts:
+        total += c
+        out.append(total)
+    return out
+
+
+def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
+    """The dashboard's JSON API (documented in the README)."""
+    snap = snapshot or get_store().snapshot()
+    now = snap.taken_at
+    rate: dict[str, float] = {}
+    active = []
+    for a in sorted(snap.active, key=lambda a: cast(float, a["started"])):
+        elapsed = max(now - cast(float, a["started"]), 1e-6)
+        sent = cast(float, a["bytes"])
+        stream = cast(str, a["stream"])
+        rate[stream] = rate.get(stream, 0.0) + sent / elapsed
+        active.append(
+            {
+                "stream": stream,
+                "path": a["path"],
+                "pid": a["pid"],
+                "started": a["started"],
+                "bytes": int(sent),
+                "bytes_per_second": sent / elapsed,
+            }
+        )
+    streams = {}
+    for name, e in sorted(snap.streams.items()):
+        chunks = _num(e, "chunks")
+        sent = _num(e, "bytes")
+        ttfb_count = _num(e, "ttfb_count")
+        duration_count = _num(e, "duration_count")
+        streams[name] = {
+            "started": int(_num(e, "started")),
+            "active": int(_num(e, "active")),
+            "completed": int(_num(e, "completed")),
+            "aborted": int(_num(e, "aborted")),
+            "failed": int(_num(e, "failed")),
+            "rejected": int(_num(e, "rejected")),
+            "bytes": int(sent),
+            "chunks": int(chunks),
+            "chunk_size_max": int(_num(e, "chunk_max")),
+            "chunk_size_avg": sent / chunks if chunks else 0.0,
+            "ttfb_avg": _num(e, "ttfb_sum") / ttfb_count if ttfb_count else None,
+            "duration_avg": _num(e, "duration_sum") / duration_count if duration_count else None,
+            "bytes_per_second": rate.get(name, 0.0),
+        }
+    pools = {}
+    for name, e in sorted(snap.pools.items()):
+        waits = _num(e, "wait_count")
+        pools[name] = {
+            "in_use": int(_num(e, "in_use")),
+            "limit": int(_num(e, "limit")),
+            "admitted": int(_num(e, "admitted")),
+            "rejected": int(_num(e, "rejected")),
+            "wait_avg": _num(e, "wait_sum") / waits if waits else 0.0,
+        }
+    return {
+        "time": now,
+        "processes": snap.processes,
+        "streams": streams,
+        "pools": pools,
+        "active": active,
+    }
+
+
+class StreamerCollector:
+    """A prometheus_client collector reading the host-wide store."""
+
+    def describe(self) -> list[Any]:
+        return []  # unchecked: names are documented, and reading the store costs I/O
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        snap = get_store().snapshot()
+        p = "django_streamer_"
+        started = CounterMetricFamily(p + "streams_started", "Streams started.", labels=["stream"])
+        active = GaugeMetricFamily(p + "streams_active", "Streams active now.", labels=["stream"])
+        finished = CounterMetricFamily(
+            p + "streams_finished", "Streams finished, by outcome.", labels=["stream", "outcome"]
+        )
+        rejected = CounterMetricFamily(
+            p + "streams_rejected", "Requests the limiter turned away.", labels=["stream"]
+        )
+        sent = CounterMetricFamily(p + "bytes", "Bytes handed to the server.", labels=["stream"])
+        chunks = CounterMetricFamily(
+            p + "chunks", "Chunks handed to the server.", labels=["stream"]
+        )
+        chunk_max = GaugeMetricFamily(
+            p + "chunk_size_max_bytes", "Largest chunk sent.", labels=["stream"]
+        )
+        ttfb = HistogramMetricFamily(
+            p + "time_to_first_byte_seconds",
+            "From the response's creation to its first chunk.",
+            labels=["stream"],
+        )
+        duration = HistogramMetricFamily(
+            p + "stream_duration_seconds",
+            "From the response's creation to the stream's end.",
+            labels=["stream"],
+        )
+        for name, e in sorted(snap.streams.items()):
+            started.add_metric([name], _num(e, "started"))
+            active.add_metric([name], _num(e, "active"))
+            for outcome in ("completed", "aborted", "failed"):
+                finished.add_metric([name, outcome], _num(e, outcome))
+            rejected.add_metric([name], _num(e, "rejected"))
+            sent.add_metric([name], _num(e, "bytes"))
+            chunks.add_metric([name], _num(e, "chunks"))
+            chunk_max.add_metric([name], _num(e, "chunk_max"))
+            ttfb.add_metric([name], *_buckets(e, "ttfb", TTFB_BUCKETS))
+            duration.add_metric([name], *_buckets(e, "duration", DURATION_BUCKETS))
+        yield from (started, active, finished, rejected, sent, chunks, chunk_max, ttfb, duration)
+
+        in_use = GaugeMetricFamily(p + "limiter_in_use", "Slots held now.", labels=["limiter"])
+        limit = GaugeMetricFamily(p + "limiter_limit", "Slots in the pool.", labels=["limiter"])
+        admitted = CounterMetricFamily(
+            p + "limiter_admitted", "Requests given a slot.", labels=["limiter"]
+        )
+        turned = CounterMetricFamily(
+            p + "limiter_rejected", "Requests turned away.", labels=["limiter"]
+        )
+        wait = HistogramMetricFamily(
+            p + "limiter_wait_seconds", "Time spent waiting for a slot.", labels=["limiter"]
+        )
+        for name, e in sorted(snap.pools.items()):
+            in_use.add_metric([name], _num(e, "in_use"))
+            limit.add_metric([name], _num(e, "limit"))
+            admitted.add_metric([name], _num(e, "admitted"))
+            turned.add_metric([name], _num(e, "rejected"))
+            wait.add_metric([name], *_buckets(e, "wait", WAIT_BUCKETS))
+        yield from (in_use, limit, admitted, turned, wait)
+
+
+def _buckets(
+    entry: dict[str, Any], figure: str, bounds: tuple[float, ...]
+) -> tuple[list[tuple[str, float]], float]:
+    counts = entry.get(f"{figure}_buckets") or [0.0] * (len(bounds) + 1)
+    cumulative = _cumulative(list(counts))
+    labels = [*(repr(float(b)) for b in bounds), "+Inf"]
+    return list(zip(labels, cumulative, strict=True)), _num(entry, f"{figure}_sum")
+
+
+_collector = StreamerCollector()
+_registered: list[Any] = []
+
+
+def register_with_prometheus() -> None:
+    """Add our collector to prometheus_client's global registry, once.
+
+    That registry is what django-prometheus's ``/metrics`` serves (outside
+    prometheus_client's multiprocess mode).
+    """
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return
+    if REGISTRY in _registered:
+        return
+    REGISTRY.register(_collector)
+    _registered.append(REGISTRY)
+
+
+def render(openmetrics: bool) -> tuple[bytes, str]:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_collector)
+    if openmetrics:
+        from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(registry), CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST as TEXT
+    from prometheus_client.exposition import generate_latest as text
+
+    return text(registry), TEXT
