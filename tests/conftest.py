@@ -241,3 +241,19 @@ def wsgi_iter(path: str) -> tuple[str, dict[str, str], Any]:
 
     body = WSGIHandler()(environ, start_response)
     return captured["status"], captured["headers"], body
+
+
+@pytest.fixture(autouse=True)
+def _keep_db_connections_across_response_close() -> Iterator[None]:
+    # Tests close responses by hand; Django's test client disconnects this
+    # receiver around its own requests for the same reason (pytest-django
+    # blocks the database check it makes outside django_db tests). Per test,
+    # since the test client connects it again after each request.
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

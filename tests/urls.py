@@ -6,6 +6,7 @@ from . import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("streaming/", include("django_streamer.urls")),
+    path("", include("django_prometheus.urls")),
     path("stream/", views.stream_view),
     path("plain/", views.plain_view),
     path("limited/reject/", views.limited_reject),

@@ -1,0 +1,174 @@
+"""The metrics endpoint, the dashboard and its JSON, in-process."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_streamer.checks import check_settings
+
+
+@pytest.fixture
+def metrics_dir(tmp_path, settings):
+    settings.STREAMER_METRICS_DIR = str(tmp_path / "metrics")
+    return tmp_path / "metrics"
+
+
+def scrape(client: Client, **extra) -> dict[str, float]:
+    response = client.get("/streaming/metrics/", REMOTE_ADDR="127.0.0.1", **extra)
+    assert response.status_code == 200, response.content
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return samples
+
+
+def stream(client: Client, query: str) -> bytes:
+    return b"".join(client.get(f"/stream/?{query}"))
+
+
+def test_every_documented_metric_is_served(metrics_dir):
+    client = Client()
+    stream(client, "kind=sync&items=100&tag=m1")
+    samples = scrape(client)
+    for name in (
+        "django_streamer_streams_started_total{stream=m1}",
+        "django_streamer_streams_active{stream=m1}",
+        "django_streamer_streams_finished_total{outcome=completed,stream=m1}",
+        "django_streamer_streams_rejected_total{stream=m1}",
+        "django_streamer_bytes_total{stream=m1}",
+        "django_streamer_chunks_total{stream=m1}",
+        "django_streamer_chunk_size_max_bytes{stream=m1}",
+        "django_streamer_time_to_first_byte_seconds_count{stream=m1}",
+        "django_streamer_stream_duration_seconds_bucket{le=+Inf,stream=m1}",
+    ):
+        assert name in samples, name
+    assert samples["django_streamer_bytes_total{stream=m1}"] == 3300
+
+
+def test_openmetrics_when_asked(metrics_dir):
+    client = Client()
+    stream(client, "kind=sync&items=1&tag=om")
+    response = client.get(
+        "/streaming/metrics/", REMOTE_ADDR="127.0.0.1", HTTP_ACCEPT="application/openmetrics-text"
+    )
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    assert response.content.rstrip().endswith(b"# EOF")
+
+
+@pytest.mark.parametrize(
+    ("settings_kw", "addr", "auth", "status"),
+    [
+        ({"STREAMER_METRICS_TOKEN": "s3cret", "STREAMER_METRICS_ALLOW": None}, "10.1.1.1", "", 401),
+        (
+            {"STREAMER_METRICS_TOKEN": "s3cret", "STREAMER_METRICS_ALLOW": None},
+            "10.1.1.1",
+            "Bearer wrong",
+            401,
+        ),
+        (
+            {"STREAMER_METRICS_TOKEN": "s3cret", "STREAMER_METRICS_ALLOW": None},
+            "10.1.1.1",
+            "Bearer s3cret",
+            200,
+        ),
+        ({"STREAMER_METRICS_ALLOW": ["10.0.0.0/8"]}, "10.1.1.1", "", 200),
+        ({"STREAMER_METRICS_ALLOW": ["10.0.0.0/8"]}, "192.0.2.1", "", 403),
+        (
+            {"STREAMER_METRICS_TOKEN": "s3cret", "STREAMER_METRICS_ALLOW": ["10.0.0.0/8"]},
+            "192.0.2.1",
+            "Bearer s3cret",
+            403,
+        ),
+    ],
+)
+def test_endpoint_protection(metrics_dir, settings_kw, addr, auth, status):
+    with override_settings(**settings_kw):
+        extra = {"HTTP_AUTHORIZATION": auth} if auth else {}
+        response = Client().get("/streaming/metrics/", REMOTE_ADDR=addr, **extra)
+    assert response.status_code == status
+    if status == 401:
+        assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.django_db
+def test_dashboard_is_in_the_admin_index_and_sidebar_for_staff(metrics_dir):
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    index = client.get("/admin/")
+    assert b'href="/admin/streaming/"' in index.content
+    page = client.get("/admin/streaming/")
+    assert page.status_code == 200
+    assert b"Throughput per stream" in page.content
+    assert b'id="nav-sidebar"' in page.content
+    assert page.content.count(b'href="/admin/streaming/"') >= 1
+
+
+@pytest.mark.django_db
+def test_json_denies_anonymous_and_non_staff_and_serves_staff(metrics_dir):
+    url = "/admin/streaming/data.json"
+    assert Client().get(url).status_code == 403
+    plain = User.objects.create_user("plain", password="pw")
+    client = Client()
+    client.force_login(plain)
+    assert client.get(url).status_code == 403
+    assert client.get("/admin/streaming/").status_code == 302  # to the admin login
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    stream(client, "kind=sync&items=10&tag=js")
+    data = client.get(url).json()
+    assert data["streams"]["js"]["bytes"] == 330
+    assert set(data) == {"time", "processes", "streams", "pools", "active"}
+
+
+def deny_all(request) -> bool:
+    return False
+
+
+@pytest.mark.django_db
+def test_the_permission_hook_can_refuse_staff(metrics_dir):
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    with override_settings(STREAMER_DASHBOARD_PERMISSION="tests.test_metrics.deny_all"):
+        assert client.get("/admin/streaming/data.json").status_code == 403
+        assert client.get("/admin/streaming/").status_code == 403
+        assert b"/admin/streaming/" not in client.get("/admin/").content
+
+
+@pytest.mark.parametrize(
+    ("settings_kw", "check_id"),
+    [
+        ({"STREAMER_METRICS_MAX_NAMES": 0}, "django_streamer.E007"),
+        ({"STREAMER_METRICS_DIR": "/proc/nope/metrics"}, "django_streamer.E008"),
+        ({"STREAMER_METRICS_ALLOW": ["not-an-ip"]}, "django_streamer.E009"),
+        ({"STREAMER_METRICS_ALLOW": "10.0.0.0/8"}, "django_streamer.E009"),
+        ({"STREAMER_DASHBOARD_PERMISSION": "tests.nowhere.check"}, "django_streamer.E010"),
+        ({"STREAMER_METRICS_ALLOW": None, "STREAMER_METRICS_TOKEN": None}, "django_streamer.W004"),
+    ],
+)
+def test_metrics_checks(settings_kw, check_id):
+    with override_settings(**settings_kw):
+        messages = check_settings()
+    assert [m.id for m in messages] == [check_id]
+    assert messages[0].hint
+
+
+def test_no_warning_with_debug_on():
+    with override_settings(DEBUG=True, STREAMER_METRICS_ALLOW=None):
+        assert check_settings() == []
+
+
+def test_django_prometheus_shows_the_same_metrics_once(metrics_dir):
+    client = Client()
+    stream(client, "kind=sync&items=10&tag=dp")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert text.count('django_streamer_bytes_total{stream="dp"} 330.0') == 1
+    assert text.count("# TYPE django_streamer_bytes_total counter") == 1
