@@ -257,3 +257,59 @@ def _keep_db_connections_across_response_close() -> Iterator[None]:
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+def make_database(tmp_path: Path, username: str = "admin", password: str = "pw") -> Path:
+    """A migrated SQLite file with a superuser, for gunicorn workers to share."""
+    db = tmp_path / "db.sqlite3"
+    code = (
+        "import django; django.setup();"
+        "from django.core.management import call_command; call_command('migrate', verbosity=0);"
+        "from django.contrib.auth.models import User;"
+        f"User.objects.create_superuser({username!r}, 'admin@example.invalid', {password!r})"
+    )
+    env = {
+        **os.environ,
+        "STREAMER_TEST_DB": str(db),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+    return db
+
+
+class Session:
+    """A logged-in admin session over plain HTTP (urllib, cookies kept)."""
+
+    def __init__(self, server: Server, username: str = "admin", password: str = "pw") -> None:
+        import http.cookiejar
+        import re
+        import urllib.parse
+        import urllib.request
+
+        self.base = f"http://{server.host}:{server.port}"
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        page = self.opener.open(f"{self.base}/admin/login/").read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, page[:500]
+        form = urllib.parse.urlencode(
+            {
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": token.group(1),
+                "next": "/admin/",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.base}/admin/login/", data=form, headers={"Referer": f"{self.base}/admin/login/"}
+        )
+        self.opener.open(request).read()
+        assert any(c.name == "sessionid" for c in self.jar), "login failed"
+
+    def get(self, path: str) -> bytes:
+        data: bytes = self.opener.open(self.base + path).read()
+        return data
+
+    def cookies(self) -> dict[str, str]:
+        return {c.name: c.value or "" for c in self.jar}
