@@ -14,6 +14,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_prometheus",
     "django_streamer",
 ]
@@ -53,3 +54,4 @@ STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.m
     prefix="streamer-metrics-"
 )
 STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]
+STATIC_URL = "/static/"

@@ -1,9 +1,12 @@
 from django.contrib import admin
+from django.contrib.staticfiles.views import serve
 from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
+    # The browser tests need the admin's CSS; nothing else serves it here.
+    path("static/<path:path>", serve, {"insecure": True}),
     path("admin/", admin.site.urls),
     path("streaming/", include("django_streamer.urls")),
     path("", include("django_prometheus.urls")),
