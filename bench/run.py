@@ -85,7 +85,7 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         app = "bench.asgi:application" if worker == "asgi" else "bench.wsgi:application"
         cmd = [
@@ -93,8 +93,13 @@ class Gunicorn:
             "-b", f"127.0.0.1:{self.port}", "--timeout", "120", "--log-level", "warning",
             *(["--threads", "4"] if worker == "gthread" else []), app,
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "bench.settings"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            **(env or {}),
+        }
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
         for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
@@ -137,6 +142,26 @@ def _cpu_ticks(stat: Path) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def cpu_per_request(server: Gunicorn, url: str, seconds: int, connections: int) -> float:
+    """Worker CPU seconds (user + system) per request, over one wrk run.
+
+    Far steadier than requests/s on a shared 2-core VM, where wrk and the
+    kernel's loopback copies move the wall-clock figures by 10% and more.
+    """
+    stat = Path(f"/proc/{server.worker_pid()}/stat")
+    before = _cpu_ticks(stat)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    server.wait_idle()
+    spent = (_cpu_ticks(stat) - before) / os.sysconf("SC_CLK_TCK")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return spent / requests
+
+
 def wrk(url: str, seconds: float, connections: int = 1) -> tuple[float, float]:
     """Requests/s and bytes/s for ``connections`` connections hammering ``url``."""
     out = subprocess.run(
@@ -172,13 +197,61 @@ def limiter_overhead(rounds: int, seconds: int) -> list[str]:
     """Requests/s of a small stream: undecorated, and behind each limiter scope."""
     sc = Scenario("limited", "", "gthread", "requests", ("none", "process", "host"))
     res = run_scenario(sc, rounds, seconds)
+    server = Gunicorn("gthread")
+    cpu: dict[str, list[float]] = {impl: [] for impl in sc.contenders}
+    try:
+        for _ in range(rounds):
+            for impl in sc.contenders:
+                url = f"http://127.0.0.1:{server.port}/limited/{impl}"
+                cpu[impl].append(cpu_per_request(server, url, seconds, 4))
+    finally:
+        server.stop()
+    base = statistics.median(cpu["none"])
     rows = []
     for scope, target in (("process", 2), ("host", 5)):
         cost = (1 - res[scope] / res["none"]) * 100
+        mine = statistics.median(cpu[scope])
         rows.append(
             f"| limit_concurrency(scope={scope!r}) on 10 x 100 B, gthread "
             f"| {fmt(res['none'], 'requests')} undecorated | {fmt(res[scope], 'requests')} "
-            f"| {cost:+.1f}% cost | <= {target}% |"
+            f"| {cost:+.1f}% cost; worker CPU per request {base * 1e6:,.0f} -> "
+            f"{mine * 1e6:,.0f} us ({(mine / base - 1) * 100:+.1f}%) | <= {target}% |"
+        )
+    return rows
+
+
+def metrics_overhead(rounds: int, seconds: int) -> list[str]:
+    """The same stream on twin servers, metrics on and off, interleaved."""
+    rows = []
+    for key, title, metric in (
+        ("small", "10 x 100 B", "requests"),
+        ("large", "256 x 64 KiB", "bytes"),
+    ):
+        on, off = Gunicorn("gthread"), Gunicorn("gthread", env={"BENCH_METRICS": "0"})
+        connections = 4 if metric == "requests" else 1
+        try:
+            results: dict[str, list[float]] = {"on": [], "off": []}
+            cpu: dict[str, list[float]] = {"on": [], "off": []}
+            for _ in range(rounds + 1):  # the first round warms up
+                for label, server in (("off", off), ("on", on)):
+                    url = f"http://127.0.0.1:{server.port}/{key}/streamer"
+                    rps, bps = wrk(url, seconds, connections)
+                    server.wait_idle()
+                    results[label].append(bps if metric == "bytes" else rps)
+                    cpu[label].append(cpu_per_request(server, url, seconds, connections))
+            on_v = statistics.median(results["on"][1:])
+            off_v = statistics.median(results["off"][1:])
+            on_cpu = statistics.median(cpu["on"][1:])
+            off_cpu = statistics.median(cpu["off"][1:])
+        finally:
+            on.stop()
+            off.stop()
+        target = 2 if key == "small" else 1
+        rows.append(
+            f"| metrics on, {title}, gthread | {fmt(off_v, metric)} metrics off "
+            f"| {fmt(on_v, metric)} | {(1 - on_v / off_v) * 100:+.1f}% cost; worker CPU per "
+            f"request {off_cpu * 1e6:,.0f} -> {on_cpu * 1e6:,.0f} us "
+            f"({(on_cpu / off_cpu - 1) * 100:+.1f}%) | <= {target}% |"
         )
     return rows
 
@@ -269,6 +342,8 @@ def main() -> None:
             f"| {fmt(res['streamer'], sc.metric)} | {ratio:.2f}x{note} | >= {sc.target}x |",
             flush=True,
         )
+    if not args.only or args.only == "metrics":
+        print("\n".join(metrics_overhead(args.rounds, args.seconds)), flush=True)
     if not args.only or args.only == "limited":
         print("\n".join(limiter_overhead(args.rounds, args.seconds)), flush=True)
     if not args.only or args.only == "slow":

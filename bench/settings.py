@@ -1,5 +1,7 @@
 """Bench settings: no middleware, so the figures are about the response."""
 
+import os
+
 SECRET_KEY = "bench-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
@@ -8,3 +10,5 @@ MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.urls"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
+# bench/run.py starts a twin server with metrics off to measure their cost.
+STREAMER_METRICS = os.environ.get("BENCH_METRICS", "1") == "1"

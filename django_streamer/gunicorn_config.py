@@ -28,3 +28,23 @@ threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Fold the metrics file of a worker that exited (recycled, killed) at once.
+
+    Readers and new workers do this too; the hook keeps the directory at one
+    file per live worker even when nothing reads the metrics for a long time.
+    """
+    try:
+        from django.conf import settings
+
+        if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+            return
+        from django_streamer.metrics import get_store
+
+        get_store().compact()
+    except Exception as exc:  # the arbiter must never die for metrics
+        log = getattr(server, "log", None)
+        if log is not None:
+            log.warning("django-streamer: could not fold a dead worker's metrics: %s", exc)

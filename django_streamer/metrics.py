@@ -33,6 +33,7 @@ _request_path: contextvars.ContextVar[str] = contextvars.ContextVar(
     "django_streamer_path", default=""
 )
 _stores: dict[tuple[str, int], Store] = {}
+_current: list[Any] = []  # [(settings it was made for), store]: the common case, no lock
 _lock = threading.Lock()
 
 
@@ -44,12 +45,16 @@ def default_metrics_dir() -> str:
 
 
 def get_store() -> Store:
-    directory = str(conf.STREAMER_METRICS_DIR or default_metrics_dir())
-    max_names = conf.STREAMER_METRICS_MAX_NAMES
+    key = (conf.STREAMER_METRICS_DIR, conf.STREAMER_METRICS_MAX_NAMES)
+    current = _current
+    if current and current[0] == key:
+        return cast(Store, current[1])
+    directory = str(key[0] or default_metrics_dir())
     with _lock:
-        store = _stores.get((directory, max_names))
+        store = _stores.get((directory, key[1]))
         if store is None:
-            store = _stores[(directory, max_names)] = Store(directory, max_names=max_names)
+            store = _stores[(directory, key[1])] = Store(directory, max_names=key[1])
+        _current[:] = [key, store]
         return store
 
 

@@ -172,3 +172,22 @@ def test_django_prometheus_shows_the_same_metrics_once(metrics_dir):
     text = response.content.decode()
     assert text.count('django_streamer_bytes_total{stream="dp"} 330.0') == 1
     assert text.count("# TYPE django_streamer_bytes_total counter") == 1
+
+
+def test_the_gunicorn_child_exit_hook_folds_a_dead_workers_file(metrics_dir):
+    import os
+
+    from django_streamer.gunicorn_config import child_exit
+    from django_streamer.metrics import get_store
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            b"".join(Client().get("/stream/?kind=sync&items=10&tag=hook"))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert [p for p in metrics_dir.glob(f"p-{pid}-*.bin")]
+    child_exit(object(), object())
+    assert not [p for p in metrics_dir.glob(f"p-{pid}-*.bin")]
+    assert get_store().snapshot().streams["hook"]["bytes"] == 330

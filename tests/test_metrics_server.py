@@ -23,8 +23,16 @@ pytestmark = pytest.mark.server
 @pytest.fixture(params=["steady", "recycled"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     db = make_database(tmp_path)
-    # Recycled: every worker is replaced after 3 requests (about 10 times here).
-    extra = ["--max-requests", "3", "--max-requests-jitter", "0"]
+    # Recycled: every worker is replaced after 3 requests (about 10 times here),
+    # under the packaged gunicorn config and its child_exit hook.
+    extra = [
+        "-c",
+        "python:django_streamer.gunicorn_config",
+        "--max-requests",
+        "3",
+        "--max-requests-jitter",
+        "0",
+    ]
     srv = start_gunicorn(
         tmp_path,
         "gthread",

@@ -279,19 +279,25 @@ class Store:
         self.max_active = max_active
         self.names = Names(directory, max_names)
         self._file: ProcessFile | None = None
-        self._pid = 0
         self._lock = threading.Lock()
         self._free_active: list[int] = []
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The parent's file is the parent's: a child makes its own.
+        self._file = None
+        self._lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------
 
     def file(self) -> ProcessFile:
         """This process's file, made (after a fork, too) on first use."""
-        pid = os.getpid()
-        if self._file is not None and self._pid == pid:
-            return self._file
+        f = self._file
+        if f is not None:
+            return f
         with self._lock:
-            if self._file is None or self._pid != pid:
+            if self._file is None:
+                pid = os.getpid()
                 self.compact()  # a new process tidies what dead ones left
                 name = f"p-{pid}-{uuid.uuid4().hex[:8]}.bin"
                 self._file = ProcessFile(
@@ -302,7 +308,6 @@ class Store:
                 )
                 if not _try_lock(self._file.fd):
                     raise RuntimeError(f"cannot lock {self._file.path}")
-                self._pid = pid
                 self._free_active = list(range(self.max_active - 1, -1, -1))
             return self._file
 
@@ -339,9 +344,8 @@ class Store:
 
     def free_active(self, slot: int) -> None:
         f = self.file()
-        f.map[f.active_base + slot * ACTIVE.size : f.active_base + (slot + 1) * ACTIVE.size] = (
-            b"\0" * ACTIVE.size
-        )
+        # A zero ``started`` marks the record free for readers.
+        f.values[(f.active_base + slot * ACTIVE.size + 8) // 8] = 0.0
         with self._lock:
             self._free_active.append(slot)
 
@@ -475,60 +479,101 @@ def _accumulate(f: ProcessFile, names: dict[str, list[str]], snap: Snapshot) -> 
 
 
 class StreamMetrics(StreamRecorder):
-    """Records one stream into a :class:`Store`: a few stores per chunk."""
+    """Records one stream into a :class:`Store`.
 
-    __slots__ = ("_active", "_base", "_file", "_first", "_sent", "_started", "_store")
+    Per chunk it only adds to its own attributes and reads the clock; it
+    publishes to the mapped file (a few stores under a lock) at most every
+    ``publish_interval`` seconds, and at the end. So the store lags a running
+    stream by that much, and a SIGKILLed process loses at most that much.
+    """
 
-    def __init__(self, store: Store, name: str, path: str = "") -> None:
+    __slots__ = (
+        "_active",
+        "_base",
+        "_chunks",
+        "_file",
+        "_interval",
+        "_max",
+        "_publish_at",
+        "_published_chunks",
+        "_published_sent",
+        "_sent",
+        "_started",
+        "_store",
+    )
+
+    def __init__(
+        self, store: Store, name: str, path: str = "", *, publish_interval: float = 0.1
+    ) -> None:
         self._store = store
         self._file = store.file()
-        self._base = self._file.stream_at(store.stream_row(name), "started")
-        self._active = store.take_active(store.stream_row(name), path)
+        row = store.stream_row(name)
+        self._base = self._file.stream_at(row, "started")
+        self._active = store.take_active(row, path)
         self._started = time.monotonic()
-        self._first = True
-        self._sent = 0
-
-    def _at(self, figure: str) -> int:
-        return self._base + STREAM.offsets[figure]
+        self._interval = publish_interval
+        self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
+        self._sent = self._chunks = self._max = 0
+        self._published_sent = self._published_chunks = 0
 
     def start(self) -> None:
         values = self._file.values
         with self._store.lock():
-            values[self._at("started")] += 1
-            values[self._at("active")] += 1
+            values[self._base + _STARTED] += 1
+            values[self._base + _ACTIVE] += 1
 
     def chunk(self, nbytes: int) -> None:
+        self._sent += nbytes
+        self._chunks += 1
+        if nbytes > self._max:
+            self._max = nbytes
+        now = time.monotonic()
+        if now >= self._publish_at:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
         values = self._file.values
         base = self._base
-        self._sent += nbytes
+        first = self._published_chunks == 0 and self._chunks > 0
         with self._store.lock():
-            values[base + _BYTES] += nbytes
-            values[base + _CHUNKS] += 1
-            if nbytes > values[base + _CHUNK_MAX]:
-                values[base + _CHUNK_MAX] = nbytes
-            if self._first:
-                self._first = False
-                ttfb = time.monotonic() - self._started
+            values[base + _BYTES] += self._sent - self._published_sent
+            values[base + _CHUNKS] += self._chunks - self._published_chunks
+            if self._max > values[base + _CHUNK_MAX]:
+                values[base + _CHUNK_MAX] = self._max
+            if first:
+                ttfb = now - self._started
                 values[base + _TTFB + _bucket(ttfb, TTFB_BUCKETS)] += 1
                 values[base + _TTFB_SUM] += ttfb
                 values[base + _TTFB_COUNT] += 1
+        self._published_sent = self._sent
+        self._published_chunks = self._chunks
+        self._publish_at = now + self._interval
         if self._active >= 0:
             self._store.set_active_bytes(self._active, self._sent)
 
     def finish(self, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if self._chunks != self._published_chunks:
+            self._publish(now)
         values = self._file.values
-        duration = time.monotonic() - self._started
+        base = self._base
+        duration = now - self._started
         with self._store.lock():
-            values[self._at("active")] -= 1
-            values[self._at(outcome.value)] += 1
-            values[self._at("duration_buckets") + _bucket(duration, DURATION_BUCKETS)] += 1
-            values[self._at("duration_sum")] += duration
-            values[self._at("duration_count")] += 1
+            values[base + _ACTIVE] -= 1
+            values[base + STREAM.offsets[outcome.value]] += 1
+            values[base + _DURATION + _bucket(duration, DURATION_BUCKETS)] += 1
+            values[base + _DURATION_SUM] += duration
+            values[base + _DURATION_COUNT] += 1
         if self._active >= 0:
             self._store.free_active(self._active)
             self._active = -1
 
 
+_STARTED = STREAM.offsets["started"]
+_ACTIVE = STREAM.offsets["active"]
+_DURATION = STREAM.offsets["duration_buckets"]
+_DURATION_SUM = STREAM.offsets["duration_sum"]
+_DURATION_COUNT = STREAM.offsets["duration_count"]
 _BYTES = STREAM.offsets["bytes"]
 _CHUNKS = STREAM.offsets["chunks"]
 _CHUNK_MAX = STREAM.offsets["chunk_max"]
