@@ -71,3 +71,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_streamer": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# The metrics endpoint answers only this machine.
+STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]

@@ -11,13 +11,15 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
-from django_streamer import stream_response
+from django_streamer import limit_concurrency, stream_response
 
 
 def index(request: HttpRequest) -> HttpResponseBase:
     return render(request, "demo/index.html")
 
 
+# At most two exports per client address at a time, across all gunicorn workers.
+@limit_concurrency(2, key="ip", scope="host", status=429)
 def export_csv(request: HttpRequest) -> HttpResponseBase:
     rows = int(request.GET.get("rows", 1_000_000))
 

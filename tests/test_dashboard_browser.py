@@ -101,7 +101,8 @@ def test_the_dashboard_updates_live_while_a_stream_runs(server: Server, page: Pa
     done.wait(30)
     page.wait_for_function(
         """(tag) => {
-            const cell = document.querySelector(`td[data-stream='${tag}'][data-figure='completed']`);
+            const selector = `td[data-stream='${tag}'][data-figure='completed']`;
+            const cell = document.querySelector(selector);
             return cell && cell.textContent === "1";
         }""",
         arg=tag,
