@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -54,14 +55,14 @@ def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     return out
 
 
-def value(samples: dict, name: str, **labels: str) -> float:
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_json_and_clients_agree(server: Server):
     run = uuid.uuid4().hex[:6]
     a, b, c, d, r = (f"{x}-{run}" for x in ("done", "adone", "gone", "broke", "busy"))
-    plan: list[tuple[str, dict]] = []
+    plan: list[tuple[str, dict[str, int]]] = []
     plan += [(f"/stream/?kind=sync&items=200&tag={a}", {}) for _ in range(6)]
     plan += [(f"/stream/?kind=async&items=100&tag={b}", {}) for _ in range(4)]
     plan += [
@@ -70,28 +71,21 @@ def test_metrics_json_and_clients_agree(server: Server):
     ]
     plan += [(f"/stream/?kind=sync&items=100&fail_after=50&flush=0&tag={d}", {}) for _ in range(2)]
 
-    def go(item: tuple[str, dict]) -> WireResponse:
+    def go(item: tuple[str, dict[str, int]]) -> WireResponse:
         path, kw = item
         return fetch(server.host, server.port, path, timeout=60, **kw)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(go, plan))
+
     # Six concurrent slow requests at a host-wide limit of 2: four rejected.
+    def limited_request(i: int) -> WireResponse:
+        time.sleep(i * 0.02)
+        path = f"/limited/reject/?kind=sync&items=5&delay=0.3&flush=0&tag={r}"
+        return fetch(server.host, server.port, path, timeout=60)
+
     with ThreadPoolExecutor(6) as pool:
-        limited = list(
-            pool.map(
-                lambda i: (
-                    time.sleep(i * 0.02),
-                    fetch(
-                        server.host,
-                        server.port,
-                        f"/limited/reject/?kind=sync&items=5&delay=0.3&flush=0&tag={r}",
-                        timeout=60,
-                    ),
-                )[1],
-                range(6),
-            )
-        )
+        limited = list(pool.map(limited_request, range(6)))
     assert sorted(w.status for w in limited) == [200, 200, 503, 503, 503, 503]
 
     received = {a: 0, b: 0, d: 0}
