@@ -73,7 +73,7 @@ def test_metrics_json_and_clients_agree(server: Server):
 
     def go(item: tuple[str, dict[str, int]]) -> WireResponse:
         path, kw = item
-        return fetch(server.host, server.port, path, timeout=60, **kw)
+        return fetch(server.host, server.port, path, timeout=60, abort_after=kw.get("abort_after"))
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(go, plan))
