@@ -7,9 +7,11 @@ the store's directory is created on the first stream.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -71,6 +73,8 @@ def remember_path(sender: object, **kwargs: Any) -> None:
 def stream_recorder(stream: Stream) -> StreamMetrics | None:
     if not conf.STREAMER_METRICS:
         return None
+    if _mirror_started[:1] != [os.getpid()]:
+        ensure_mirror()
     return StreamMetrics(get_store(), stream.name, _request_path.get())
 
 
@@ -253,8 +257,9 @@ _registered: list[Any] = []
 def register_with_prometheus() -> None:
     """Add our collector to prometheus_client's global registry, once.
 
-    That registry is what django-prometheus's ``/metrics`` serves (outside
-    prometheus_client's multiprocess mode).
+    That registry is what django-prometheus's ``/metrics`` serves outside
+    prometheus_client's multiprocess mode; in that mode, see
+    :func:`write_multiprocess_mirror`.
     """
     try:
         from prometheus_client import REGISTRY
@@ -279,3 +284,87 @@ def render(openmetrics: bool) -> tuple[bytes, str]:
     from prometheus_client.exposition import generate_latest as text
 
     return text(registry), TEXT
+
+
+# -- prometheus_client's multiprocess mode ----------------------------------
+
+MIRROR_SUFFIX = "djangostreamer"
+MIRROR_INTERVAL = 1.0
+_mirror_started: list[int] = []  # pid that runs the mirror thread
+
+
+def write_multiprocess_mirror(directory: str) -> None:
+    """Write every figure into ``directory`` as prometheus_client multiprocess files.
+
+    In that mode django-prometheus serves only what ``MultiProcessCollector``
+    finds in ``PROMETHEUS_MULTIPROC_DIR``. One set of files holds the
+    host-wide figures (no pid in their names, so ``mark_process_dead`` never
+    touches them), replaced whole, so each metric shows up exactly once.
+    """
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    files: dict[str, list[tuple[str, float]]] = {"counter": [], "gauge_max": [], "histogram": []}
+    for family in _collector.collect():
+        kind = {"counter": "counter", "gauge": "gauge_max", "histogram": "histogram"}[family.type]
+        previous: dict[tuple[tuple[str, str], ...], float] = {}
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            value = float(sample.value)
+            if family.type == "histogram":
+                if sample.name.endswith("_count"):
+                    continue  # the collector recounts from the buckets
+                if sample.name.endswith("_bucket"):
+                    # Stored per bucket, not cumulative: the collector adds them up.
+                    group = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+                    cumulative = value
+                    value -= previous.get(group, 0.0)
+                    previous[group] = cumulative
+            names = sorted(labels)
+            key = mmap_key(
+                family.name, sample.name, names, [labels[n] for n in names], family.documentation
+            )
+            files[kind].append((key, value))
+    os.makedirs(directory, exist_ok=True)
+    for kind, entries in files.items():
+        final = os.path.join(directory, f"{kind}_{MIRROR_SUFFIX}.db")
+        tmp = f"{final}.{os.getpid()}.tmp"
+        mapped = MmapedDict(tmp)  # type: ignore[no-untyped-call]
+        try:
+            for key, value in entries:
+                mapped.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+        finally:
+            mapped.close()  # type: ignore[no-untyped-call]
+        os.replace(tmp, final)
+
+
+def _mirror_loop(directory: str) -> None:
+    import fcntl
+
+    lock = os.open(os.path.join(get_store().directory, ".mirror.lock"), os.O_RDWR | os.O_CREAT)
+    leader = False
+    while True:
+        time.sleep(MIRROR_INTERVAL)
+        if not leader:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                leader = True  # held until this process exits; then another takes over
+            except OSError:
+                continue
+        try:
+            write_multiprocess_mirror(directory)
+        except Exception:  # a bad tick must not end the thread
+            logging.getLogger("django_streamer").exception("metrics mirror failed")
+
+
+def ensure_mirror() -> None:
+    """Start the mirror thread in this process, once, when the mode is on."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or (_mirror_started and _mirror_started[0] == os.getpid()):
+        return
+    with _lock:
+        if _mirror_started and _mirror_started[0] == os.getpid():
+            return
+        _mirror_started[:] = [os.getpid()]
+    threading.Thread(
+        target=_mirror_loop, args=(directory,), name="django-streamer-mirror", daemon=True
+    ).start()

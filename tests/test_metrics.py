@@ -191,3 +191,28 @@ def test_the_gunicorn_child_exit_hook_folds_a_dead_workers_file(metrics_dir):
     child_exit(object(), object())
     assert not [p for p in metrics_dir.glob(f"p-{pid}-*.bin")]
     assert get_store().snapshot().streams["hook"]["bytes"] == 330
+
+
+def test_prometheus_multiprocess_mode_sees_the_same_metrics_once(metrics_dir, tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from django_streamer.metrics import write_multiprocess_mirror
+
+    client = Client()
+    stream(client, "kind=sync&items=10&tag=mp")
+    stream(client, "kind=sync&items=20&tag=mp")
+    mp_dir = tmp_path / "prometheus"
+    mp_dir.mkdir()
+    write_multiprocess_mirror(str(mp_dir))
+    write_multiprocess_mirror(str(mp_dir))  # replaced, not added to
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(mp_dir))
+    text = generate_latest(registry).decode()
+    assert text.count('django_streamer_bytes_total{stream="mp"} 990.0') == 1
+    assert text.count('django_streamer_streams_started_total{stream="mp"} 2.0') == 1
+    assert text.count('django_streamer_streams_active{stream="mp"} 0.0') == 1
+    # Histograms come back cumulative, with a count that matches.
+    assert 'django_streamer_stream_duration_seconds_count{stream="mp"} 2.0' in text
+    assert 'django_streamer_stream_duration_seconds_bucket{le="+Inf",stream="mp"} 2.0' in text
+    assert text.count("# TYPE django_streamer_bytes_total counter") == 1

@@ -153,3 +153,33 @@ def test_metrics_json_and_clients_agree(server: Server):
 
 def data_dir(server: Server) -> Path:
     return server.events_path.parent / f"metrics-{server.port}"
+
+
+def test_django_prometheus_in_multiprocess_mode_shows_host_wide_figures(tmp_path: Path):
+    multiproc = tmp_path / "prometheus-multiproc"
+    multiproc.mkdir()
+    server = start_gunicorn(
+        tmp_path, "gthread", workers=3, env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    )
+    try:
+        tag = "mp-" + uuid.uuid4().hex[:6]
+        with ThreadPoolExecutor(3) as pool:
+            list(
+                pool.map(
+                    lambda _: fetch(
+                        server.host, server.port, f"/stream/?kind=sync&items=30&tag={tag}"
+                    ),
+                    range(9),
+                )
+            )
+        expected = f'django_streamer_bytes_total{{stream="{tag}"}} {9 * 30 * 33}.0'
+        deadline = time.monotonic() + 10
+        while True:
+            text = fetch(server.host, server.port, "/metrics").body.decode()
+            if expected in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert text.count(expected) == 1
+        assert text.count(f'django_streamer_streams_started_total{{stream="{tag}"}} 9.0') == 1
+    finally:
+        stop_gunicorn(server)
