@@ -150,26 +150,25 @@ def cpu_per_request(server: Gunicorn, url: str, seconds: int, connections: int) 
     """
     stat = Path(f"/proc/{server.worker_pid()}/stat")
     before = _cpu_ticks(stat)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _wrk_output(url, seconds, connections)
     server.wait_idle()
     spent = (_cpu_ticks(stat) - before) / os.sysconf("SC_CLK_TCK")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return spent / requests
 
 
-def wrk(url: str, seconds: float, connections: int = 1) -> tuple[float, float]:
-    """Requests/s and bytes/s for ``connections`` connections hammering ``url``."""
-    out = subprocess.run(
+def _wrk_output(url: str, seconds: float, connections: int) -> str:
+    return subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "30s", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def wrk(url: str, seconds: float, connections: int = 1) -> tuple[float, float]:
+    """Requests/s and bytes/s for ``connections`` connections hammering ``url``."""
+    out = _wrk_output(url, seconds, connections)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     num, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
     return rps, float(num) * UNITS[unit]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
+from django.urls import NoReverseMatch, reverse
+from django.utils.module_loading import import_string
 
 from .conf import conf
 
@@ -66,13 +71,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 
 def _check_metrics() -> list[checks.CheckMessage]:
-    import ipaddress
-    import os
-
-    from django.conf import settings
-    from django.urls import NoReverseMatch, reverse
-    from django.utils.module_loading import import_string
-
     errors: list[checks.CheckMessage] = []
     max_names = conf.STREAMER_METRICS_MAX_NAMES
     if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 1:
@@ -83,21 +81,12 @@ def _check_metrics() -> list[checks.CheckMessage]:
                 id="django_streamer.E007",
             )
         )
-    directory = conf.STREAMER_METRICS_DIR
-    if directory is not None:
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            writable = os.access(directory, os.W_OK | os.X_OK)
-        except (OSError, TypeError):
-            writable = False
-        if not writable:
-            errors.append(
-                checks.Error(
-                    f"STREAMER_METRICS_DIR {directory!r} cannot be created or written.",
-                    hint="Use a directory every worker of this project can write.",
-                    id="django_streamer.E008",
-                )
-            )
+    errors += _directory_errors(
+        "STREAMER_METRICS_DIR",
+        conf.STREAMER_METRICS_DIR,
+        "Use a directory every worker of this project can write.",
+        "django_streamer.E008",
+    )
     allow = conf.STREAMER_METRICS_ALLOW
     if allow is not None:
         bad = []
@@ -118,20 +107,12 @@ def _check_metrics() -> list[checks.CheckMessage]:
                     id="django_streamer.E009",
                 )
             )
-    hook = conf.STREAMER_DASHBOARD_PERMISSION
-    if hook is not None:
-        try:
-            ok = callable(import_string(hook))
-        except (ImportError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            errors.append(
-                checks.Error(
-                    f"STREAMER_DASHBOARD_PERMISSION {hook!r} does not import as a callable.",
-                    hint="Give the dotted path of a function (request) -> bool.",
-                    id="django_streamer.E010",
-                )
-            )
+    errors += _callable_errors(
+        "STREAMER_DASHBOARD_PERMISSION",
+        conf.STREAMER_DASHBOARD_PERMISSION,
+        "Give the dotted path of a function (request) -> bool.",
+        "django_streamer.E010",
+    )
     if not settings.DEBUG and not conf.STREAMER_METRICS_TOKEN and allow is None:
         try:
             reverse("django_streamer:metrics")
@@ -151,50 +132,19 @@ def _check_metrics() -> list[checks.CheckMessage]:
 
 
 def _check_limiter() -> list[checks.CheckMessage]:
-    import os
-
-    from django.utils.module_loading import import_string
-
     errors: list[checks.CheckMessage] = []
-    directory = conf.STREAMER_LIMITER_DIR
-    if directory is not None:
-        if not isinstance(directory, (str, os.PathLike)):
-            errors.append(
-                checks.Error(
-                    f"STREAMER_LIMITER_DIR must be a path, not {directory!r}.",
-                    hint="Use a directory every worker of this project can write, "
-                    "e.g. '/run/myproject/streamer'.",
-                    id="django_streamer.E004",
-                )
-            )
-        else:
-            try:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-                writable = os.access(directory, os.W_OK | os.X_OK)
-            except OSError:
-                writable = False
-            if not writable:
-                errors.append(
-                    checks.Error(
-                        f"STREAMER_LIMITER_DIR {str(directory)!r} cannot be created or written.",
-                        hint="Create it and give the user gunicorn runs as write access.",
-                        id="django_streamer.E004",
-                    )
-                )
-    handler = conf.STREAMER_LIMIT_HANDLER
-    if handler is not None:
-        try:
-            ok = callable(import_string(handler))
-        except (ImportError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            errors.append(
-                checks.Error(
-                    f"STREAMER_LIMIT_HANDLER {handler!r} does not import as a callable.",
-                    hint="Give the dotted path of a function (request, rejection) -> response.",
-                    id="django_streamer.E005",
-                )
-            )
+    errors += _directory_errors(
+        "STREAMER_LIMITER_DIR",
+        conf.STREAMER_LIMITER_DIR,
+        "Create it and give the user gunicorn runs as write access.",
+        "django_streamer.E004",
+    )
+    errors += _callable_errors(
+        "STREAMER_LIMIT_HANDLER",
+        conf.STREAMER_LIMIT_HANDLER,
+        "Give the dotted path of a function (request, rejection) -> response.",
+        "django_streamer.E005",
+    )
     retry = conf.STREAMER_RETRY_AFTER
     if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
         errors.append(
@@ -219,7 +169,40 @@ def _check_limiter() -> list[checks.CheckMessage]:
     return errors
 
 
-def _uses_asgi() -> bool:
-    from django.conf import settings
+def _directory_errors(
+    setting: str, value: object, hint: str, check_id: str
+) -> list[checks.CheckMessage]:
+    """A directory setting that is not None must be creatable and writable."""
+    if value is None:
+        return []
+    if not isinstance(value, (str, os.PathLike)):
+        return [checks.Error(f"{setting} must be a path, not {value!r}.", hint=hint, id=check_id)]
+    try:
+        os.makedirs(value, mode=0o700, exist_ok=True)
+        writable = os.access(value, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if writable:
+        return []
+    message = f"{setting} {os.fspath(value)!r} cannot be created or written."
+    return [checks.Error(message, hint=hint, id=check_id)]
 
+
+def _callable_errors(
+    setting: str, value: object, hint: str, check_id: str
+) -> list[checks.CheckMessage]:
+    """A dotted-path setting that is not None must import as a callable."""
+    if value is None:
+        return []
+    try:
+        ok = callable(import_string(value))  # type: ignore[arg-type]
+    except (ImportError, TypeError, ValueError, AttributeError):
+        ok = False
+    if ok:
+        return []
+    message = f"{setting} {value!r} does not import as a callable."
+    return [checks.Error(message, hint=hint, id=check_id)]
+
+
+def _uses_asgi() -> bool:
     return bool(getattr(settings, "ASGI_APPLICATION", None))

@@ -216,3 +216,28 @@ def test_prometheus_multiprocess_mode_sees_the_same_metrics_once(metrics_dir, tm
     assert 'django_streamer_stream_duration_seconds_count{stream="mp"} 2.0' in text
     assert 'django_streamer_stream_duration_seconds_bucket{le="+Inf",stream="mp"} 2.0' in text
     assert text.count("# TYPE django_streamer_bytes_total counter") == 1
+
+
+@pytest.mark.parametrize("server_model", ["wsgi", "asgi"])
+def test_active_streams_carry_their_request_path(metrics_dir, server_model):
+    import asyncio
+
+    from django_streamer.metrics import get_store
+
+    from .conftest import call_asgi, wsgi_iter
+
+    seen: list[list[str]] = []
+
+    def look(_: bytes) -> None:
+        seen.append([a["path"] for a in get_store().snapshot().active])  # type: ignore[misc]
+
+    path = "/stream/?kind=sync&items=3&flush=0&tag=paths"
+    if server_model == "asgi":
+        asyncio.run(call_asgi(path, on_body=look))
+    else:
+        _, _, body = wsgi_iter(path)
+        for chunk in body:
+            look(chunk)
+        body.close()
+    assert seen and all(paths == ["/stream/"] for paths in seen)
+    assert get_store().snapshot().active == []

@@ -22,7 +22,6 @@ counted under ``other``.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import mmap
 import os
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
-from .limiter import _OFD_SETLK, _flock
+from .limiter import _setlk
 from .recorder import Outcome, StreamRecorder
 
 MAGIC = b"DSM1"
@@ -105,13 +104,8 @@ def _bucket(value: float, buckets: tuple[float, ...]) -> int:
 
 
 def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.fcntl(fd, _OFD_SETLK, _flock(fcntl.F_WRLCK, 0, 1))  # type: ignore[arg-type]
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
+    """Take the life lock of a metrics file: byte 0, as the limiter takes a slot."""
+    return _setlk(fd, fcntl.F_WRLCK, 0)
 
 
 class _Dir:
