@@ -113,21 +113,31 @@ def _check_metrics() -> list[checks.CheckMessage]:
         "Give the dotted path of a function (request) -> bool.",
         "django_streamer.E010",
     )
-    if not settings.DEBUG and not conf.STREAMER_METRICS_TOKEN and allow is None:
+    try:
+        reverse("django_streamer:metrics")
+        routed = True
+    except NoReverseMatch:
+        routed = False
+    if routed:
         try:
-            reverse("django_streamer:metrics")
-            routed = True
-        except NoReverseMatch:
-            routed = False
-        if routed:
+            import prometheus_client  # noqa: F401
+        except ImportError:
             errors.append(
-                checks.Warning(
-                    "The metrics endpoint is open to anyone while DEBUG is off.",
-                    hint="Set STREAMER_METRICS_TOKEN (a bearer token) and/or "
-                    "STREAMER_METRICS_ALLOW (addresses or CIDR networks).",
-                    id="django_streamer.W004",
+                checks.Error(
+                    "django_streamer.urls is routed but prometheus_client is not installed.",
+                    hint="pip install 'django-streamer[prometheus]'",
+                    id="django_streamer.E011",
                 )
             )
+    if not settings.DEBUG and not conf.STREAMER_METRICS_TOKEN and allow is None and routed:
+        errors.append(
+            checks.Warning(
+                "The metrics endpoint is open to anyone while DEBUG is off.",
+                hint="Set STREAMER_METRICS_TOKEN (a bearer token) and/or "
+                "STREAMER_METRICS_ALLOW (addresses or CIDR networks).",
+                id="django_streamer.W004",
+            )
+        )
     return errors
 
 

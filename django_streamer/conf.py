@@ -10,6 +10,7 @@ below is emptied by Django's ``setting_changed`` signal, so
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -126,4 +127,20 @@ class Settings:
 
 
 conf = Settings()
+
+
+def default_state_dir(*parts: str) -> str:
+    """``/dev/shm/django-streamer-<uid>/<DJANGO_SETTINGS_MODULE>/...``, or the temp dir.
+
+    Memory-backed where Linux offers it: the metrics files are written
+    constantly and never need to reach a disk. Keyed by the settings module so
+    that different projects on one host never share pools or metrics.
+    """
+    import tempfile
+
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    project = getattr(django_settings, "SETTINGS_MODULE", None) or "default"
+    return os.path.join(base, f"django-streamer-{os.getuid()}", project, *parts)
+
+
 setting_changed.connect(conf.clear, dispatch_uid="django_streamer.conf")

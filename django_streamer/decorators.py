@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
-from .conf import conf
+from .conf import conf, default_state_dir
 from .core.limiter import Backend, HostBackend, Pool, PoolLease, ProcessBackend
 from .core.recorder import Outcome, StreamRecorder
 from .response import StreamingResponse
@@ -69,18 +67,11 @@ _host_backends: dict[str, HostBackend] = {}
 _pools: dict[tuple[str, str, str], Pool] = {}
 
 
-def default_limiter_dir() -> str:
-    from django.conf import settings
-
-    project = getattr(settings, "SETTINGS_MODULE", None) or "default"
-    return os.path.join(tempfile.gettempdir(), f"django-streamer-{os.getuid()}", project)
-
-
 def backend_for(scope: str) -> Backend:
     if scope == "process":
         return _process_backend
     if scope == "host":
-        directory = conf.STREAMER_LIMITER_DIR or default_limiter_dir()
+        directory = conf.STREAMER_LIMITER_DIR or default_state_dir("pools")
         with _lock:
             backend = _host_backends.get(directory)
             if backend is None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
-from .conf import conf
+from .conf import conf, default_state_dir
 from .core.limiter import Pool, PoolLease
 from .core.metrics import (
     DURATION_BUCKETS,
@@ -39,19 +38,12 @@ _current: list[Any] = []  # [(settings it was made for), store]: the common case
 _lock = threading.Lock()
 
 
-def default_metrics_dir() -> str:
-    from django.conf import settings
-
-    project = getattr(settings, "SETTINGS_MODULE", None) or "default"
-    return os.path.join(tempfile.gettempdir(), f"django-streamer-{os.getuid()}", project, "metrics")
-
-
 def get_store() -> Store:
     key = (conf.STREAMER_METRICS_DIR, conf.STREAMER_METRICS_MAX_NAMES)
     current = _current
     if current and current[0] == key:
         return cast(Store, current[1])
-    directory = str(key[0] or default_metrics_dir())
+    directory = str(key[0] or default_state_dir("metrics"))
     with _lock:
         store = _stores.get((directory, key[1]))
         if store is None:
@@ -75,7 +67,7 @@ def stream_recorder(stream: Stream) -> StreamMetrics | None:
         return None
     if _mirror_started[:1] != [os.getpid()]:
         ensure_mirror()
-    return StreamMetrics(get_store(), stream.name, _request_path.get())
+    return StreamMetrics(get_store(), stream.name, stream.path or _request_path.get())
 
 
 class PoolRecorder(LimiterRecorder):

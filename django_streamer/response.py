@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
 from .conf import conf
 from .core.bridge import aiter_sync, iter_async
@@ -102,11 +102,17 @@ def _in_event_loop() -> bool:
     return True
 
 
-def _caller_name(depth: int = 2) -> str:
-    frame = sys._getframe(depth)
+def _caller(frame: Any) -> tuple[str, str]:
+    """The calling view's dotted path, and its request's path if it has one.
+
+    The path comes from the view's own ``request`` argument: under ASGI a
+    ``request_started`` receiver runs in another context and cannot hand it on.
+    """
     code = frame.f_code
     qualname = getattr(code, "co_qualname", code.co_name)
-    return f"{frame.f_globals.get('__name__', '?')}.{qualname}"
+    request = frame.f_locals.get("request")
+    path = request.path if isinstance(request, HttpRequest) else ""
+    return f"{frame.f_globals.get('__name__', '?')}.{qualname}", path
 
 
 def stream_response(
@@ -128,8 +134,9 @@ def stream_response(
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the calling view's dotted path).
     """
+    caller_name, request_path = _caller(sys._getframe(1))
     if name is None:
-        name = _caller_name()
+        name = caller_name
     extra = dict(headers or {})
     check_headers(extra, name=name)
     if content_type is None and isinstance(source, os.PathLike):
@@ -151,6 +158,7 @@ def stream_response(
         flush_interval=conf.STREAMER_FLUSH_INTERVAL if flush_interval is None else flush_interval,
         encoding=response.charset,
     )
+    stream.path = request_path
     response.attach(stream)
     if stream.length is not None:
         response["Content-Length"] = str(stream.length)

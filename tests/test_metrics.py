@@ -241,3 +241,19 @@ def test_active_streams_carry_their_request_path(metrics_dir, server_model):
         body.close()
     assert seen and all(paths == ["/stream/"] for paths in seen)
     assert get_store().snapshot().active == []
+
+
+def test_a_routed_endpoint_without_prometheus_client_is_an_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_prometheus(name, *args, **kwargs):
+        if name == "prometheus_client":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_streamer.E011"]
+    assert "django-streamer[prometheus]" in (messages[0].hint or "")

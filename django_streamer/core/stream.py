@@ -66,6 +66,7 @@ class Stream:
         self._finished = False
         self._sender: FileSender | None = None
         self.sent_bytes = 0
+        self.path = ""  # the request's path, when the caller knows it (for metrics)
         self._driver: Iterator[bytes] | None = None  # the sync driver, once made
         self._first: bytes | None = None  # a chunk prefetch() made and nobody took yet
         self._classify(source)
