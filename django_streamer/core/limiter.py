@@ -442,6 +442,18 @@ class Pool:
     def try_acquire(self, key: str = "") -> PoolLease | None:
         return self._take(key, None, self.clock())
 
+    def _attempt(
+        self, key: str, waiter: _Waiter, started: float, deadline: float
+    ) -> PoolLease | float:
+        """One turn of a wait: a lease, or how long to sleep (<= 0: give up)."""
+        lease = self._take(key, waiter, started)
+        if lease is not None:
+            return lease
+        remaining = deadline - self.clock()
+        if remaining > 0 and not self.backend.local_only:
+            remaining = min(remaining, self.poll_interval)  # releases elsewhere: poll
+        return remaining
+
     def acquire(self, key: str = "", *, timeout: float) -> PoolLease | None:
         """Wait up to ``timeout`` seconds for a slot (blocking this thread)."""
         started = self.clock()
@@ -453,17 +465,13 @@ class Pool:
         waiter.event = event
         self._enqueue(key, waiter)
         try:
-            deadline = started + timeout
             while True:
-                lease = self._take(key, waiter, started)
-                if lease is not None:
-                    return lease
-                remaining = deadline - self.clock()
-                if remaining <= 0:
+                turn = self._attempt(key, waiter, started, started + timeout)
+                if isinstance(turn, PoolLease):
+                    return turn
+                if turn <= 0:
                     return None
-                if not self.backend.local_only:
-                    remaining = min(remaining, self.poll_interval)
-                event.wait(remaining)
+                event.wait(turn)
                 event.clear()
         finally:
             self._dequeue(key, waiter)
@@ -478,21 +486,16 @@ class Pool:
         lease = self._take(key, None, started)
         if lease is not None or timeout <= 0:
             return lease
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop)
+        waiter = _Waiter(asyncio.get_running_loop())
         self._enqueue(key, waiter)
         try:
-            deadline = started + timeout
             while True:
-                lease = self._take(key, waiter, started)
-                if lease is not None:
-                    return lease
-                remaining = deadline - self.clock()
-                if remaining <= 0:
+                turn = self._attempt(key, waiter, started, started + timeout)
+                if isinstance(turn, PoolLease):
+                    return turn
+                if turn <= 0:
                     return None
-                if not self.backend.local_only:
-                    remaining = min(remaining, self.poll_interval)
-                await asyncio.wait({waiter.future}, timeout=remaining)  # type: ignore[type-var]
+                await asyncio.wait({waiter.future}, timeout=turn)  # type: ignore[type-var]
                 waiter.reset()
         finally:
             self._dequeue(key, waiter)
