@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core.signals import request_started
 
 
 class DjangoStreamerConfig(AppConfig):
@@ -20,5 +19,4 @@ class DjangoStreamerConfig(AppConfig):
             recorder_factories.append(metrics.stream_recorder)
         if not any(isinstance(r, metrics.PoolRecorder) for r in limiter_recorders):
             limiter_recorders.append(metrics.PoolRecorder())
-        request_started.connect(metrics.remember_path, dispatch_uid="django_streamer.path")
         metrics.register_with_prometheus()

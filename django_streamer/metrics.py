@@ -6,7 +6,6 @@ the store's directory is created on the first stream.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import threading
@@ -30,9 +29,6 @@ from .core.metrics import (
 from .core.stream import Stream
 from .decorators import LimiterRecorder, Rejection
 
-_request_path: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "django_streamer_path", default=""
-)
 _stores: dict[tuple[str, int], Store] = {}
 _current: list[Any] = []  # [(settings it was made for), store]: the common case, no lock
 _lock = threading.Lock()
@@ -52,22 +48,12 @@ def get_store() -> Store:
         return store
 
 
-def remember_path(sender: object, **kwargs: Any) -> None:
-    """request_started receiver: the path, for the active-streams table."""
-    environ = kwargs.get("environ")
-    scope = kwargs.get("scope")
-    if environ is not None:
-        _request_path.set(str(environ.get("PATH_INFO", "")))
-    elif scope is not None:
-        _request_path.set(str(scope.get("path", "")))
-
-
 def stream_recorder(stream: Stream) -> StreamMetrics | None:
     if not conf.STREAMER_METRICS:
         return None
-    if _mirror_started[:1] != [os.getpid()]:
+    if _mirror_checked[0] != os.getpid():
         ensure_mirror()
-    return StreamMetrics(get_store(), stream.name, stream.path or _request_path.get())
+    return StreamMetrics(get_store(), stream.name, stream.path)
 
 
 class PoolRecorder(LimiterRecorder):
@@ -283,6 +269,7 @@ def render(openmetrics: bool) -> tuple[bytes, str]:
 MIRROR_SUFFIX = "djangostreamer"
 MIRROR_INTERVAL = 1.0
 _mirror_started: list[int] = []  # pid that runs the mirror thread
+_mirror_checked = [0]  # pid that looked for the mode
 
 
 def write_multiprocess_mirror(directory: str) -> None:
@@ -350,6 +337,7 @@ def _mirror_loop(directory: str) -> None:
 
 def ensure_mirror() -> None:
     """Start the mirror thread in this process, once, when the mode is on."""
+    _mirror_checked[0] = os.getpid()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory or (_mirror_started and _mirror_started[0] == os.getpid()):
         return

@@ -105,8 +105,8 @@ def _in_event_loop() -> bool:
 def _caller(frame: Any) -> tuple[str, str]:
     """The calling view's dotted path, and its request's path if it has one.
 
-    The path comes from the view's own ``request`` argument: under ASGI a
-    ``request_started`` receiver runs in another context and cannot hand it on.
+    The path (for the active-streams table) comes from the view's own
+    ``request`` argument; a view that names it otherwise shows no path.
     """
     code = frame.f_code
     qualname = getattr(code, "co_qualname", code.co_name)
