@@ -96,11 +96,6 @@ def get_pool(scope: str, name: str, limit: int) -> Pool:
         return pool
 
 
-def pools() -> list[Pool]:
-    with _lock:
-        return list(_pools.values())
-
-
 # -- keys ------------------------------------------------------------------
 
 

@@ -311,10 +311,6 @@ class Store:
     def pool_row(self, name: str) -> int:
         return self.names.row("pool", name)
 
-    def add(self, index: int, amount: float) -> None:
-        with self._lock:
-            self.file().values[index] += amount
-
     def lock(self) -> threading.Lock:
         return self._lock
 

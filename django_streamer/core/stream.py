@@ -257,10 +257,6 @@ class Stream:
             self._finished = True
         self.recorders.finish(outcome)
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
     def close(self) -> None:
         """Release everything. Safe to call more than once, from any path.
 
