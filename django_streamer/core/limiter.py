@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
-import errno
-import fcntl
 import hashlib
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol
+
+from . import ofdlock
 
 
 class Lease(Protocol):
@@ -97,53 +95,6 @@ class ProcessBackend:
 
 # -- host -----------------------------------------------------------------
 
-# struct flock on LP64 Linux: short l_type, short l_whence, (pad), off_t l_start,
-# off_t l_len, pid_t l_pid, (pad). F_OFD_* needs l_pid == 0.
-_FLOCK = struct.Struct("hhxxxxqqixxxx")
-_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)
-_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", None)
-
-
-def _flock(kind: int, start: int, length: int) -> bytes:
-    return _FLOCK.pack(kind, os.SEEK_SET, start, length, 0)
-
-
-def _libc_fcntl() -> Callable[[int, int, bytes], int] | None:
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        function = libc.fcntl
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
-    function.restype = ctypes.c_int
-    return cast(Callable[[int, int, bytes], int], function)
-
-
-# fcntl.fcntl() releases the GIL around the call. F_OFD_SETLK never blocks,
-# and with four threads busy (a gthread worker) getting the GIL back cost
-# about 7 us per lock-and-unlock pair, against 2.5 us through a PyDLL call,
-# which keeps the GIL for the ~1 us syscall (bench/gil.py).
-_FCNTL_KEEPING_GIL = _libc_fcntl()
-
-
-def _setlk(fd: int, kind: int, slot: int) -> bool:
-    """Lock or unlock byte ``slot`` of ``fd``; False if another holder has it."""
-    request = _flock(kind, slot, 1)
-    if _FCNTL_KEEPING_GIL is not None:
-        if _FCNTL_KEEPING_GIL(fd, _OFD_SETLK, request) == 0:  # type: ignore[arg-type]
-            return True
-        code = ctypes.get_errno()
-        if code in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise OSError(code, os.strerror(code))
-    try:
-        fcntl.fcntl(fd, _OFD_SETLK, request)  # type: ignore[arg-type]
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
-
 
 class _FileLease:
     __slots__ = ("_backend", "fd", "path", "slot")
@@ -180,7 +131,7 @@ class HostBackend:
     local_only = False
 
     def __init__(self, directory: str, *, spare: int = 64) -> None:
-        if _OFD_SETLK is None:
+        if not ofdlock.AVAILABLE:
             raise RuntimeError("scope='host' needs Linux open-file-description locks (F_OFD_SETLK)")
         self.directory = directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -216,7 +167,7 @@ class HostBackend:
 
     def try_acquire(self, pool: str, key: str, limit: int) -> Lease | None:
         path = self.path(pool, key)
-        # The fcntl() calls keep the GIL (see _setlk), so holding our lock
+        # The fcntl() calls keep the GIL (see core/ofdlock.py), so holding our lock
         # across them costs nothing extra: one lock round per acquire.
         with self._lock:
             fd = self._pop_spare(path)
@@ -236,7 +187,7 @@ class HostBackend:
             if mine is not None and slot in mine:
                 continue
             try:
-                taken = _setlk(fd, fcntl.F_WRLCK, slot)
+                taken = ofdlock.lock_byte(fd, slot)
             except OSError:
                 os.close(fd)
                 raise
@@ -255,7 +206,7 @@ class HostBackend:
             if not mine:
                 del self._held[lease.path]
             try:
-                _setlk(lease.fd, fcntl.F_UNLCK, lease.slot)
+                ofdlock.unlock_byte(lease.fd, lease.slot)
             except OSError:
                 os.close(lease.fd)  # closing drops the lock just as well
                 return
@@ -286,13 +237,7 @@ class HostBackend:
         try:
             # One probe per slot: F_OFD_GETLK reports *a* conflicting lock in
             # the range, not the lowest, so a range scan could skip some.
-            held = 0
-            for slot in range(limit):
-                probe = _flock(fcntl.F_WRLCK, slot, 1)
-                answer = fcntl.fcntl(fd, _OFD_GETLK, probe)  # type: ignore[arg-type]
-                if _FLOCK.unpack(answer)[0] != fcntl.F_UNLCK:
-                    held += 1
-            return held
+            return sum(1 for slot in range(limit) if ofdlock.is_locked(fd, slot))
         finally:
             os.close(fd)
 

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
-from .limiter import _setlk
+from . import ofdlock
 from .recorder import Outcome, StreamRecorder
 
 MAGIC = b"DSM1"
@@ -105,7 +105,7 @@ def _bucket(value: float, buckets: tuple[float, ...]) -> int:
 
 def _try_lock(fd: int) -> bool:
     """Take the life lock of a metrics file: byte 0, as the limiter takes a slot."""
-    return _setlk(fd, fcntl.F_WRLCK, 0)
+    return ofdlock.lock_byte(fd, 0)
 
 
 class _Dir:

@@ -1,0 +1,73 @@
+"""One place that says whether a value is usable. Plain Python, no Django.
+
+Used at run time (arguments, settings read on access) and by the system
+checks, so both say the same thing. ``what`` names the value in the message:
+``"setting STREAMER_CHUNK_SIZE"``, ``"stream 'x': chunk_size"``,
+``"limit_concurrency: limit"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+__all__ = [
+    "is_number",
+    "non_negative_number",
+    "one_of",
+    "positive_int",
+    "positive_number",
+    "str_list",
+    "whole_seconds",
+]
+
+
+def is_number(value: object) -> bool:
+    """An int or float that is not a bool (``True`` is an int to Python)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def _fail(what: str, expected: str, value: object) -> ValueError:
+    return ValueError(f"{what} must be {expected}, not {type(value).__name__} {value!r}")
+
+
+def positive_int(value: object, *, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(what, "a positive int", value)
+    return value
+
+
+def whole_seconds(value: object, *, what: str) -> int:
+    """An int >= 0 (``Retry-After`` and the like)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(what, "whole seconds (an int >= 0)", value)
+    return value
+
+
+def non_negative_number(value: object, *, what: str) -> float:
+    # ``not value >= 0`` is also true for NaN.
+    if not is_number(value) or not value >= 0:  # type: ignore[operator]
+        raise _fail(what, "a number of seconds >= 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def positive_number(value: object, *, what: str) -> float:
+    if not is_number(value) or not value > 0:  # type: ignore[operator]
+        raise _fail(what, "a number of seconds > 0", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def one_of(value: object, choices: Collection[object], *, what: str) -> object:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{what} must be one of {listed}, not {value!r}")
+    return value
+
+
+def str_list(value: object, *, what: str) -> list[str]:
+    """A list or tuple of str; a bare str is refused (it would iterate by character)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _fail(what, "a list of str", value)
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{what} must hold only str, not {type(item).__name__} {item!r}")
+    return list(value)
