@@ -16,6 +16,9 @@ class Outcome(str, enum.Enum):
     COMPLETED = "completed"
     ABORTED = "aborted"  # the client went away, or the server closed the stream early
     FAILED = "failed"  # the source raised
+    # Never passed to finish(): the metrics store counts a stream as lost when
+    # its process died while it was active (SIGKILL, graceful timeout).
+    LOST = "lost"
 
     def __str__(self) -> str:
         return self.value

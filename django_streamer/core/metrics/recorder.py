@@ -1,0 +1,141 @@
+"""Recording into a :class:`~.store.Store`: streams and limiter pools."""
+
+from __future__ import annotations
+
+import time
+
+from ..recorder import Outcome, StreamRecorder
+from .layout import DURATION_BUCKETS, STREAM, TTFB_BUCKETS, WAIT_BUCKETS, bucket
+from .store import Store
+
+__all__ = ["StreamMetrics", "record_admitted", "record_rejected", "record_released"]
+
+_STARTED = STREAM.offsets["started"]
+_ACTIVE = STREAM.offsets["active"]
+_DURATION = STREAM.offsets["duration_buckets"]
+_DURATION_SUM = STREAM.offsets["duration_sum"]
+_DURATION_COUNT = STREAM.offsets["duration_count"]
+_BYTES = STREAM.offsets["bytes"]
+_CHUNKS = STREAM.offsets["chunks"]
+_CHUNK_MAX = STREAM.offsets["chunk_max"]
+_TTFB = STREAM.offsets["ttfb_buckets"]
+_TTFB_SUM = STREAM.offsets["ttfb_sum"]
+_TTFB_COUNT = STREAM.offsets["ttfb_count"]
+
+
+class StreamMetrics(StreamRecorder):
+    """Records one stream into a :class:`Store`.
+
+    Per chunk it only adds to its own attributes and reads the clock; it
+    publishes to the mapped file (a few stores under a lock) at most every
+    ``publish_interval`` seconds, and at the end. So the store lags a running
+    stream by that much, and a SIGKILLed process loses at most that much.
+    The stream stays bound to the file it started in: if that file is
+    replaced meanwhile, its figures go with the old one.
+    """
+
+    __slots__ = (
+        "_active",
+        "_base",
+        "_chunks",
+        "_file",
+        "_interval",
+        "_max",
+        "_publish_at",
+        "_published_chunks",
+        "_published_sent",
+        "_sent",
+        "_started",
+        "_store",
+    )
+
+    def __init__(
+        self, store: Store, name: str, path: str = "", *, publish_interval: float = 0.1
+    ) -> None:
+        self._store = store
+        self._file = store.file()
+        row = store.stream_row(name)
+        self._base = self._file.stream_at(row, "started")
+        self._active = store.take_active(self._file, row, path)
+        self._started = time.monotonic()
+        self._interval = publish_interval
+        self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
+        self._sent = self._chunks = self._max = 0
+        self._published_sent = self._published_chunks = 0
+
+    def start(self) -> None:
+        values = self._file.values
+        with self._store.lock():
+            values[self._base + _STARTED] += 1
+            values[self._base + _ACTIVE] += 1
+
+    def chunk(self, nbytes: int) -> None:
+        self._sent += nbytes
+        self._chunks += 1
+        if nbytes > self._max:
+            self._max = nbytes
+        now = time.monotonic()
+        if now >= self._publish_at:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        values = self._file.values
+        base = self._base
+        first = self._published_chunks == 0 and self._chunks > 0
+        with self._store.lock():
+            values[base + _BYTES] += self._sent - self._published_sent
+            values[base + _CHUNKS] += self._chunks - self._published_chunks
+            if self._max > values[base + _CHUNK_MAX]:
+                values[base + _CHUNK_MAX] = self._max
+            if first:
+                ttfb = now - self._started
+                values[base + _TTFB + bucket(ttfb, TTFB_BUCKETS)] += 1
+                values[base + _TTFB_SUM] += ttfb
+                values[base + _TTFB_COUNT] += 1
+        self._published_sent = self._sent
+        self._published_chunks = self._chunks
+        self._publish_at = now + self._interval
+        if self._active >= 0:
+            self._file.set_active_bytes(self._active, self._sent)
+
+    def finish(self, outcome: Outcome) -> None:
+        now = time.monotonic()
+        if self._chunks != self._published_chunks:
+            self._publish(now)
+        values = self._file.values
+        base = self._base
+        duration = now - self._started
+        with self._store.lock():
+            values[base + _ACTIVE] -= 1
+            values[base + STREAM.offsets[outcome.value]] += 1
+            values[base + _DURATION + bucket(duration, DURATION_BUCKETS)] += 1
+            values[base + _DURATION_SUM] += duration
+            values[base + _DURATION_COUNT] += 1
+        self._store.free_active(self._file, self._active)
+        self._active = -1
+
+
+def record_rejected(store: Store, stream: str, pool: str) -> None:
+    f = store.file()
+    with store.lock():
+        f.values[f.stream_at(store.stream_row(stream), "rejected")] += 1
+        f.values[f.pool_at(store.pool_row(pool), "rejected")] += 1
+
+
+def record_admitted(store: Store, pool: str, limit: int, waited: float) -> None:
+    f = store.file()
+    row = store.pool_row(pool)
+    values = f.values
+    with store.lock():
+        values[f.pool_at(row, "admitted")] += 1
+        values[f.pool_at(row, "in_use")] += 1
+        values[f.pool_at(row, "limit")] = limit
+        values[f.pool_at(row, "wait_buckets") + bucket(waited, WAIT_BUCKETS)] += 1
+        values[f.pool_at(row, "wait_sum")] += waited
+        values[f.pool_at(row, "wait_count")] += 1
+
+
+def record_released(store: Store, pool: str) -> None:
+    f = store.file()
+    with store.lock():
+        f.values[f.pool_at(store.pool_row(pool), "in_use")] -= 1
