@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .conf import conf, default_state_dir
 from .core.limiter import Pool, PoolLease
 from .core.metrics import (
@@ -22,10 +24,12 @@ from .core.metrics import (
     Snapshot,
     Store,
     StreamMetrics,
+    check_name,
     record_admitted,
     record_rejected,
     record_released,
 )
+from .core.statedir import UnsafeStateError, open_private_file
 from .core.stream import Stream
 from .decorators import LimiterRecorder, Rejection
 
@@ -40,34 +44,79 @@ def get_store() -> Store:
     if current and current[0] == key:
         return cast(Store, current[1])
     directory = str(key[0] or default_state_dir("metrics"))
+    # The default lives under the per-user /dev/shm/django-streamer-<uid>:
+    # that and everything below it must be ours and private.
+    owned_from = None if key[0] else os.path.dirname(default_state_dir())
     with _lock:
         store = _stores.get((directory, key[1]))
         if store is None:
-            store = _stores[(directory, key[1])] = Store(directory, max_names=key[1])
+            store = Store(directory, max_names=key[1], owned_from=owned_from)
+            _stores[(directory, key[1])] = store
         _current[:] = [key, store]
         return store
 
 
 def stream_recorder(stream: Stream) -> StreamMetrics | None:
+    """The stream's metrics recorder; None (figures dropped) if the store fails.
+
+    Metrics never break a request: a failure is logged once per process and
+    cause, and counted. A name that cannot label figures (see
+    :func:`~django_streamer.core.metrics.check_name`) is counted under ``other``.
+    """
     if not conf.STREAMER_METRICS:
         return None
-    if _mirror_checked[0] != os.getpid():
-        ensure_mirror()
-    return StreamMetrics(get_store(), stream.name, stream.path)
+    store = get_store()
+    try:
+        if _mirror_checked[0] != os.getpid():
+            ensure_mirror()
+        try:
+            name = check_name(stream.name)
+        except ValueError as exc:
+            store.report("stream name", exc)
+            name = "other"
+        return StreamMetrics(store, name, stream.path)
+    except Exception as exc:
+        store.report(f"recording a stream ({type(exc).__name__})", exc)
+        return None
 
 
 class PoolRecorder(LimiterRecorder):
+    """Limiter figures; like streams, a store failure drops them and is logged once."""
+
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            record_admitted(get_store(), pool.name, pool.limit, lease.waited)
+            _safely(record_admitted, pool.name, pool.limit, lease.waited)
 
     def rejected(self, pool: Pool, rejection: Rejection) -> None:
+        # The rejection is counted on both the stream and the limiter row: a
+        # rejected request has no stream yet, so its stream label is the
+        # limiter's (pool's) name, as the README's metrics table says.
         if conf.STREAMER_METRICS:
-            record_rejected(get_store(), rejection.pool, rejection.pool)
+            _safely(record_rejected, rejection.pool, rejection.pool)
 
     def released(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            record_released(get_store(), pool.name)
+            _safely(record_released, pool.name)
+
+
+def _safely(record: Any, *args: Any) -> None:
+    store = get_store()
+    try:
+        record(store, *args)
+    except Exception as exc:
+        store.report(f"recording a limiter event ({type(exc).__name__})", exc)
+
+
+def read_snapshot() -> Snapshot:
+    """The host-wide figures, for the endpoint and the dashboard.
+
+    An unsafe metrics directory is a configuration error, raised where the
+    operator looks; streams meanwhile are served without figures.
+    """
+    try:
+        return get_store().snapshot()
+    except UnsafeStateError as exc:
+        raise ImproperlyConfigured(f"STREAMER_METRICS_DIR: {exc}") from exc
 
 
 # -- reading out -------------------------------------------------------------
@@ -87,7 +136,7 @@ def _cumulative(counts: list[float]) -> list[float]:
 
 def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
     """The dashboard's JSON API (documented in the README)."""
-    snap = snapshot or get_store().snapshot()
+    snap = snapshot or read_snapshot()
     now = snap.taken_at
     rate: dict[str, float] = {}
     active = []
@@ -118,6 +167,7 @@ def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
             "completed": int(_num(e, "completed")),
             "aborted": int(_num(e, "aborted")),
             "failed": int(_num(e, "failed")),
+            "lost": int(_num(e, "lost")),
             "rejected": int(_num(e, "rejected")),
             "bytes": int(sent),
             "chunks": int(chunks),
@@ -143,6 +193,8 @@ def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
         "streams": streams,
         "pools": pools,
         "active": active,
+        "active_hidden": snap.active_hidden,
+        "store_errors": snap.store_errors,
     }
 
 
@@ -159,7 +211,7 @@ class StreamerCollector:
             HistogramMetricFamily,
         )
 
-        snap = get_store().snapshot()
+        snap = read_snapshot()
         p = "django_streamer_"
         started = CounterMetricFamily(p + "streams_started", "Streams started.", labels=["stream"])
         active = GaugeMetricFamily(p + "streams_active", "Streams active now.", labels=["stream"])
@@ -189,7 +241,7 @@ class StreamerCollector:
         for name, e in sorted(snap.streams.items()):
             started.add_metric([name], _num(e, "started"))
             active.add_metric([name], _num(e, "active"))
-            for outcome in ("completed", "aborted", "failed"):
+            for outcome in ("completed", "aborted", "failed", "lost"):
                 finished.add_metric([name, outcome], _num(e, outcome))
             rejected.add_metric([name], _num(e, "rejected"))
             sent.add_metric([name], _num(e, "bytes"))
@@ -217,6 +269,17 @@ class StreamerCollector:
             turned.add_metric([name], _num(e, "rejected"))
             wait.add_metric([name], *_buckets(e, "wait", WAIT_BUCKETS))
         yield from (in_use, limit, admitted, turned, wait)
+        errors = CounterMetricFamily(
+            p + "store_errors",
+            "Metrics store failures (figures dropped).",
+            value=snap.store_errors,
+        )
+        hidden = GaugeMetricFamily(
+            p + "streams_active_unlisted",
+            "Active streams the active-streams table had no room for.",
+            value=snap.active_hidden,
+        )
+        yield from (errors, hidden)
 
 
 def _buckets(
@@ -316,10 +379,16 @@ def write_multiprocess_mirror(directory: str) -> None:
         os.replace(tmp, final)
 
 
+def open_mirror_lock() -> int:
+    """The mirror's election lock: private, never followed through a symlink,
+    and close-on-exec so a spawned program cannot keep this process elected."""
+    return open_private_file(os.path.join(get_store().directory, ".mirror.lock"))
+
+
 def _mirror_loop(directory: str) -> None:
     import fcntl
 
-    lock = os.open(os.path.join(get_store().directory, ".mirror.lock"), os.O_RDWR | os.O_CREAT)
+    lock = open_mirror_lock()
     leader = False
     while True:
         time.sleep(MIRROR_INTERVAL)

@@ -123,7 +123,9 @@ def test_json_denies_anonymous_and_non_staff_and_serves_staff(metrics_dir):
     stream(client, "kind=sync&items=10&tag=js")
     data = client.get(url).json()
     assert data["streams"]["js"]["bytes"] == 330
-    assert set(data) == {"time", "processes", "streams", "pools", "active"}
+    assert set(data) == {
+        *("time", "processes", "streams", "pools", "active", "active_hidden", "store_errors")
+    }
 
 
 def deny_all(request) -> bool:
