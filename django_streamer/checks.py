@@ -11,7 +11,8 @@ from django.core import checks
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from .conf import conf
+from .conf import conf, default_state_dir
+from .core.statedir import check_private_dir
 
 # Django's ASGIHandler re-splits anything larger into 64 KiB messages.
 ASGI_MESSAGE_SIZE = 2**16
@@ -216,3 +217,33 @@ def _callable_errors(
 
 def _uses_asgi() -> bool:
     return bool(getattr(settings, "ASGI_APPLICATION", None))
+
+
+@checks.register(checks.Tags.security)
+def check_metrics_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The metrics directory, and the per-user directory above the default, must be
+    private to this user. Examines only (``lstat``): creates nothing."""
+    if not conf.STREAMER_METRICS:
+        return []
+    value = conf.STREAMER_METRICS_DIR
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        return []  # E008 reports the type
+    if value is None:
+        directory = default_state_dir("metrics")
+        top = os.path.dirname(default_state_dir())  # /dev/shm/django-streamer-<uid>
+        paths = [top, os.path.dirname(directory), directory]
+    else:
+        paths = [os.fspath(value)]
+    for path in paths:
+        problem = check_private_dir(str(path))
+        if problem is not None:
+            return [
+                checks.Error(
+                    f"The metrics directory is unsafe: {problem}. Streams are served "
+                    "without figures, and the endpoint and dashboard fail.",
+                    hint="Remove it (or chown it to this user and chmod 700), or set "
+                    "STREAMER_METRICS_DIR to a directory only this user can reach.",
+                    id="django_streamer.E013",
+                )
+            ]
+    return []

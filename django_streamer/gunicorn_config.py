@@ -18,6 +18,7 @@ that is truly stuck. For an ASGI project, set ``worker_class = "asgi"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
@@ -35,6 +36,9 @@ def child_exit(server: object, worker: object) -> None:
 
     Readers and new workers do this too; the hook keeps the directory at one
     file per live worker even when nothing reads the metrics for a long time.
+    The arbiter never waits here (a reader holding the directory lock means
+    the fold is left to it) and never writes through a mapping: folding reads
+    and writes files with plain calls, so a full disk is an error, not SIGBUS.
     """
     try:
         from django.conf import settings
@@ -43,7 +47,8 @@ def child_exit(server: object, worker: object) -> None:
             return
         from django_streamer.metrics import get_store
 
-        get_store().compact()
+        with contextlib.suppress(BlockingIOError):
+            get_store().compact(blocking=False)
     except Exception as exc:  # the arbiter must never die for metrics
         log = getattr(server, "log", None)
         if log is not None:

@@ -25,7 +25,13 @@ import time
 import weakref
 
 from .. import ofdlock
-from ..statedir import ensure_private_dir, open_private_file, reserve
+from ..statedir import (
+    UnsafeStateError,
+    check_private_dir,
+    ensure_private_dir,
+    open_private_file,
+    reserve,
+)
 from .layout import BadFile, Geometry
 from .names import Names
 from .procfile import ProcessFile
@@ -226,6 +232,9 @@ class Store:
         ``blocking=False`` gives up (``BlockingIOError``) rather than wait for
         another process's compaction or snapshot.
         """
+        problem = check_private_dir(self.directory)
+        if problem is not None:
+            raise UnsafeStateError(f"unsafe metrics directory: {problem}")
         try:
             lock_fd = self._dir_lock(exclusive=True, blocking=blocking)
         except FileNotFoundError:
