@@ -135,9 +135,12 @@ def test_metrics_json_and_clients_agree(server: Server):
         s = data["streams"][name]
         assert s["bytes"] == m("django_streamer_bytes_total", stream=name)
         assert s["started"] == m("django_streamer_streams_started_total", stream=name)
-        for outcome in ("completed", "aborted", "failed"):
+        for outcome in ("completed", "aborted", "failed", "lost"):
             assert s[outcome] == m(finished, stream=name, outcome=outcome)
         assert s["active"] == 0
+        # Every stream started ends in exactly one outcome (lost: its worker died).
+        outcomes = ("completed", "aborted", "failed", "lost")
+        assert s["started"] == sum(s[o] for o in outcomes) + s["active"]
     pool = data["pools"]["e2e-reject"]
     assert (pool["in_use"], pool["limit"], pool["admitted"], pool["rejected"]) == (0, 2, 2, 4)
     assert pool["wait_avg"] < 0.01  # a reject-mode pool never waits

@@ -96,7 +96,7 @@ class Names:
             return 0
         with self._lock:
             row = self._assign(kind, name)
-            if row is not None:
+            if row:  # "other" answers are not cached: a full kind is in _full
                 self._cache[(kind, name)] = row
             return row or 0
 
