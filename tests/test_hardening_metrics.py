@@ -10,6 +10,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -197,6 +198,23 @@ def test_a_worker_whose_file_was_unlinked_rebinds(tmp_path: Path):
     [second] = tmp_path.glob("p-*.bin")
     assert second != first
     assert Store(str(tmp_path)).snapshot().streams["s"]["bytes"] == 10
+
+
+def test_a_deleted_directory_is_made_again_and_the_worker_rebinds(tmp_path: Path):
+    directory = tmp_path / "m"
+    store = Store(str(directory), rebind_interval=0.0)
+    stream(store, "s", [1], Outcome.COMPLETED)
+    shutil.rmtree(directory)
+    stream(store, "s", [10], Outcome.COMPLETED)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert Store(str(directory)).snapshot().streams["s"]["bytes"] == 10
+
+
+def test_failures_before_the_file_existed_are_counted_once_it_does(tmp_path: Path):
+    store = Store(str(tmp_path))
+    store.report("early", OSError("no space"))
+    store.file()
+    assert Store(str(tmp_path)).snapshot().store_errors == 1
 
 
 def write_file(path: Path, data: bytes) -> None:

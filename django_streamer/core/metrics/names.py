@@ -41,6 +41,8 @@ def check_name(name: object, *, what: str = "stream") -> str:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} name {name!r} must be a non-empty string")
+    if name.isprintable() and len(name) <= NAME_BYTES // 4:
+        return name  # the common case, in C: no control character, short enough
     for ch in name:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
             raise ValueError(f"{what} name {name!r} contains the control character {ch!r}")

@@ -64,8 +64,8 @@ class ProcessFile:
     def pool_at(self, row: int, figure: str) -> int:
         return self.pool_base + row * POOL.width + POOL.offsets[figure]
 
-    def add_error(self) -> None:
-        self.values[ERRORS_AT] += 1
+    def add_error(self, count: int) -> None:
+        self.values[ERRORS_AT] += count
 
     def add_hidden(self, delta: int) -> None:
         self.values[HIDDEN_AT] += delta
