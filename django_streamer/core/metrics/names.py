@@ -84,6 +84,10 @@ class Names:
         self._full: set[str] = set()  # kinds with every row taken: unknown names are other
         self._lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock held by a parent's thread would never be freed."""
+        self._lock = threading.Lock()
+
     def forget(self) -> None:
         """Drop what this process knows (the table was reset)."""
         with self._lock:

@@ -75,6 +75,9 @@ class Store:
             self._file.drop()
         self._file = None
         self._lock = threading.Lock()
+        self.names.after_fork()
+        self.errors = {}  # "logged once per process": the child logs its own
+        self._unfiled_errors = 0
 
     # -- failures ----------------------------------------------------------
 
