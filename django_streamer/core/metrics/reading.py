@@ -1,9 +1,7 @@
-"""Reading metrics files: validated copies, folding and summing.
+"""Reading metrics files: validated copies, folding and summing, as pure functions.
 
-Readers never map another process's file: they ``pread`` it whole and check
-it with :func:`layout.parse`, so a bad file costs no descriptor and no
-``SIGBUS``, and the archive is rewritten with plain writes (a full disk is an
-``OSError``). This is what runs in the gunicorn master's ``child_exit``.
+:class:`.directory.MetricsDir` decides which files to read and where the
+results go; this module only turns a file's bytes into figures.
 """
 
 from __future__ import annotations
