@@ -275,6 +275,19 @@ def test_a_symlinked_process_file_is_quarantined_not_followed(tmp_path: Path):
     assert target.read_bytes() == bytes(valid_bytes())  # untouched
 
 
+def test_a_symlinked_names_table_is_quarantined_and_the_scrape_still_answers(tmp_path: Path):
+    store = Store(str(tmp_path))
+    stream(store, "s", [5], Outcome.COMPLETED)
+    target = tmp_path.parent / f"{tmp_path.name}-names"
+    target.write_bytes(b"")
+    os.unlink(tmp_path / "names.bin")
+    (tmp_path / "names.bin").symlink_to(target)
+    snap = store.snapshot()
+    assert snap.streams["other"]["bytes"] == 5  # unlabelled, but served
+    assert not (tmp_path / "names.bin").is_symlink()
+    assert target.read_bytes() == b""
+
+
 def test_200_scrapes_of_bad_files_leak_no_descriptors(tmp_path: Path):
     store = Store(str(tmp_path))
     store.snapshot()
@@ -339,7 +352,7 @@ def test_names_past_the_cap_cost_no_io_and_no_memory(tmp_path: Path, monkeypatch
     monkeypatch.setattr(os, "open", counting_open)
     rows = {store.stream_row("long name " * 20 + str(i)) for i in range(10_000)}
     assert rows == {0} and opened == []
-    assert len(store.names._cache) <= 3
+    assert store.names.cached <= 3
 
 
 def test_a_held_names_lock_never_blocks_a_lookup(tmp_path: Path):

@@ -168,7 +168,11 @@ class MetricsDir:
 
     def snapshot(self) -> Snapshot:
         """Every figure, summed over the archive and the live processes' files."""
-        names = self.names.all()
+        try:
+            names = self.names.all()
+        except BadFile as exc:
+            self.quarantine(self.names.path, exc)
+            names = self.names.empty()
         snap = Snapshot(taken_at=time.time())
         lock_fd = self.lock(exclusive=False)
         try:

@@ -21,7 +21,8 @@ import threading
 import time
 import unicodedata
 
-from ..statedir import open_private_file
+from ..statedir import UnsafeStateError, open_private_file
+from .layout import BadFile
 
 __all__ = ["NAME_BYTES", "OTHER", "Names", "check_name"]
 
@@ -129,13 +130,25 @@ class Names:
         finally:
             os.close(fd)
 
+    @staticmethod
+    def empty() -> dict[str, list[str]]:
+        """The table with no names: every row is ``other``."""
+        return {kind: [OTHER] for kind in KINDS}
+
+    @property
+    def cached(self) -> int:
+        """How many names this process remembers (bounded by the cap)."""
+        return len(self._cache)
+
     def all(self) -> dict[str, list[str]]:
         """Row names by kind, row 0 being ``other`` (a missing row is ``other`` too)."""
-        out: dict[str, list[str]] = {kind: [OTHER] for kind in KINDS}
+        out: dict[str, list[str]] = self.empty()
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = open_private_file(self.path, create=False)
         except FileNotFoundError:
             return out
+        except UnsafeStateError as exc:  # a symlink, or not ours: never read it
+            raise BadFile(str(exc)) from exc
         try:
             data = _read_all(fd)
         finally:
