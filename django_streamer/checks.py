@@ -96,8 +96,10 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 def check_security(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """W004: the metrics endpoint routed and open to anyone while DEBUG is off."""
-    if settings.DEBUG or not _routed() or conf.problem("STREAMER_METRICS_ALLOW"):
+    if settings.DEBUG or not _routed():
         return []
+    if conf.problem("STREAMER_METRICS_ALLOW") or conf.problem("STREAMER_METRICS_TOKEN"):
+        return []  # reported by check_configuration
     if conf.STREAMER_METRICS_TOKEN or conf.STREAMER_METRICS_ALLOW is not None:
         return []
     return [

@@ -21,22 +21,22 @@ def _networks(allowed: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(net, strict=False) for net in allowed)
 
 
-def _header_bytes(value: str) -> bytes:
-    """The header's bytes as the client sent them.
-
-    WSGI and Django's ASGI handler both decode header bytes as latin-1, so
-    encoding back to latin-1 recovers them; a str that came from elsewhere
-    (the test client) with wider characters is taken as UTF-8.
-    """
-    try:
-        return value.encode("latin-1")
-    except UnicodeEncodeError:
-        return value.encode("utf-8")
-
-
 def token_matches(given: str, token: str) -> bool:
-    """Constant-time comparison of bytes: a non-ASCII token is its UTF-8 bytes."""
-    return hmac.compare_digest(_header_bytes(given), token.encode("utf-8"))
+    """Constant-time comparison of bytes: a non-ASCII token is its UTF-8 bytes.
+
+    WSGI servers and Django's ASGI handler decode header bytes as latin-1, so
+    encoding back to latin-1 recovers the bytes the client sent; a str from
+    elsewhere (the test client) is taken as UTF-8. Either way only the token's
+    own bytes match, and both comparisons always run.
+    """
+    expected = token.encode("utf-8")
+    try:
+        sent = given.encode("latin-1")
+    except UnicodeEncodeError:
+        sent = b""
+    on_wire = hmac.compare_digest(sent, expected)
+    as_text = hmac.compare_digest(given.encode("utf-8"), expected)
+    return on_wire or as_text
 
 
 def access_denied(request: HttpRequest) -> HttpResponse | None:
