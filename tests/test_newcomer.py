@@ -208,3 +208,29 @@ def test_the_gunicorn_config_sets_only_what_the_worker_uses(tmp_path, worker):
     assert f"Using worker: {worker}" in text
     assert "does not use threads" not in text
     assert "[WARNING]" not in text and "[ERROR]" not in text, text
+
+
+# -- the dashboard's "throughput now" ---------------------------------------------------
+
+
+def test_throughput_now_is_the_recent_rate_of_active_streams_and_0_when_still():
+    from django_streamer.core.metrics import Snapshot
+    from django_streamer.metrics import snapshot_json
+
+    def snap(at: float, sent: float | None) -> Snapshot:
+        entry = {"stream": "s", "path": "/x", "pid": 1, "started": 100.0, "bytes": sent}
+        return Snapshot(
+            streams={"s": {"active": 0.0 if sent is None else 1.0, "bytes": sent or 5000.0}},
+            active=[] if sent is None else [entry],
+            processes=1,
+            taken_at=at,
+        )
+
+    assert snapshot_json(snap(102.0, 2000.0))["streams"]["s"]["bytes_per_second"] == 1000.0
+    # Since the previous snapshot, not since the start: 3000 more bytes in 1 s.
+    data = snapshot_json(snap(103.0, 5000.0))
+    assert data["streams"]["s"]["bytes_per_second"] == 3000.0
+    assert data["active"][0]["bytes_per_second"] == 3000.0
+    # A stalled stream reads 0, and so does a name with nothing active.
+    assert snapshot_json(snap(104.0, 5000.0))["streams"]["s"]["bytes_per_second"] == 0.0
+    assert snapshot_json(snap(105.0, None))["streams"]["s"]["bytes_per_second"] == 0.0
