@@ -88,12 +88,18 @@ def test_e010_dashboard_permission():
     only("django_streamer.E010", STREAMER_DASHBOARD_PERMISSION="tests.nowhere.check")
 
 
-def test_e011_is_tested_in_test_metrics():
-    # The routed-endpoint-without-prometheus_client check needs an import hook;
-    # tests/test_metrics.py::test_a_routed_endpoint_without_prometheus_client_is_an_error.
-    from tests import test_metrics
+def test_e011_routed_endpoint_without_prometheus_client(monkeypatch):
+    import builtins
 
-    assert hasattr(test_metrics, "test_a_routed_endpoint_without_prometheus_client_is_an_error")
+    real_import = builtins.__import__
+
+    def no_prometheus(name, *args, **kwargs):
+        if name == "prometheus_client":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    assert "prometheus_client is not installed" in only("django_streamer.E011")
 
 
 def test_e012_metrics_switch():
