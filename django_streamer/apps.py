@@ -8,13 +8,11 @@ class DjangoStreamerConfig(AppConfig):
     verbose_name = "Streaming"
 
     def ready(self) -> None:
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
-            metrics,
-        )
+        from . import checks, metrics
         from .decorators import limiter_recorders
         from .response import recorder_factories
 
+        checks.register()
         if metrics.stream_recorder not in recorder_factories:
             recorder_factories.append(metrics.stream_recorder)
         if not any(isinstance(r, metrics.PoolRecorder) for r in limiter_recorders):

@@ -1,8 +1,13 @@
-"""System checks for the django-streamer settings (``manage.py check``)."""
+"""System checks for the django-streamer settings (``manage.py check``).
+
+Registered by ``AppConfig.ready()``. A value's type and range are judged by
+conf.py's validators (the same message a request would raise); this module
+adds what only a check can afford: importing dotted paths, looking at
+directories (without creating them), resolving URLs, and warnings.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any
 
@@ -12,164 +17,181 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
 from .conf import conf, default_state_dir
-from .core.statedir import check_private_dir
+from .core.statedir import check_private_dir, check_usable_dir
 
-# Django's ASGIHandler re-splits anything larger into 64 KiB messages.
-ASGI_MESSAGE_SIZE = 2**16
+# One id and hint per setting whose value is wrong (its type or range).
+VALUE_CHECKS: dict[str, tuple[str, str]] = {
+    "STREAMER_CHUNK_SIZE": (
+        "django_streamer.E001",
+        "Set it to a byte count such as 65536 (64 KiB), or remove it.",
+    ),
+    "STREAMER_FLUSH_INTERVAL": (
+        "django_streamer.E002",
+        "Use 0.1 for 100 ms, or 0 to send every piece as it comes.",
+    ),
+    "STREAMER_X_ACCEL_BUFFERING": (
+        "django_streamer.E003",
+        "True sends 'X-Accel-Buffering: no' so nginx does not buffer streams.",
+    ),
+    "STREAMER_LIMITER_DIR": (
+        "django_streamer.E004",
+        "Use a directory only the user gunicorn runs as can reach (mode 0700), or None.",
+    ),
+    "STREAMER_LIMIT_HANDLER": (
+        "django_streamer.E005",
+        "Give the dotted path of a function (request, rejection) -> response.",
+    ),
+    "STREAMER_RETRY_AFTER": (
+        "django_streamer.E006",
+        "Retry-After takes an integer number of seconds, e.g. 5.",
+    ),
+    "STREAMER_METRICS_MAX_NAMES": (
+        "django_streamer.E007",
+        "It caps label cardinality; 100 suits most projects.",
+    ),
+    "STREAMER_METRICS_DIR": (
+        "django_streamer.E008",
+        "Use a directory only the user every worker runs as can reach (mode 0700), or None.",
+    ),
+    "STREAMER_METRICS_ALLOW": (
+        "django_streamer.E009",
+        "Use a list such as ['127.0.0.1', '10.0.0.0/8'].",
+    ),
+    "STREAMER_DASHBOARD_PERMISSION": (
+        "django_streamer.E010",
+        "Give the dotted path of a function (request) -> bool.",
+    ),
+    "STREAMER_METRICS": ("django_streamer.E012", "Use True or False."),
+    "STREAMER_IP_HEADER": (
+        "django_streamer.E013",
+        "Give a request.META key such as 'HTTP_X_FORWARDED_FOR', or None.",
+    ),
+    "STREAMER_METRICS_TOKEN": (
+        "django_streamer.E014",
+        "Give the token as a non-empty str (e.g. from os.environ), or None.",
+    ),
+}
+DIRECTORIES = ("STREAMER_LIMITER_DIR", "STREAMER_METRICS_DIR")
+CALLABLES = ("STREAMER_LIMIT_HANDLER", "STREAMER_DASHBOARD_PERMISSION")
 
 
-@checks.register(checks.Tags.compatibility)
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
-    chunk_size = conf.STREAMER_CHUNK_SIZE
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        errors.append(
-            checks.Error(
-                f"STREAMER_CHUNK_SIZE must be a positive int, not {chunk_size!r}.",
-                hint="Set it to a byte count such as 65536 (64 KiB), or remove it.",
-                id="django_streamer.E001",
-            )
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every setting's value, the directories, the dotted paths, the endpoint's needs."""
+    messages: list[checks.CheckMessage] = []
+    bad = set()
+    for name, (check_id, hint) in VALUE_CHECKS.items():
+        problem = conf.problem(name)
+        if problem is not None:
+            bad.add(name)
+            messages.append(checks.Error(problem, hint=hint, id=check_id))
+    for name in DIRECTORIES:
+        if name not in bad:
+            messages += _directory_errors(name)
+    for name in CALLABLES:
+        if name not in bad:
+            messages += _callable_errors(name)
+    messages += _endpoint_errors()
+    messages += _warnings(bad)
+    return messages
+
+
+def check_security(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W004: the metrics endpoint routed and open to anyone while DEBUG is off."""
+    if settings.DEBUG or not _routed():
+        return []
+    if conf.problem("STREAMER_METRICS_ALLOW") or conf.problem("STREAMER_METRICS_TOKEN"):
+        return []  # reported by check_configuration
+    if conf.STREAMER_METRICS_TOKEN or conf.STREAMER_METRICS_ALLOW is not None:
+        return []
+    return [
+        checks.Warning(
+            "The metrics endpoint is open to anyone while DEBUG is off.",
+            hint="Set STREAMER_METRICS_TOKEN (a bearer token) and/or "
+            "STREAMER_METRICS_ALLOW (addresses or CIDR networks).",
+            id="django_streamer.W004",
         )
-    elif chunk_size > ASGI_MESSAGE_SIZE and _uses_asgi():
-        errors.append(
+    ]
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """All of the above, for tests and callers that want every message at once."""
+    return check_configuration(app_configs) + check_security(app_configs)
+
+
+def register() -> None:
+    """Called from ``AppConfig.ready()``; registering twice is harmless."""
+    checks.register(check_configuration, checks.Tags.compatibility)
+    checks.register(check_security, checks.Tags.security)
+    checks.register(check_metrics_dir, checks.Tags.security)
+
+
+def _directory_errors(name: str) -> list[checks.CheckMessage]:
+    path = getattr(conf, name)
+    problem = None if path is None else check_usable_dir(path)
+    if problem is None:
+        return []
+    check_id, hint = VALUE_CHECKS[name]
+    return [checks.Error(f"{name} cannot be used: {problem}.", hint=hint, id=check_id)]
+
+
+def _callable_errors(name: str) -> list[checks.CheckMessage]:
+    path = getattr(conf, name)
+    if path is None:
+        return []
+    try:
+        ok = callable(import_string(path))
+    except (ImportError, TypeError, ValueError, AttributeError):
+        ok = False
+    if ok:
+        return []
+    check_id, hint = VALUE_CHECKS[name]
+    return [checks.Error(f"{name} {path!r} does not import as a callable.", hint=hint, id=check_id)]
+
+
+def _endpoint_errors() -> list[checks.CheckMessage]:
+    if not _routed():
+        return []
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return [
+            checks.Error(
+                "django_streamer.urls is routed but prometheus_client is not installed.",
+                hint="pip install 'django-streamer[prometheus]'",
+                id="django_streamer.E011",
+            )
+        ]
+    return []
+
+
+def _warnings(bad: set[str]) -> list[checks.CheckMessage]:
+    from django.core.handlers.asgi import ASGIHandler
+
+    messages: list[checks.CheckMessage] = []
+    message_size = ASGIHandler.chunk_size
+    chunk_size = 0 if "STREAMER_CHUNK_SIZE" in bad else conf.STREAMER_CHUNK_SIZE
+    if chunk_size > message_size:
+        messages.append(
             checks.Warning(
-                f"STREAMER_CHUNK_SIZE is {chunk_size}, above the {ASGI_MESSAGE_SIZE} bytes "
-                "Django's ASGI handler sends per message; it will copy each chunk to split it.",
-                hint="Use 65536 or less when serving over ASGI.",
+                f"STREAMER_CHUNK_SIZE is {chunk_size}, above the {message_size} "
+                "bytes Django's ASGI handler sends per message: under ASGI each chunk is "
+                "re-split there, and the larger buffer buys nothing.",
+                hint=f"Use {message_size} or less (silence this if you only serve WSGI).",
                 id="django_streamer.W001",
             )
         )
-    interval = conf.STREAMER_FLUSH_INTERVAL
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0:
-        errors.append(
-            checks.Error(
-                f"STREAMER_FLUSH_INTERVAL must be a number of seconds >= 0, not {interval!r}.",
-                hint="Use 0.1 for 100 ms, or 0 to send every piece as it comes.",
-                id="django_streamer.E002",
-            )
-        )
-    elif interval > 5:
-        errors.append(
+    if "STREAMER_FLUSH_INTERVAL" not in bad and conf.STREAMER_FLUSH_INTERVAL > 5:
+        messages.append(
             checks.Warning(
-                f"STREAMER_FLUSH_INTERVAL is {interval} s: bytes may sit that long "
-                "before a client sees them, and proxies may time the stream out.",
+                f"STREAMER_FLUSH_INTERVAL is {conf.STREAMER_FLUSH_INTERVAL} s: bytes may sit "
+                "that long before a client sees them, and proxies may time the stream out.",
                 hint="Values between 0.05 and 1 second suit most streams.",
                 id="django_streamer.W002",
             )
         )
-    if not isinstance(conf.STREAMER_X_ACCEL_BUFFERING, bool):
-        errors.append(
-            checks.Error(
-                "STREAMER_X_ACCEL_BUFFERING must be True or False, "
-                f"not {conf.STREAMER_X_ACCEL_BUFFERING!r}.",
-                hint="True sends 'X-Accel-Buffering: no' so nginx does not buffer streams.",
-                id="django_streamer.E003",
-            )
-        )
-    errors.extend(_check_limiter())
-    errors.extend(_check_metrics())
-    return errors
-
-
-def _check_metrics() -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
-    max_names = conf.STREAMER_METRICS_MAX_NAMES
-    if isinstance(max_names, bool) or not isinstance(max_names, int) or max_names < 1:
-        errors.append(
-            checks.Error(
-                f"STREAMER_METRICS_MAX_NAMES must be an int >= 1, not {max_names!r}.",
-                hint="It caps label cardinality; 100 suits most projects.",
-                id="django_streamer.E007",
-            )
-        )
-    errors += _directory_errors(
-        "STREAMER_METRICS_DIR",
-        conf.STREAMER_METRICS_DIR,
-        "Use a directory every worker of this project can write.",
-        "django_streamer.E008",
-    )
-    allow = conf.STREAMER_METRICS_ALLOW
-    if allow is not None:
-        bad = []
-        if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
-            bad = [repr(allow)]
-        else:
-            for net in allow:
-                try:
-                    ipaddress.ip_network(net, strict=False)
-                except (TypeError, ValueError):
-                    bad.append(repr(net))
-        if bad:
-            errors.append(
-                checks.Error(
-                    f"STREAMER_METRICS_ALLOW has entries that are not addresses or networks: "
-                    f"{', '.join(bad)}.",
-                    hint="Use a list such as ['127.0.0.1', '10.0.0.0/8'].",
-                    id="django_streamer.E009",
-                )
-            )
-    errors += _callable_errors(
-        "STREAMER_DASHBOARD_PERMISSION",
-        conf.STREAMER_DASHBOARD_PERMISSION,
-        "Give the dotted path of a function (request) -> bool.",
-        "django_streamer.E010",
-    )
-    try:
-        reverse("django_streamer:metrics")
-        routed = True
-    except NoReverseMatch:
-        routed = False
-    if routed:
-        try:
-            import prometheus_client  # noqa: F401
-        except ImportError:
-            errors.append(
-                checks.Error(
-                    "django_streamer.urls is routed but prometheus_client is not installed.",
-                    hint="pip install 'django-streamer[prometheus]'",
-                    id="django_streamer.E011",
-                )
-            )
-    if not settings.DEBUG and not conf.STREAMER_METRICS_TOKEN and allow is None and routed:
-        errors.append(
-            checks.Warning(
-                "The metrics endpoint is open to anyone while DEBUG is off.",
-                hint="Set STREAMER_METRICS_TOKEN (a bearer token) and/or "
-                "STREAMER_METRICS_ALLOW (addresses or CIDR networks).",
-                id="django_streamer.W004",
-            )
-        )
-    return errors
-
-
-def _check_limiter() -> list[checks.CheckMessage]:
-    errors: list[checks.CheckMessage] = []
-    errors += _directory_errors(
-        "STREAMER_LIMITER_DIR",
-        conf.STREAMER_LIMITER_DIR,
-        "Create it and give the user gunicorn runs as write access.",
-        "django_streamer.E004",
-    )
-    errors += _callable_errors(
-        "STREAMER_LIMIT_HANDLER",
-        conf.STREAMER_LIMIT_HANDLER,
-        "Give the dotted path of a function (request, rejection) -> response.",
-        "django_streamer.E005",
-    )
-    retry = conf.STREAMER_RETRY_AFTER
-    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
-        errors.append(
-            checks.Error(
-                f"STREAMER_RETRY_AFTER must be whole seconds >= 0 or None, not {retry!r}.",
-                hint="Retry-After takes an integer number of seconds, e.g. 5.",
-                id="django_streamer.E006",
-            )
-        )
-    header = conf.STREAMER_IP_HEADER
-    if header is not None and (
-        not isinstance(header, str) or not (header.startswith("HTTP_") or header.isupper())
-    ):
-        errors.append(
+    header = None if "STREAMER_IP_HEADER" in bad else conf.STREAMER_IP_HEADER
+    if header is not None and not (header.startswith("HTTP_") or header.isupper()):
+        messages.append(
             checks.Warning(
                 f"STREAMER_IP_HEADER {header!r} does not look like a request.META key.",
                 hint="META keys are upper case with an HTTP_ prefix: "
@@ -177,57 +199,25 @@ def _check_limiter() -> list[checks.CheckMessage]:
                 id="django_streamer.W003",
             )
         )
-    return errors
+    return messages
 
 
-def _directory_errors(
-    setting: str, value: object, hint: str, check_id: str
-) -> list[checks.CheckMessage]:
-    """A directory setting that is not None must be creatable and writable."""
-    if value is None:
-        return []
-    if not isinstance(value, (str, os.PathLike)):
-        return [checks.Error(f"{setting} must be a path, not {value!r}.", hint=hint, id=check_id)]
+def _routed() -> bool:
     try:
-        os.makedirs(value, mode=0o700, exist_ok=True)
-        writable = os.access(value, os.W_OK | os.X_OK)
-    except OSError:
-        writable = False
-    if writable:
-        return []
-    message = f"{setting} {os.fspath(value)!r} cannot be created or written."
-    return [checks.Error(message, hint=hint, id=check_id)]
+        reverse("django_streamer:metrics")
+    except NoReverseMatch:
+        return False
+    return True
 
 
-def _callable_errors(
-    setting: str, value: object, hint: str, check_id: str
-) -> list[checks.CheckMessage]:
-    """A dotted-path setting that is not None must import as a callable."""
-    if value is None:
-        return []
-    try:
-        ok = callable(import_string(value))  # type: ignore[arg-type]
-    except (ImportError, TypeError, ValueError, AttributeError):
-        ok = False
-    if ok:
-        return []
-    message = f"{setting} {value!r} does not import as a callable."
-    return [checks.Error(message, hint=hint, id=check_id)]
-
-
-def _uses_asgi() -> bool:
-    return bool(getattr(settings, "ASGI_APPLICATION", None))
-
-
-@checks.register(checks.Tags.security)
 def check_metrics_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """The metrics directory, and the per-user directory above the default, must be
     private to this user. Examines only (``lstat``): creates nothing."""
     if not conf.STREAMER_METRICS:
         return []
+    if conf.problem("STREAMER_METRICS_DIR") is not None:
+        return []  # E008 reports the value
     value = conf.STREAMER_METRICS_DIR
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        return []  # E008 reports the type
     if value is None:
         directory = default_state_dir("metrics")
         top = os.path.dirname(default_state_dir())  # /dev/shm/django-streamer-<uid>
@@ -243,7 +233,7 @@ def check_metrics_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
                     "without figures, and the endpoint and dashboard fail.",
                     hint="Remove it (or chown it to this user and chmod 700), or set "
                     "STREAMER_METRICS_DIR to a directory only this user can reach.",
-                    id="django_streamer.E013",
+                    id="django_streamer.E015",
                 )
             ]
     return []

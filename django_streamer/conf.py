@@ -1,20 +1,29 @@
-"""Settings, read when first used and re-read whenever a setting changes.
+"""Settings, read when first used, validated once per value, re-read when a setting changes.
 
-Each property is one setting: its name, its default and its type are listed in
-the README (a test keeps the two in step). Nothing is copied at import time.
-A missing setting costs ``getattr(settings, ...)`` about 1.7 us (Django's
-LazySettings raises AttributeError internally), three per stream; the memo
-below is emptied by Django's ``setting_changed`` signal, so
+Each property is one setting. Its name, default and type are listed in the
+README, and tests/test_docs.py checks all three against this module. Nothing is
+copied at import time: a value is read and validated on first use, kept in a
+memo, and the memo is emptied by Django's ``setting_changed`` signal, so
 ``override_settings`` works as if every read went to ``settings``.
+
+gunicorn runs no system checks, so a bad value must fail where it is read, with
+an ``ImproperlyConfigured`` that names the setting. The system checks
+(checks.py) ask :meth:`Settings.problem` for the very same message.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+
+from .core import validate
 
 DEFAULTS: dict[str, Any] = {
     "STREAMER_CHUNK_SIZE": 64 * 1024,
@@ -32,6 +41,32 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_DASHBOARD_PERMISSION": None,
 }
 
+Validator = Callable[..., Any]
+
+
+def _optional(check: Validator) -> Validator:
+    def optional(value: object, *, what: str) -> Any:
+        return None if value is None else check(value, what=what)
+
+    return optional
+
+
+VALIDATORS: dict[str, Validator] = {
+    "STREAMER_CHUNK_SIZE": validate.positive_int,
+    "STREAMER_FLUSH_INTERVAL": validate.non_negative_number,
+    "STREAMER_X_ACCEL_BUFFERING": validate.boolean,
+    "STREAMER_LIMITER_DIR": validate.optional_path,
+    "STREAMER_IP_HEADER": validate.optional_str,
+    "STREAMER_RETRY_AFTER": _optional(validate.whole_seconds),
+    "STREAMER_LIMIT_HANDLER": validate.optional_str,
+    "STREAMER_METRICS": validate.boolean,
+    "STREAMER_METRICS_DIR": validate.optional_path,
+    "STREAMER_METRICS_MAX_NAMES": validate.positive_int,
+    "STREAMER_METRICS_TOKEN": validate.optional_str,
+    "STREAMER_METRICS_ALLOW": _optional(validate.network_list),
+    "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
+}
+
 
 class Settings:
     def __init__(self) -> None:
@@ -41,11 +76,27 @@ class Settings:
         try:
             return self._memo[name]
         except KeyError:
-            value = self._memo[name] = getattr(django_settings, name, DEFAULTS[name])
-            return value
+            pass
+        raw = getattr(django_settings, name, DEFAULTS[name])
+        try:
+            value = VALIDATORS[name](raw, what=f"setting {name}")
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{exc}.") from None
+        self._memo[name] = value
+        return value
 
-    def clear(self, **kwargs: Any) -> None:
+    def problem(self, name: str) -> str | None:
+        """What is wrong with the setting ``name``, or None; never raises."""
+        try:
+            self._get(name)
+        except ImproperlyConfigured as exc:
+            return str(exc)
+        return None
+
+    def clear(self, *, setting: str = "", **kwargs: Any) -> None:
         self._memo.clear()
+        if setting == "INSTALLED_APPS":
+            warn_if_not_installed.cache_clear()
 
     @property
     def STREAMER_CHUNK_SIZE(self) -> int:
@@ -78,9 +129,9 @@ class Settings:
         return value
 
     @property
-    def STREAMER_RETRY_AFTER(self) -> int:
+    def STREAMER_RETRY_AFTER(self) -> int | None:
         """Seconds sent in ``Retry-After`` with a rejection, unless the decorator says."""
-        value: int = self._get("STREAMER_RETRY_AFTER")
+        value: int | None = self._get("STREAMER_RETRY_AFTER")
         return value
 
     @property
@@ -141,6 +192,31 @@ def default_state_dir(*parts: str) -> str:
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     project = getattr(django_settings, "SETTINGS_MODULE", None) or "default"
     return os.path.join(base, f"django-streamer-{os.getuid()}", project, *parts)
+
+
+NOT_INSTALLED = (
+    "django_streamer must be in INSTALLED_APPS: without it the metrics registry "
+    "is never wired and the dashboard is not served."
+)
+
+
+def is_installed() -> bool:
+    from django.apps import apps
+
+    return apps.is_installed("django_streamer")
+
+
+@functools.cache
+def warn_if_not_installed() -> bool:
+    """Log one warning per process when the app is not installed; True if it is.
+
+    Cached, so calling it from every ``stream_response`` costs a dict lookup
+    after the first call. ``override_settings(INSTALLED_APPS=...)`` clears it.
+    """
+    if is_installed():
+        return True
+    logging.getLogger("django_streamer").warning(NOT_INSTALLED)
+    return False
 
 
 setting_changed.connect(conf.clear, dispatch_uid="django_streamer.conf")

@@ -6,8 +6,9 @@ Use it as it is::
 
 or import from it in your own config file (``from django_streamer.gunicorn_config
 import *``) and override what you need. Environment variables tune the common
-knobs: ``GUNICORN_BIND``, ``WEB_CONCURRENCY`` (processes) and
-``GUNICORN_THREADS``.
+knobs: ``GUNICORN_BIND``, ``WEB_CONCURRENCY`` (processes),
+``GUNICORN_WORKER_CLASS`` (``gthread``, or ``asgi`` for an ASGI project),
+``GUNICORN_THREADS`` (gthread) and ``GUNICORN_WORKER_CONNECTIONS`` (asgi).
 
 Why gthread and not the default sync worker: a sync worker can only tell the
 arbiter it is alive between requests, so any stream longer than ``timeout``
@@ -24,11 +25,21 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) * 2))))
-# Each thread serves one stream at a time: this is the per-worker stream capacity.
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+
+# Set only what the chosen worker class reads: gunicorn warns about the rest
+# (the asgi worker logs "does not use threads configuration" for threads > 1).
+if worker_class == "gthread":
+    # Each thread serves one stream at a time: this is the per-worker stream capacity.
+    threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+elif worker_class in ("asgi", "gevent", "eventlet"):
+    # One event loop per worker; this caps its concurrent connections (streams).
+    worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+if worker_class == "asgi":
+    # Django's ASGI handler refuses the lifespan protocol; don't offer it.
+    asgi_lifespan = "off"
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -134,27 +134,41 @@ def _cumulative(counts: list[float]) -> list[float]:
     return out
 
 
+# Throughput now, computed here only: the dashboard's table and chart show these
+# figures. Per active stream, the bytes it sent since this process's previous
+# snapshot divided by the time between them (its whole life when it is new
+# here). So a stalled stream reads 0, and a name with no active stream reads 0.
+_seen: dict[tuple[object, object, object], tuple[float, float]] = {}
+_seen_lock = threading.Lock()
+
+
+def active_rates(snap: Snapshot) -> list[dict[str, Any]]:
+    """The active streams, oldest first, each with its ``bytes_per_second`` now."""
+    now = snap.taken_at
+    active = []
+    seen: dict[tuple[object, object, object], tuple[float, float]] = {}
+    with _seen_lock:
+        for a in sorted(snap.active, key=lambda a: cast(float, a["started"])):
+            key = (a["pid"], a["started"], a["stream"])
+            sent = cast(float, a["bytes"])
+            then, before = _seen.get(key, (cast(float, a["started"]), 0.0))
+            rate = max(sent - before, 0.0) / max(now - then, 1e-6)
+            seen[key] = (now, sent)
+            entry = {k: a[k] for k in ("stream", "path", "pid", "started")}
+            active.append({**entry, "bytes": int(sent), "bytes_per_second": rate})
+        _seen.clear()
+        _seen.update(seen)  # only streams still active: bounded by the active table
+    return active
+
+
 def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
     """The dashboard's JSON API (documented in the README)."""
     snap = snapshot or read_snapshot()
     now = snap.taken_at
+    active = active_rates(snap)
     rate: dict[str, float] = {}
-    active = []
-    for a in sorted(snap.active, key=lambda a: cast(float, a["started"])):
-        elapsed = max(now - cast(float, a["started"]), 1e-6)
-        sent = cast(float, a["bytes"])
-        stream = cast(str, a["stream"])
-        rate[stream] = rate.get(stream, 0.0) + sent / elapsed
-        active.append(
-            {
-                "stream": stream,
-                "path": a["path"],
-                "pid": a["pid"],
-                "started": a["started"],
-                "bytes": int(sent),
-                "bytes_per_second": sent / elapsed,
-            }
-        )
+    for a in active:
+        rate[a["stream"]] = rate.get(a["stream"], 0.0) + a["bytes_per_second"]
     streams = {}
     for name, e in sorted(snap.streams.items()):
         chunks = _num(e, "chunks")

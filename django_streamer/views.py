@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
-from .conf import conf
+from .conf import NOT_INSTALLED, conf, is_installed
 from .decorators import client_ip
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(allowed: tuple[str, ...]) -> tuple[Network, ...]:
+    # conf has validated every entry; parse them once per value, not per scrape.
+    return tuple(ipaddress.ip_network(net, strict=False) for net in allowed)
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison of bytes: a non-ASCII token is its UTF-8 bytes.
+
+    WSGI servers and Django's ASGI handler decode header bytes as latin-1, so
+    encoding back to latin-1 recovers the bytes the client sent; a str from
+    elsewhere (the test client) is taken as UTF-8. Either way only the token's
+    own bytes match, and both comparisons always run.
+    """
+    expected = token.encode("utf-8")
+    try:
+        sent = given.encode("latin-1")
+    except UnicodeEncodeError:
+        sent = b""
+    on_wire = hmac.compare_digest(sent, expected)
+    as_text = hmac.compare_digest(given.encode("utf-8"), expected)
+    return on_wire or as_text
 
 
 def access_denied(request: HttpRequest) -> HttpResponse | None:
@@ -22,9 +50,7 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
     token = conf.STREAMER_METRICS_TOKEN
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), str(token).encode()
-        ):
+        if scheme.lower() != "bearer" or not token_matches(given.strip(), token):
             response = HttpResponse("A bearer token is required.\n", status=401)
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
@@ -34,7 +60,7 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
             address = ipaddress.ip_address(client_ip(request))
         except ValueError:
             return HttpResponse("Forbidden.\n", status=403)
-        if not any(address in ipaddress.ip_network(net, strict=False) for net in allowed):
+        if not any(address in net for net in _networks(tuple(allowed))):
             return HttpResponse("Forbidden.\n", status=403)
     return None
 
@@ -42,6 +68,9 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Every django-streamer figure, host-wide, in the Prometheus text format
     (or OpenMetrics when the ``Accept`` header asks for it)."""
+    if not is_installed():
+        # Without the app nothing records: an empty 200 would look like a quiet site.
+        raise ImproperlyConfigured(NOT_INSTALLED)
     denied = access_denied(request)
     if denied is not None:
         return denied

@@ -51,6 +51,48 @@ def page() -> Iterator[Page]:
             browser.close()
 
 
+def slow_streams(server: Server, tags: list[str], *, items: int = 60) -> list[threading.Thread]:
+    """Start one slow stream per tag (0.1 s between items) in the background."""
+    threads = []
+    for tag in tags:
+        path = f"/stream/?kind=sync&items={items}&delay=0.1&flush=0&tag={tag}"
+        t = threading.Thread(
+            target=fetch, args=(server.host, server.port, path), kwargs={"timeout": 30}, daemon=True
+        )
+        t.start()
+        threads.append(t)
+    return threads
+
+
+def quick_streams(server: Server, tags: list[str]) -> None:
+    for tag in tags:
+        assert fetch(server.host, server.port, f"/stream/?kind=sync&items=5&tag={tag}").complete
+
+
+def overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than the window (0 when it fits)."""
+    return int(page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth"))
+
+
+def luminance(colour: str) -> float:
+    channels = []
+    for i in (1, 3, 5):
+        c = int(colour[i : i + 2], 16) / 255
+        channels.append(c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4)
+    r, g, b = channels
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def rgb_to_hex(css: str) -> str:
+    r, g, b = (int(float(v)) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def log_in(page: Page, base: str) -> None:
     page.goto(f"{base}/admin/login/")
     page.fill("#id_username", "admin")
@@ -125,3 +167,89 @@ def test_dark_mode_follows_the_admin(server: Server, page: Page):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{scheme}.png"), full_page=True)
     assert backgrounds["light"] != backgrounds["dark"]
+
+
+def test_no_horizontal_overflow_and_readable_distinct_lines(server: Server, page: Page):
+    base = f"http://{server.host}:{server.port}"
+    run = uuid.uuid4().hex[:4]
+    # Long names and more streams than the chart draws by name.
+    quick_streams(server, [f"export-{run}-{i}-with-a-rather-long-stream-name" for i in range(7)])
+    busy = [f"busy-{run}-{i}" for i in range(3)]
+    threads = slow_streams(server, busy, items=200)  # 20 s: longer than the loop below
+    log_in(page, base)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in (1400, 1280, 420):
+        page.set_viewport_size({"width": width, "height": 1000})
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.goto(f"{base}/admin/streaming/")
+            page.wait_for_function(
+                "(busy) => { const d = window.streamerDashboard && window.streamerDashboard.last();"
+                " return d && busy.every(n => (d.streams[n] || {}).bytes_per_second > 0); }",
+                arg=busy,
+                timeout=10_000,
+            )
+            page.wait_for_timeout(1500)  # a second point on the chart
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-{width}-{scheme}.png"), full_page=True)
+            assert overflow(page) <= 0, (width, scheme)
+            # The header bar spans the content.
+            header = page.evaluate(
+                "document.getElementById('header').getBoundingClientRect().width"
+            )
+            assert header >= page.evaluate("window.innerWidth") - 1
+            colours = page.eval_on_selector_all(
+                "#streamer-legend span",
+                "spans => spans.map(s => [s.dataset.series, s.dataset.colour])",
+            )
+            names = [n for n, _ in colours]
+            assert len(colours) == 7 and names[-1] == "other (4)", names
+            assert len({c for _, c in colours}) == len(colours), colours  # distinct
+            background = rgb_to_hex(
+                page.evaluate(
+                    "getComputedStyle(document.querySelector('.streamer-chart')).backgroundColor"
+                )
+            )
+            for name, colour in colours:
+                # WCAG's 3:1 for graphics against the chart's own background.
+                assert contrast(colour, background) >= 3, (scheme, name, colour, background)
+    for t in threads:
+        t.join(30)
+
+
+def test_throughput_now_agrees_between_json_table_and_chart(server: Server, page: Page):
+    base = f"http://{server.host}:{server.port}"
+    run = uuid.uuid4().hex[:4]
+    idle = f"idle-{run}"
+    quick_streams(server, [idle])
+    busy = f"busy-{run}"
+    threads = slow_streams(server, [busy], items=40)
+    log_in(page, base)
+    page.goto(f"{base}/admin/streaming/")
+    page.wait_for_function(
+        "(n) => { const d = window.streamerDashboard.last();"
+        " return d && d.streams[n] && d.streams[n].bytes_per_second > 0; }",
+        arg=busy,
+        timeout=10_000,
+    )
+    seen = page.evaluate(
+        """([busy, idle]) => {
+            const d = window.streamerDashboard.last();
+            const cell = n => document.querySelector(
+                `td[data-stream='${n}'][data-figure='throughput']`);
+            const drawn = Object.fromEntries(window.streamerDashboard.series().map(
+                s => [s.name, s.points[s.points.length - 1].v]));
+            return Object.fromEntries([busy, idle].map(n => [n, {
+                json: d.streams[n].bytes_per_second, active: d.streams[n].active,
+                table: Number(cell(n).dataset.value), text: cell(n).textContent,
+                chart: drawn[n]}]));
+        }""",
+        [busy, idle],
+    )
+    assert seen[busy]["json"] > 0 and seen[busy]["active"] == 1
+    assert seen[busy]["table"] == seen[busy]["json"] == seen[busy]["chart"]
+    # A stream with nothing active reads 0 everywhere.
+    assert seen[idle]["active"] == 0
+    assert seen[idle]["json"] == seen[idle]["table"] == seen[idle]["chart"] == 0
+    assert seen[idle]["text"] == "0 B/s"
+    for t in threads:
+        t.join(30)

@@ -1,24 +1,26 @@
-"""The README documents exactly the settings conf.py has, with their defaults."""
+"""The README documents exactly the settings conf.py has, with their defaults and types."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from django_streamer.conf import DEFAULTS, Settings
+from django_streamer.conf import DEFAULTS, VALIDATORS, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def documented() -> dict[str, str]:
+def documented() -> dict[str, tuple[str, str]]:
+    """Each setting heading's ``(type, default)``, from "`int` or `None`, default `5`."."""
     sections = re.split(r"^### ", README, flags=re.M)[1:]
     found = {}
     for section in sections:
-        heading = re.match(r"`(STREAMER_\w+)`", section)
+        heading = re.match(r"`(STREAMER_\w+)`\n\n(.*?), default `([^`]+)`", section, flags=re.S)
         if heading:
-            default = re.search(r"default `([^`]+)`", section)
-            assert default, f"{heading.group(1)} has no default in the README"
-            found[heading.group(1)] = default.group(1)
+            name, kind, default = heading.groups()
+            types = re.findall(r"`([^`]+)`", kind)
+            assert types and re.fullmatch(r"(`[^`]+`( or )?)+", kind), f"{name}: {kind!r}"
+            found[name] = (" | ".join(types), default)
     return found
 
 
@@ -26,9 +28,33 @@ def test_every_setting_is_documented_with_its_default():
     docs = documented()
     assert set(docs) == set(DEFAULTS)
     for name, value in DEFAULTS.items():
-        assert docs[name] == repr(value), name
+        assert docs[name][1] == repr(value), name
 
 
-def test_every_setting_has_a_property():
+def test_every_documented_type_is_the_propertys_type():
+    docs = documented()
+    for name in DEFAULTS:
+        prop = vars(Settings)[name]
+        annotation = prop.fget.__annotations__["return"]
+        assert docs[name][0] == annotation, name
+
+
+def test_every_setting_has_a_property_and_a_validator():
     properties = {n for n in vars(Settings) if n.startswith("STREAMER_")}
-    assert properties == set(DEFAULTS)
+    assert properties == set(DEFAULTS) == set(VALIDATORS)
+
+
+def test_every_default_passes_its_own_validator():
+    for name, value in DEFAULTS.items():
+        VALIDATORS[name](value, what=name)
+
+
+def test_every_check_id_in_the_code_is_in_the_readme():
+    from django_streamer import checks
+
+    source = Path(checks.__file__).read_text()
+    ids = set(re.findall(r"django_streamer\.([EW]\d{3})", source))
+    numbers = {i: int(i[1:]) for i in ids}
+    for kind in "EW":
+        top = max(n for i, n in numbers.items() if i[0] == kind)
+        assert f"`{kind}{top:03d}`" in README or f"{kind}{top:03d}`" in README, kind

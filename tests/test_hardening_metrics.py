@@ -109,7 +109,7 @@ def test_unsafe_dir_streams_are_served_logged_once_and_the_endpoint_says_why(uns
 
 def test_the_system_check_names_the_unsafe_dir_and_has_no_side_effects(unsafe_dir, settings):
     [error] = check_metrics_dir()
-    assert error.id == "django_streamer.E013" and str(unsafe_dir) in error.msg
+    assert error.id == "django_streamer.E015" and str(unsafe_dir) in error.msg
     settings.STREAMER_METRICS_DIR = str(unsafe_dir.parent / "not-yet")
     assert check_metrics_dir() == []
     assert not (unsafe_dir.parent / "not-yet").exists()

@@ -21,6 +21,7 @@ import stat
 __all__ = [
     "UnsafeStateError",
     "check_private_dir",
+    "check_usable_dir",
     "ensure_private_dir",
     "open_private_file",
     "reserve",
@@ -60,6 +61,32 @@ def check_private_dir(path: str) -> str | None:
     except OSError as exc:
         return f"{path} cannot be examined: {exc.strerror}"
     return _problem(path, st, kind="directory")
+
+
+def check_usable_dir(path: str) -> str | None:
+    """What would stop ``ensure_private_dir(path)`` from working, or None.
+
+    No side effects (for system checks): an existing directory must be private
+    and writable; a missing one needs its nearest existing ancestor to be a
+    directory this user may create entries in.
+    """
+    path = os.path.abspath(path)
+    problem = check_private_dir(path)
+    if problem is not None:
+        return problem
+    if os.path.lexists(path):
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    ancestor = os.path.dirname(path)
+    while not os.path.lexists(ancestor) and ancestor != os.path.dirname(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {ancestor} is not a directory this user can write"
+    # access() says yes to root everywhere; the filesystem itself may still refuse:
+    # read-only, full, or a pseudo filesystem such as /proc (no blocks, no inodes).
+    fs = os.statvfs(ancestor)
+    if fs.f_flag & os.ST_RDONLY or fs.f_favail == 0 or fs.f_bavail == 0:
+        return f"{path} cannot be created: the filesystem of {ancestor} is read-only or full"
+    return None
 
 
 def ensure_private_dir(path: str, *, owned_from: str | None = None) -> str:

@@ -8,12 +8,18 @@ checks, so both say the same thing. ``what`` names the value in the message:
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Collection
 
 __all__ = [
+    "boolean",
     "is_number",
+    "network_list",
     "non_negative_number",
     "one_of",
+    "optional_path",
+    "optional_str",
     "positive_int",
     "positive_number",
     "str_list",
@@ -70,4 +76,51 @@ def str_list(value: object, *, what: str) -> list[str]:
     for item in value:
         if not isinstance(item, str):
             raise ValueError(f"{what} must hold only str, not {type(item).__name__} {item!r}")
+    return list(value)
+
+
+def boolean(value: object, *, what: str) -> bool:
+    """True or False only: ``"no"`` or ``0`` would read as a different intent."""
+    if not isinstance(value, bool):
+        raise _fail(what, "True or False", value)
+    return value
+
+
+def optional_str(value: object, *, what: str) -> str | None:
+    """None or a non-empty str (a dotted path, a META key, a token)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(what, "a non-empty str or None", value)
+    return value
+
+
+def optional_path(value: object, *, what: str) -> str | None:
+    """None or a filesystem path (``str`` or ``os.PathLike``), returned as a str."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    raise _fail(what, "a directory path or None", value)
+
+
+def network_list(value: object, *, what: str) -> list[str]:
+    """A list or tuple of addresses or CIDR networks, each checked by ``ipaddress``.
+
+    A bare str is refused: ``"10.0.0.0/8"`` would iterate by character.
+    """
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _fail(what, "a list of networks such as ['10.0.0.0/8']", value)
+    bad = []
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except (TypeError, ValueError):
+            bad.append(repr(item))
+    if bad:
+        raise ValueError(f"{what} has entries that are not addresses or networks: {', '.join(bad)}")
     return list(value)
