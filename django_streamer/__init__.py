@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Outcome", "Rejection", "StreamingResponse", "limit_concurrency", "stream_response"]
+__all__ = [
+    "Outcome",
+    "Rejection",
+    "StreamClosed",
+    "StreamingResponse",
+    "limit_concurrency",
+    "stream_csv",
+    "stream_json_array",
+    "stream_jsonl",
+    "stream_response",
+    "stream_writer",
+    "stream_zip",
+]
 
 if TYPE_CHECKING:
+    from .archive import stream_zip
     from .core.recorder import Outcome
+    from .core.writer import StreamClosed
     from .decorators import Rejection, limit_concurrency
+    from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
+    from .writer import stream_writer
 
 _LAZY = {
     "Outcome": "django_streamer.core.recorder",
@@ -17,6 +33,12 @@ _LAZY = {
     "limit_concurrency": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
+    "StreamClosed": "django_streamer.core.writer",
+    "stream_writer": "django_streamer.writer",
+    "stream_csv": "django_streamer.formats",
+    "stream_jsonl": "django_streamer.formats",
+    "stream_json_array": "django_streamer.formats",
+    "stream_zip": "django_streamer.archive",
 }
 
 

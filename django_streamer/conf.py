@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_TOKEN": None,
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
+    "STREAMER_WRITER_BUFFER": 256 * 1024,
 }
 
 
@@ -123,6 +124,12 @@ class Settings:
     def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
         """Dotted path of ``(request) -> bool``, checked after the staff check."""
         value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
+        return value
+
+    @property
+    def STREAMER_WRITER_BUFFER(self) -> int:
+        """Bytes a ``stream_writer`` producer may have waiting before ``write()`` blocks."""
+        value: int = self._get("STREAMER_WRITER_BUFFER")
         return value
 
 
