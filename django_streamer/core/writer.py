@@ -24,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
@@ -60,6 +61,7 @@ class HandOff:
         "name",
         "oldest",
         "pieces",
+        "ready",
         "size",
     )
 
@@ -72,6 +74,7 @@ class HandOff:
         self.encoding = encoding
         self.name = name
         self.pieces: list[Piece] = []
+        self.ready: deque[bytes] = deque()  # full chunks split off, still counted in size
         self.size = 0
         self.oldest = 0.0  # when the oldest buffered piece arrived (if any)
         self.flush_wanted = False
@@ -94,12 +97,18 @@ class HandOff:
             return True
         return self.size >= self.chunk_size
 
+    def drop(self) -> None:
+        """Forget what is buffered (the reader is gone)."""
+        self.pieces.clear()
+        self.ready.clear()
+        self.size = 0
+
     def full(self) -> bool:
         return self.size >= self.limit and not self.closed
 
     def wait_for(self) -> float | None:
         """Seconds the reader may sleep before something is due (None: until woken)."""
-        if self.error is not None or self.done or self.flush_wanted:
+        if self.error is not None or self.done or self.flush_wanted or self.ready:
             return 0.0
         if self.size >= self.chunk_size:
             return 0.0
@@ -108,18 +117,34 @@ class HandOff:
         return max(0.0, self.oldest + self.flush_interval - time.monotonic())
 
     def take(self) -> list[bytes] | None:
-        """The chunks due now, ``[]`` if none, ``None`` at the end; raises the producer's error."""
+        """The chunk due now (a list of one), ``[]`` if none, ``None`` at the end.
+
+        One chunk at a time, so that what the reader holds is never more than
+        a chunk: the producer is blocked at ``limit`` bytes buffered here.
+        Raises the producer's error, dropping what was not read yet.
+        """
         if self.error is not None:
             self.pieces.clear()
+            self.ready.clear()
             error, self.error = self.error, None
             self.done = True
             raise error
-        if not self.size:
-            self.flush_wanted = False
-            return None if self.done else []
+        if not self.ready:
+            if not self.size:
+                self.flush_wanted = False
+                return None if self.done else []
+            self._split()
+            if not self.ready:
+                return []
+        chunk = self.ready.popleft()
+        self.size -= len(chunk)
+        return [chunk]
+
+    def _split(self) -> None:
         whole = (
             self.done or self.flush_wanted or time.monotonic() - self.oldest >= self.flush_interval
         )
+        self.flush_wanted = False
         data = join_pieces(self.pieces, self.encoding, self.name)
         self.pieces.clear()
         chunks, rest = split_exact(data, self.chunk_size)
@@ -127,11 +152,9 @@ class HandOff:
             chunks.append(rest)
             rest = b""
         if rest:
-            self.pieces.append(rest)
-            self.oldest = time.monotonic()
-        self.size = len(rest)
-        self.flush_wanted = False
-        return chunks
+            self.pieces.append(rest)  # ``oldest`` stays: a lower bound for these bytes
+        self.ready.extend(chunks)
+        self.size = len(data)
 
 
 class Out:
@@ -239,8 +262,7 @@ class SyncPipe:
     def close(self) -> None:
         with self.cond:
             self.hand.closed = True
-            self.hand.pieces.clear()
-            self.hand.size = 0
+            self.hand.drop()
             self.cond.notify_all()
 
     def take(self) -> list[bytes] | None:
@@ -368,8 +390,7 @@ class AsyncPipe:
 
     def close(self) -> None:
         self.hand.closed = True
-        self.hand.pieces.clear()
-        self.hand.size = 0
+        self.hand.drop()
         self.wake_producer()
 
     async def take(self) -> list[bytes] | None:
