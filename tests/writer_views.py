@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from django.db import connection
+from django.db import connection, connections
 from django.http import HttpResponse, JsonResponse
 
 from django_streamer import (
@@ -110,7 +110,7 @@ def db(request):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             out.write(b"%d\n" % cursor.fetchone()[0])
-        seen["db_connection"] = connection
+        seen["db_connection"] = connections["default"]  # this thread's own
         vendor_pid = "SELECT pg_backend_pid()" if connection.vendor == "postgresql" else None
         if vendor_pid:
             with connection.cursor() as cursor:
@@ -118,6 +118,11 @@ def db(request):
                 out.write(b"pid %d\n" % cursor.fetchone()[0])
 
     return stream_writer(produce, content_type="text/plain")
+
+
+def _db_closed():
+    used = seen.get("db_connection")
+    return None if used is None else used.connection is None
 
 
 def state(request):
