@@ -10,7 +10,6 @@ import pytest
 from django.test import override_settings
 
 from django_streamer import StreamClosed, stream_writer
-from tests import writer_views
 from tests.conftest import call_asgi, wsgi_iter
 
 pytestmark = pytest.mark.urls("tests.writer_urls")
