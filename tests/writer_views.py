@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from django.db import connection, connections
 from django.http import HttpResponse, JsonResponse
@@ -21,7 +22,7 @@ from django_streamer import (
 )
 
 # Test-visible record of what producers saw (per process).
-seen: dict[str, object] = {}
+seen: dict[str, Any] = {}
 
 
 def _n(request, key, default):
@@ -132,10 +133,13 @@ def state(request):
     names = [t.name for t in threading.enumerate()]
     return JsonResponse(
         {
-            "threads": threading.active_count(),
-            "writers": sum("writer" in n for n in names),
+            # Not counting the servers' and asgiref's executor threads, which
+            # come and go with the load.
+            "threads": sum(not n.startswith(("ThreadPoolExecutor", "asyncio_")) for n in names),
+            "writers": sum(n.startswith("streamer-writer") for n in names),
             "rss_kib": rss,
             "pid": os.getpid(),
+            "db_closed": _db_closed(),
         }
     )
 

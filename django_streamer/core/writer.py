@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from .chunking import Piece, join_pieces, split_exact
@@ -416,7 +416,7 @@ class AsyncPipe:
 
 async def async_writer_chunks(
     produce: Callable[[AsyncOut], Awaitable[object]], hand: HandOff, *, text: bool = False
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """An async iterator of chunks whose producer runs as a task on this loop."""
     pipe = AsyncPipe(hand)
 
