@@ -137,3 +137,33 @@ def test_the_setting_bounds_what_the_producer_runs_ahead():
     assert 8192 <= sum(written) <= 8192 + 1024 + 512
     response.close()
     wait_for_no_writer_threads()
+
+
+def test_the_limiter_slot_is_held_until_the_producer_has_ended():
+    from django.test import RequestFactory
+
+    from django_streamer import limit_concurrency
+
+    seen_while_cleaning_up = []
+
+    @limit_concurrency(1, name="writer-slot-test")
+    def view(request):
+        def produce(out):
+            try:
+                while True:
+                    out.write(b"x" * 1000)
+            except StreamClosed:
+                # The client has gone; the producer is still cleaning up.
+                seen_while_cleaning_up.append(view(RequestFactory().get("/")).status_code)
+                raise
+
+        return stream_writer(produce)
+
+    response = view(RequestFactory().get("/"))
+    next(iter(response))
+    response.close()
+    assert seen_while_cleaning_up == [503]
+    again = view(RequestFactory().get("/"))  # the producer ended: the slot is free
+    assert again.status_code == 200
+    again.close()
+    wait_for_no_writer_threads()
