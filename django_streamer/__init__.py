@@ -20,8 +20,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .archive import stream_zip
+    from .core.handoff import StreamClosed
     from .core.recorder import Outcome
-    from .core.writer import StreamClosed
     from .decorators import Rejection, limit_concurrency
     from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
@@ -33,7 +33,7 @@ _LAZY = {
     "limit_concurrency": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
-    "StreamClosed": "django_streamer.core.writer",
+    "StreamClosed": "django_streamer.core.handoff",
     "stream_writer": "django_streamer.writer",
     "stream_csv": "django_streamer.formats",
     "stream_jsonl": "django_streamer.formats",
