@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import zipstream
+from asgiref.sync import iscoroutinefunction
 
 from .conf import conf
-from .core.writer import HandOff, ThreadWriter
+from .core.awriter import async_writer_chunks
+from .core.bridge import iter_async
+from .core.handoff import HandOff
+from .core.writer import ThreadWriter
 from .response import StreamingResponse, stream_response
 from .writer import caller
 
@@ -74,11 +78,15 @@ def _producer_source(name: str, produce: Callable[..., Any]) -> Iterable[bytes]:
 
     hand = HandOff(
         chunk_size=conf.STREAMER_CHUNK_SIZE,
-        flush_interval=3600.0,
+        flush_interval=3600.0,  # the archive's own stream does the flushing
         limit=conf.STREAMER_WRITER_BUFFER,
         encoding="utf-8",
         name=f"zip member {name}",
     )
+    if iscoroutinefunction(produce):
+        # zipstream-ng reads members synchronously (in a server thread, or
+        # asgiref's under ASGI): the producer runs on a private loop there.
+        return iter_async(async_writer_chunks(produce, hand))
     return ThreadWriter(produce, hand, on_exit=connections.close_all)
 
 
@@ -92,12 +100,14 @@ def _add(archive: zipstream.ZipStream, name: str, source: Any, options: Any) -> 
         archive.add(bytes(source), name, compress_type=kind)
     elif hasattr(source, "__iter__") and not isinstance(source, str):
         archive.add(source, name, size=options.get("size"), compress_type=kind)
+    elif hasattr(source, "__aiter__"):
+        archive.add(iter_async(aiter(source)), name, size=options.get("size"), compress_type=kind)
     elif callable(source):
         archive.add(_producer_source(name, source), name, compress_type=kind)
     else:
         raise TypeError(
-            f"stream_zip: member {name!r}: the source must be a Path, bytes, an iterable "
-            f"of bytes or a produce(out) callable, not {type(source).__name__}"
+            f"stream_zip: member {name!r}: the source must be a Path, bytes, a sync or "
+            f"async iterable of bytes or a produce(out) callable, not {type(source).__name__}"
         )
 
 
@@ -106,8 +116,9 @@ def stream_zip(
 ) -> StreamingResponse:
     """Stream a ZIP of ``members``: ``(name, source)`` or ``(name, source, options)``.
 
-    A source is a ``Path``, ``bytes``, an iterable of bytes, or a sync
-    ``produce(out)`` callable (run in a helper thread, as ``stream_writer``).
+    A source is a ``Path``, ``bytes``, a sync or async iterable of bytes, or a
+    ``produce(out)`` callable: sync (run in a helper thread, as
+    ``stream_writer``) or ``async def`` (run on a private loop).
     ``options``: ``{"compress": False}`` stores the member, ``{"size": n}``
     declares an iterable's length. When every member is stored with a known
     size, the response has an exact ``Content-Length``. Names with ``..``

@@ -188,15 +188,37 @@ def test_zip64_archive_with_more_than_65535_members(tmp_path):
     assert (tmp_path / "out/m/69999.txt").read_bytes() == b"69999"
 
 
-def test_zip_member_from_a_producer_and_an_unsized_iterable(tmp_path):
+def test_zip_members_from_producers_and_unsized_iterables(tmp_path):
     def produce(out):
         for i in range(1000):
             out.write(b"line %d\n" % i)
 
-    data = b"".join(stream_zip([("made.txt", produce), ("gen.bin", iter([b"ab", b"cd"]))]))
-    opened = check_zip(data, tmp_path)
+    async def aproduce(out):
+        for i in range(1000):
+            await out.write(b"async %d\n" % i)
+
+    async def agen():
+        yield b"ef"
+        yield b"gh"
+
+    members = [
+        ("made.txt", produce),
+        ("amade.txt", aproduce),
+        ("gen.bin", iter([b"ab", b"cd"])),
+        ("agen.bin", agen()),
+    ]
+    opened = check_zip(b"".join(stream_zip(members)), tmp_path)
     assert opened.read("made.txt") == b"".join(b"line %d\n" % i for i in range(1000))
+    assert opened.read("amade.txt") == b"".join(b"async %d\n" % i for i in range(1000))
     assert opened.read("gen.bin") == b"abcd"
+    assert opened.read("agen.bin") == b"efgh"
+
+
+def test_zip_with_an_async_member_under_asgi(tmp_path):
+    result = asyncio.run(call_asgi("/zip-files?async=1"))
+    assert result.ended
+    opened = check_zip(result.body, tmp_path)
+    assert opened.read("async.txt") == b"from an async producer\n" * 1000
 
 
 @pytest.mark.parametrize(

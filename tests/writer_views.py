@@ -183,6 +183,13 @@ def zip_files(request):
         ("data/random.bin", pieces(), {**options, "size": size}),
         ("data/this.py", Path(__file__), options),
     ]
+    if request.GET.get("async") == "1":
+
+        async def produce(out):
+            for _ in range(1000):
+                await out.write(b"from an async producer\n")
+
+        members.append(("async.txt", produce, {}))
     return stream_zip(members, filename="files.zip")
 
 
