@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[gunicorn,prometheus]"
+.venv/bin/python -m pip install -q -e ".[gunicorn,prometheus,zip]"
 export DJANGO_SETTINGS_MODULE=demo_project.settings
 .venv/bin/python manage.py migrate --noinput -v 0
 password=$(.venv/bin/python manage.py demo_admin)

@@ -4,13 +4,15 @@ from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from . import views
+from . import views, writer_views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("export.csv", views.export_csv, name="export_csv"),
     path("download/", views.download, name="download"),
     path("ticker/", views.ticker, name="ticker"),
+    path("files.zip", writer_views.files_zip, name="files_zip"),
+    path("feed.ndjson", writer_views.feed, name="feed"),
     path("admin/", admin.site.urls),
     path("streaming/", include("django_streamer.urls")),
 ]

@@ -7,18 +7,28 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "Outcome",
     "Rejection",
+    "StreamClosed",
     "StreamRecorder",
     "StreamSourceError",
     "StreamingResponse",
     "limit_concurrency",
+    "stream_csv",
+    "stream_json_array",
+    "stream_jsonl",
     "stream_response",
+    "stream_writer",
+    "stream_zip",
 ]
 
 if TYPE_CHECKING:
+    from .archive import stream_zip
     from .core.chunking import StreamSourceError
+    from .core.handoff import StreamClosed
     from .core.recorder import Outcome, StreamRecorder
     from .decorators import Rejection, limit_concurrency
+    from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
+    from .writer import stream_writer
 
 _LAZY = {
     "Outcome": "django_streamer.core.recorder",
@@ -28,6 +38,12 @@ _LAZY = {
     "limit_concurrency": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
+    "StreamClosed": "django_streamer.core.handoff",
+    "stream_writer": "django_streamer.writer",
+    "stream_csv": "django_streamer.formats",
+    "stream_jsonl": "django_streamer.formats",
+    "stream_json_array": "django_streamer.formats",
+    "stream_zip": "django_streamer.archive",
 }
 
 

@@ -70,6 +70,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E014",
         "Give the token as a non-empty str (e.g. from os.environ), or None.",
     ),
+    "STREAMER_WRITER_BUFFER": (
+        "django_streamer.E016",
+        "A byte count such as 262144: what a writer may have waiting before write() blocks.",
+    ),
 }
 DIRECTORIES = ("STREAMER_LIMITER_DIR", "STREAMER_METRICS_DIR")
 CALLABLES = ("STREAMER_LIMIT_HANDLER", "STREAMER_DASHBOARD_PERMISSION")

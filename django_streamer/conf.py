@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_TOKEN": None,
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
+    "STREAMER_WRITER_BUFFER": 256 * 1024,
 }
 
 Validator = Callable[..., Any]
@@ -65,6 +66,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_METRICS_TOKEN": validate.optional_str,
     "STREAMER_METRICS_ALLOW": _optional(validate.network_list),
     "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
+    "STREAMER_WRITER_BUFFER": validate.positive_int,
 }
 
 
@@ -174,6 +176,12 @@ class Settings:
     def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
         """Dotted path of ``(request) -> bool``, checked after the staff check."""
         value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
+        return value
+
+    @property
+    def STREAMER_WRITER_BUFFER(self) -> int:
+        """Bytes a ``stream_writer`` producer may have waiting before ``write()`` blocks."""
+        value: int = self._get("STREAMER_WRITER_BUFFER")
         return value
 
 

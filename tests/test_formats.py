@@ -1,0 +1,258 @@
+"""CSV, JSON and ZIP bodies, checked by parsers written elsewhere (csv, json, jq, unzip, 7z)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from django_streamer import stream_csv, stream_json_array, stream_jsonl, stream_zip
+from tests.conftest import call_asgi, wsgi_iter
+
+pytestmark = pytest.mark.urls("tests.writer_urls")
+
+
+def tool(name: str) -> str:
+    # A missing tool fails the test: the suite must not pass by checking less.
+    path = shutil.which(name)
+    assert path, f"{name} is not installed (tests/run.sh installs it)"
+    return path
+
+
+def body(path: str) -> tuple[dict[str, str], bytes]:
+    status, headers, content = wsgi_iter(path)
+    try:
+        data = b"".join(content)
+    finally:
+        content.close()
+    assert status.startswith("200"), status
+    return headers, data
+
+
+def broken(path: str) -> bytes:
+    """What a failing stream sent before it raised."""
+    _, _, content = wsgi_iter(path)
+    got = []
+    with pytest.raises(RuntimeError):
+        for chunk in content:
+            got.append(chunk)
+    content.close()
+    return b"".join(got)
+
+
+# -- CSV -----------------------------------------------------------------
+
+
+def test_csv_parses_back_with_quoting_exactly_as_the_csv_module_writes_it():
+    headers, data = body("/rows-csv?rows=20000")
+    assert headers["content-type"] == "text/csv; charset=utf-8"
+    assert headers["content-disposition"].startswith('attachment; filename="rows.csv"')
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert rows[0] == ["id", "name", "half", "text"]
+    assert len(rows) == 20001
+    assert rows[1234 + 1] == ["1234", "name 1234", "617.0", 'quote " and, comma']
+    expected = io.StringIO()
+    writer = csv.writer(expected)
+    writer.writerow(["id", "name", "half", "text"])
+    writer.writerows((i, f"name {i}", i * 0.5, 'quote " and, comma') for i in range(20000))
+    assert data.decode() == expected.getvalue()
+
+
+def test_csv_dict_rows_and_a_dialect():
+    rows = [{"a": 1, "b": "x\ty"}, {"a": 2, "b": "z"}]
+    response = stream_csv(iter(rows), header=["a", "b"], dialect="excel-tab")
+    text = b"".join(response).decode()
+    assert list(csv.DictReader(io.StringIO(text), dialect="excel-tab")) == [
+        {"a": "1", "b": "x\ty"},
+        {"a": "2", "b": "z"},
+    ]
+
+
+def test_csv_dict_rows_without_header_and_bad_dialect_are_clear_errors():
+    with pytest.raises(TypeError, match="need header"):
+        b"".join(stream_csv([{"a": 1}]))
+    with pytest.raises(csv.Error):
+        stream_csv([], dialect="no-such-dialect")
+
+
+# -- JSON ----------------------------------------------------------------
+
+
+def test_jsonl_lines_parse_with_json_and_jq():
+    headers, data = body("/jsonl?n=5000")
+    assert headers["content-type"] == "application/x-ndjson; charset=utf-8"
+    lines = data.decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == list(range(5000))
+    jq = subprocess.run(
+        [tool("jq"), "-c", ".id"], input=data, capture_output=True, check=True
+    ).stdout
+    assert jq.decode().split() == [str(i) for i in range(5000)]
+
+
+def test_json_array_parses_with_json_and_jq():
+    headers, data = body("/json-array?n=5000")
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert [o["id"] for o in json.loads(data)] == list(range(5000))
+    out = subprocess.run([tool("jq"), "length"], input=data, capture_output=True, check=True)
+    assert out.stdout.strip() == b"5000"
+    assert json.loads(body("/json-array?n=0")[1]) == []
+
+
+def test_django_encoder_types_are_accepted():
+    import datetime
+    import decimal
+    import uuid
+
+    value = {
+        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+        "price": decimal.Decimal("1.10"),
+        "id": uuid.UUID(int=1),
+    }
+    data = b"".join(stream_json_array([value]))
+    assert json.loads(data) == [
+        {"when": "2026-01-02T03:04:05Z", "price": "1.10", "id": str(uuid.UUID(int=1))}
+    ]
+    with pytest.raises(TypeError, match=r"JSONEncoder subclass"):
+        stream_jsonl([], encoder=dict)  # type: ignore[arg-type]
+
+
+def test_a_failure_mid_array_leaves_invalid_json_for_json_and_jq():
+    sent = broken("/json-array?n=5000&fail=3000")
+    assert sent.startswith(b'[{"id":0')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(sent)
+    assert subprocess.run([tool("jq"), "."], input=sent, capture_output=True).returncode != 0
+
+
+def test_a_failure_mid_array_under_asgi_ends_the_body_unfinished():
+    result = asyncio.run(call_asgi("/json-array?n=5000&fail=3000"))
+    assert result.status == 200
+    assert not result.ended
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.body)
+
+
+# -- ZIP -----------------------------------------------------------------
+
+
+def check_zip(data: bytes, tmp_path: Path) -> zipfile.ZipFile:
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(data)
+    unzip = subprocess.run([tool("unzip"), "-t", str(archive)], capture_output=True, text=True)
+    assert unzip.returncode == 0, unzip.stdout + unzip.stderr
+    assert "No errors detected" in unzip.stdout
+    seven = subprocess.run([tool("7z"), "t", str(archive)], capture_output=True, text=True)
+    assert seven.returncode == 0, seven.stdout + seven.stderr
+    assert "Everything is Ok" in seven.stdout
+    opened = zipfile.ZipFile(io.BytesIO(data))
+    assert opened.testzip() is None  # reads every member and checks its CRC
+    opened.extractall(tmp_path / "out")
+    return opened
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_zip_is_valid_for_unzip_7z_and_zipfile(tmp_path, stored):
+    headers, data = body(f"/zip-files?size=300000&stored={int(stored)}")
+    assert headers["content-type"] == "application/zip"
+    assert headers["content-disposition"].startswith('attachment; filename="files.zip"')
+    opened = check_zip(data, tmp_path)
+    assert opened.namelist() == ["readme.txt", "data/random.bin", "data/this.py"]
+    out = tmp_path / "out"
+    assert (out / "readme.txt").read_bytes() == b"hello\n" * 100
+    assert (out / "data/random.bin").stat().st_size == 300000
+    assert (out / "data/this.py").read_bytes() == Path("tests/writer_views.py").read_bytes()
+    kinds = {i.compress_type for i in opened.infolist()}
+    assert kinds == ({zipfile.ZIP_STORED} if stored else {zipfile.ZIP_DEFLATED})
+
+
+def test_zip_content_length_is_exact_when_everything_is_stored_and_sized():
+    headers, data = body("/zip-files?size=300000&stored=1")
+    assert int(headers["content-length"]) == len(data)
+    headers, data = body("/zip-files?size=300000")  # compressed: no length ahead
+    assert "content-length" not in headers or int(headers["content-length"]) == len(data)
+
+
+def test_zip64_archive_with_more_than_65535_members(tmp_path):
+    members = ((f"m/{i}.txt", b"%d" % i, {"compress": False}) for i in range(70_000))
+    data = b"".join(stream_zip(members, chunk_size=1 << 20))
+    assert data.find(b"PK\x06\x06") > 0  # the ZIP64 end of central directory record
+    opened = check_zip(data, tmp_path)
+    assert len(opened.infolist()) == 70_000
+    assert (tmp_path / "out/m/69999.txt").read_bytes() == b"69999"
+
+
+def test_zip_members_from_producers_and_unsized_iterables(tmp_path):
+    def produce(out):
+        for i in range(1000):
+            out.write(b"line %d\n" % i)
+
+    async def aproduce(out):
+        for i in range(1000):
+            await out.write(b"async %d\n" % i)
+
+    async def agen():
+        yield b"ef"
+        yield b"gh"
+
+    members = [
+        ("made.txt", produce),
+        ("amade.txt", aproduce),
+        ("gen.bin", iter([b"ab", b"cd"])),
+        ("agen.bin", agen()),
+    ]
+    opened = check_zip(b"".join(stream_zip(members)), tmp_path)
+    assert opened.read("made.txt") == b"".join(b"line %d\n" % i for i in range(1000))
+    assert opened.read("amade.txt") == b"".join(b"async %d\n" % i for i in range(1000))
+    assert opened.read("gen.bin") == b"abcd"
+    assert opened.read("agen.bin") == b"efgh"
+
+
+def test_zip_with_an_async_member_under_asgi(tmp_path):
+    result = asyncio.run(call_asgi("/zip-files?async=1"))
+    assert result.ended
+    opened = check_zip(result.body, tmp_path)
+    assert opened.read("async.txt") == b"from an async producer\n" * 1000
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../etc/passwd", "'..' part"),
+        ("a/../../b", "'..' part"),
+        ("/etc/passwd", "absolute"),
+        ("C:/x", "absolute"),
+        ("a\\b", "backslash"),
+        ("", "non-empty"),
+    ],
+)
+def test_unsafe_member_names_are_refused_before_anything_is_written(name, why):
+    with pytest.raises(ValueError, match=why):
+        stream_zip([("ok.txt", b"x"), (name, b"y")])
+    _, data = body_any(f"/bad-zip?name={name}")
+    assert why.encode() in data
+
+
+def body_any(path: str) -> tuple[str, bytes]:
+    from urllib.parse import quote
+
+    base, _, query = path.partition("?name=")
+    status, _, content = wsgi_iter(f"{base}?name={quote(query)}")
+    data = b"".join(content)
+    content.close()
+    return status, data
+
+
+def test_bad_member_shapes_and_options_are_clear_errors():
+    with pytest.raises(TypeError, match="must be"):
+        stream_zip(["just-a-name"])
+    with pytest.raises(ValueError, match="options must be"):
+        stream_zip([("a", b"x", {"level": 9})])
+    with pytest.raises(TypeError, match="the source must be"):
+        stream_zip([("a", 42)])

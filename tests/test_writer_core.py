@@ -1,0 +1,198 @@
+"""The plain-Python hand-off: sizing, flushing, back-pressure, close, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from django_streamer.core.awriter import async_writer_chunks
+from django_streamer.core.handoff import HandOff, StreamClosed
+from django_streamer.core.writer import ThreadWriter
+
+
+def hand(chunk_size=10, flush_interval=60.0, limit=100):
+    return HandOff(
+        chunk_size=chunk_size,
+        flush_interval=flush_interval,
+        limit=limit,
+        encoding="utf-8",
+        name="t",
+    )
+
+
+def test_chunks_are_exact_and_the_tail_comes_at_the_end():
+    def produce(out):
+        for _ in range(7):
+            out.write(b"abc")
+
+    chunks = list(ThreadWriter(produce, hand()))
+    assert chunks == [b"abcabcabca", b"bcabcabcab", b"c"]
+
+
+def test_text_is_encoded_with_the_hand_offs_encoding():
+    h = hand()
+    h.encoding = "latin-1"
+    chunks = list(ThreadWriter(lambda out: out.write("é" * 3), h, text=True))
+    assert chunks == ["é".encode("latin-1") * 3]
+
+
+def test_wrong_type_is_a_clear_error():
+    with pytest.raises(TypeError, match=r"takes bytes, not str.*text=True"):
+        list(ThreadWriter(lambda out: out.write("x"), hand()))
+    with pytest.raises(TypeError, match="text writer takes str, not bytes"):
+        list(ThreadWriter(lambda out: out.write(b"x"), hand(), text=True))
+
+
+def test_flush_sends_what_is_buffered_now():
+    release = threading.Event()
+
+    def produce(out):
+        out.write(b"ab")
+        out.flush()
+        release.wait(5)
+        out.write(b"cd")
+
+    chunks = iter(ThreadWriter(produce, hand()))
+    assert next(chunks) == b"ab"  # before the producer goes on: the flush sent it
+    release.set()
+    assert list(chunks) == [b"cd"]
+
+
+def test_flush_interval_holds_while_the_producer_is_silent():
+    release = threading.Event()
+
+    def produce(out):
+        out.write(b"ab")
+        release.wait(5)
+
+    chunks = iter(ThreadWriter(produce, hand(flush_interval=0.05)))
+    start = time.monotonic()
+    assert next(chunks) == b"ab"
+    assert time.monotonic() - start < 2
+    release.set()
+    assert list(chunks) == []
+
+
+def test_a_fast_producer_blocks_once_the_buffer_is_full():
+    written = []
+
+    def produce(out):
+        for _ in range(1000):
+            out.write(b"x" * 10)
+            written.append(10)
+
+    chunks = iter(ThreadWriter(produce, hand(chunk_size=10, limit=100)))
+    next(chunks)
+    time.sleep(0.2)  # the producer runs ahead as far as it may
+    # The limit, the chunk the reader holds, and the write that filled the buffer.
+    assert 100 <= sum(written) <= 100 + 10 + 10
+    assert sum(len(c) for c in chunks) == 10_000 - 10
+
+
+def test_close_makes_the_next_write_raise_stream_closed_and_ends_the_thread():
+    raised = []
+
+    def produce(out):
+        try:
+            while True:
+                out.write(b"x" * 10)
+        except StreamClosed as exc:
+            raised.append(exc)
+            raise
+
+    writer = ThreadWriter(produce, hand())
+    chunks = iter(writer)
+    next(chunks)
+    chunks.close()  # type: ignore[attr-defined]
+    assert writer.thread is not None
+    assert not writer.thread.is_alive()
+    assert isinstance(raised[0], BrokenPipeError)
+
+
+def test_a_producer_error_is_raised_by_the_reader_at_the_first_next():
+    def produce(out):
+        out.write(b"buffered, never sent")
+        raise ValueError("boom")
+
+    chunks = iter(ThreadWriter(produce, hand(chunk_size=1000)))
+    with pytest.raises(ValueError, match="boom"):
+        next(chunks)
+
+
+def test_on_exit_runs_in_the_producer_thread():
+    where = []
+    writer = ThreadWriter(
+        lambda out: out.write(b"x"),
+        hand(),
+        on_exit=lambda: where.append(threading.current_thread()),
+    )
+    assert list(writer) == [b"x"]
+    assert where == [writer.thread]
+
+
+def test_a_writer_never_iterated_starts_no_thread():
+    writer = ThreadWriter(lambda out: out.write(b"x"), hand())
+    writer.close()
+    assert writer.thread is None
+
+
+async def collect(agen, limit=None):
+    out = []
+    async for chunk in agen:
+        out.append(chunk)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def test_async_producer_chunks_backpressure_and_drain():
+    written = []
+
+    async def produce(out):
+        for _ in range(50):
+            await out.write(b"abc")
+            written.append(3)
+        await out.drain()
+
+    async def main():
+        agen = async_writer_chunks(produce, hand(chunk_size=10, limit=30))
+        first = await agen.__anext__()
+        assert sum(written) <= 30 + 3  # blocked on the full buffer
+        rest = await collect(agen)
+        return [first, *rest]
+
+    chunks = asyncio.run(main())
+    assert b"".join(chunks) == b"abc" * 50
+    assert all(len(c) == 10 for c in chunks[:-1])
+
+
+def test_async_close_raises_stream_closed_in_the_producer():
+    raised = []
+
+    async def produce(out):
+        try:
+            while True:
+                await out.write(b"x" * 10)
+        except StreamClosed:
+            raised.append(True)
+            raise
+
+    async def main():
+        agen = async_writer_chunks(produce, hand())
+        await collect(agen, limit=2)
+        await agen.aclose()
+
+    asyncio.run(main())
+    assert raised == [True]
+
+
+def test_async_producer_error_reaches_the_reader():
+    async def produce(out):
+        await out.write(b"x")
+        raise ValueError("async boom")
+
+    with pytest.raises(ValueError, match="async boom"):
+        asyncio.run(collect(async_writer_chunks(produce, hand())))
