@@ -216,3 +216,31 @@ def _callable_errors(
 
 def _uses_asgi() -> bool:
     return bool(getattr(settings, "ASGI_APPLICATION", None))
+
+
+@checks.register(checks.Tags.compatibility)
+def check_drain(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``STREAMER_DRAIN_TIMEOUT`` must leave streams time to end before gunicorn kills them."""
+    from . import gunicorn_config
+
+    value = conf.STREAMER_DRAIN_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return [
+            checks.Error(
+                f"STREAMER_DRAIN_TIMEOUT must be a number of seconds >= 0, not {value!r}.",
+                hint="Use a few seconds, well below gunicorn's graceful_timeout.",
+                id="django_streamer.E012",
+            )
+        ]
+    graceful = gunicorn_config.graceful_timeout
+    if value >= graceful:
+        return [
+            checks.Warning(
+                f"STREAMER_DRAIN_TIMEOUT ({value} s) is not shorter than gunicorn's "
+                f"graceful_timeout ({graceful} s): draining streams may be killed mid-way.",
+                hint="Lower STREAMER_DRAIN_TIMEOUT, or raise graceful_timeout "
+                "(GUNICORN_GRACEFUL_TIMEOUT with django_streamer.gunicorn_config).",
+                id="django_streamer.W005",
+            )
+        ]
+    return []

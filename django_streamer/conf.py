@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_TOKEN": None,
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
+    "STREAMER_DRAIN_TIMEOUT": 5,
 }
 
 
@@ -123,6 +124,12 @@ class Settings:
     def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
         """Dotted path of ``(request) -> bool``, checked after the staff check."""
         value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
+        return value
+
+    @property
+    def STREAMER_DRAIN_TIMEOUT(self) -> float:
+        """Seconds within which long-lived streams end once the worker drains."""
+        value: float = self._get("STREAMER_DRAIN_TIMEOUT")
         return value
 
 

@@ -16,6 +16,7 @@ class Outcome(str, enum.Enum):
     COMPLETED = "completed"
     ABORTED = "aborted"  # the client went away, or the server closed the stream early
     FAILED = "failed"  # the source raised
+    DRAINED = "drained"  # ended cleanly because the worker was shutting down
 
     def __str__(self) -> str:
         return self.value
