@@ -282,6 +282,7 @@ class AsyncEvents:
         self.schedule = schedule
         self._source = source
         self._drain = drain
+        self._pending: asyncio.Future[Any] | None = None
         self._gen = self._run()
 
     def __aiter__(self) -> AsyncEvents:
@@ -305,11 +306,10 @@ class AsyncEvents:
 
         unregister = self._drain.on_drain(on_drain)
         iterator = aiter(self._source)
-        pending: asyncio.Future[Any] | None = None
         try:
             yield self.schedule.opening()
             while True:
-                block, pending = await self._step(iterator, pending, drained)
+                block = await self._step(iterator, drained)
                 if block is None:
                     return
                 yield block
@@ -317,6 +317,7 @@ class AsyncEvents:
                     return  # that was the closing block
         finally:
             unregister()
+            pending, self._pending = self._pending, None
             if pending is not None:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
@@ -324,32 +325,35 @@ class AsyncEvents:
             if aclose is not None:
                 await aclose()
 
-    async def _step(
-        self, iterator: Any, pending: asyncio.Future[Any] | None, drained: asyncio.Future[None]
-    ) -> tuple[str | None, asyncio.Future[Any] | None]:
-        """The next block to send (None: the end), and the read still in flight."""
+    async def _step(self, iterator: Any, drained: asyncio.Future[None]) -> str | None:
+        """The next block to send; None at the end of the source.
+
+        A read still in flight when a ping is due stays in ``_pending``, so a
+        cancellation (the client went away) finds and cancels it.
+        """
         schedule = self.schedule
         while True:
             now = schedule.clock()
             ending = schedule.ending(now)
             if ending is not None:
-                return ending, pending
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
+                return ending
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(iterator.__anext__())
+            pending = self._pending
             waits = {pending} if drained.done() else {pending, drained}
             await asyncio.wait(waits, timeout=schedule.timeout(now), return_when="FIRST_COMPLETED")
             if pending.done():
-                read, pending = pending, None
+                self._pending = None
                 try:
-                    item = read.result()
+                    item = pending.result()
                 except StopAsyncIteration:
-                    return None, None
+                    return None
                 schedule.sent(schedule.clock())
-                return encode(item), None
+                return encode(item)
             now = schedule.clock()
             if schedule.ping_due(now):
                 schedule.sent(now)
-                return comment(), pending
+                return comment()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,146 @@
+"""SSE and the drain under real gunicorn workers, read off the raw socket."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from django_streamer.testing import WireResponse, fetch
+
+from .conftest import Server, start_gunicorn, stop_gunicorn
+
+pytestmark = pytest.mark.server
+ROW = b"x" * 32 + b"\n"
+FRAMED = (
+    ":\n\n"
+    "event: multi\nid: 1\ndata: line one\ndata: line two\n\n"
+    "data: plain\n\n"
+    'data: {"k":[1,2]}\n\n'
+    "id: 2\nretry: 500\ndata: x\n\n"
+)
+
+
+def tag() -> str:
+    return "s" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=["gthread", "asgi"])
+def sse_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    srv = start_gunicorn(tmp_path, request.param)
+    yield srv
+    stop_gunicorn(srv)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_framing_and_headers_on_the_wire(sse_server: Server, kind: str):
+    wire = fetch(sse_server.host, sse_server.port, f"/sse/frames/?kind={kind}")
+    assert wire.status == 200 and wire.complete, wire.error
+    assert wire.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert wire.headers["cache-control"] == "no-cache"
+    assert wire.headers["x-accel-buffering"] == "no"
+    assert wire.body.decode() == FRAMED
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_pings_at_the_interval_while_the_source_is_idle(sse_server: Server, kind: str):
+    path = f"/sse/idle/?kind={kind}&ping=0.3&max_duration=1"
+    wire = fetch(sse_server.host, sse_server.port, path)
+    assert wire.complete, wire.error
+    assert wire.body.decode() == ":\n\n" * 4 + ": max_duration\nretry: 1000\n\n"
+    times = _arrival_of_each_block(wire)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.25 < gap < 0.45 for gap in gaps[:3]), gaps
+    assert 0.95 < times[-1] - times[0] < 1.3, times
+
+
+def _arrival_of_each_block(wire: WireResponse) -> list[float]:
+    # One arrival per block: each went out in its own write.
+    out = []
+    for chunk, at in zip(wire.chunks, wire.arrivals, strict=True):
+        out += [at] * chunk.count(b"\n\n")
+    return out
+
+
+def open_stream(port: int, path: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"\n\n\r\n"):
+        more = sock.recv(65536)
+        assert more, data
+        data += more
+    return sock, data
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_vanished_client_is_noticed_within_ping_plus_one_second(sse_server: Server, kind: str):
+    t, ping = tag(), 0.5
+    sock, head = open_stream(sse_server.port, f"/sse/idle/?kind={kind}&ping={ping}&tag={t}")
+    assert b"200 OK" in head
+    time.sleep(0.2)
+    sock.close()
+    gone = time.monotonic()
+    finish = sse_server.wait_for_event("finish", t, timeout=ping + 1)
+    assert finish[3] == "aborted"
+    left = max(0.1, gone + ping + 1 - time.monotonic())
+    sse_server.wait_for_event("source-closed", t, timeout=left)
+    assert time.monotonic() - gone < ping + 1
+
+
+SERVERS = ["gthread", "asgi"]
+
+
+@pytest.mark.parametrize("worker", SERVERS)
+def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: Path, worker: str):
+    graceful = 8
+    srv = start_gunicorn(
+        tmp_path,
+        worker,
+        extra=[
+            *("-c", "python:django_streamer.gunicorn_config", "--threads", "8"),
+            *("--graceful-timeout", str(graceful)),
+        ],
+        env={"STREAMER_TEST_DRAIN_TIMEOUT": "1"},
+    )
+    results: dict[str, WireResponse] = {}
+    ended: dict[str, float] = {}
+
+    def get(name: str, path: str) -> None:
+        results[name] = fetch(srv.host, srv.port, path, timeout=graceful + 5)
+        ended[name] = time.monotonic()
+
+    plan = {f"finite{i}": "/stream/?kind=sync&items=30&delay=0.1&flush=0" for i in range(4)}
+    for i, kind in enumerate(["sync", "async"]):
+        plan[f"sse{i}"] = f"/sse/ticks/?kind={kind}&interval=0.1"
+    threads = [threading.Thread(target=get, args=item) for item in plan.items()]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.8)
+        srv.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        for thread in threads:
+            thread.join(graceful + 6)
+        srv.proc.wait(graceful + 2)
+    finally:
+        stop_gunicorn(srv)
+    for i in range(4):
+        wire = results[f"finite{i}"]
+        assert wire.complete and wire.body == ROW * 30, (wire.error, len(wire.body))
+    for i in range(2):
+        wire = results[f"sse{i}"]
+        assert wire.complete, wire.error
+        text = wire.body.decode()
+        assert text.endswith(": draining\nretry: 1000\n\n"), text[-200:]
+        ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+        assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 5, ids
+        # The drain spreads endings over STREAMER_DRAIN_TIMEOUT (1 s here).
+        assert ended[f"sse{i}"] - signalled < 1.5, ended[f"sse{i}"] - signalled
