@@ -91,9 +91,10 @@ class Schedule:
             return retry_hint(self.retry or DEFAULT_RETRY, "max_duration")
         return None
 
-    def timeout(self, now: float) -> float:
-        """How long to wait for the source before something else is due."""
-        return max(0.0, min(self.last_sent + self.ping, self.end_at, self.drain_at) - now)
+    def timeout(self, now: float) -> float | None:
+        """How long to wait for the source before something else is due (None: no limit)."""
+        due = min(self.last_sent + self.ping, self.end_at, self.drain_at)
+        return None if due == math.inf else max(0.0, due - now)
 
     def ping_due(self, now: float) -> bool:
         return now >= self.last_sent + self.ping
@@ -183,7 +184,7 @@ class SyncEvents:
                 self._end()
                 raise value
 
-    def _take(self, timeout: float) -> tuple[str, Any]:
+    def _take(self, timeout: float | None) -> tuple[str, Any]:
         if self._stash is not None:
             message, self._stash = self._stash, None
             return message

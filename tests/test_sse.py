@@ -1,0 +1,100 @@
+"""The Django layer of SSE: headers, GZipMiddleware, Last-Event-ID, arguments, checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.checks import run_checks
+from django.http import HttpRequest
+from django.middleware.gzip import GZipMiddleware
+from django.test import RequestFactory, override_settings
+
+from django_streamer import Event, last_event_id, sse_response, stream_response
+from django_streamer.checks import check_drain
+
+
+def slow_events(release: threading.Event) -> Iterator[Event]:
+    yield Event("first", id=1)
+    release.wait(5)
+    yield Event("second", id=2)
+
+
+def gzip_request() -> HttpRequest:
+    return RequestFactory().get("/", HTTP_ACCEPT_ENCODING="gzip, deflate")
+
+
+def test_gzip_middleware_leaves_events_unbuffered():
+    release = threading.Event()
+    middleware = GZipMiddleware(lambda request: sse_response(slow_events(release), ping=None))
+    response = middleware(gzip_request())
+    assert response["Content-Encoding"] == "identity"
+    chunks = iter(response)
+    started = time.monotonic()
+    assert next(chunks) == b":\n\n"
+    assert next(chunks) == b"id: 1\ndata: first\n\n"
+    assert time.monotonic() - started < 1  # not held until "second" or the end
+    release.set()
+    assert next(chunks) == b"id: 2\ndata: second\n\n"
+    response.close()
+
+
+def test_gzip_middleware_would_compress_a_plain_stream():
+    # The control: without the opt-out the middleware wraps the stream.
+    middleware = GZipMiddleware(lambda request: stream_response(iter([b"x" * 300])))
+    response = middleware(gzip_request())
+    assert response["Content-Encoding"] == "gzip"
+    response.close()
+
+
+def test_headers():
+    response = sse_response(iter(["a"]), headers={"X-Extra": "1"})
+    assert response["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert response["Cache-Control"] == "no-cache"
+    assert response["X-Accel-Buffering"] == "no"
+    assert response["X-Extra"] == "1"
+    assert b"".join(response) == b":\n\ndata: a\n\n"
+
+
+def test_last_event_id():
+    factory = RequestFactory()
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="41")) == "41"
+    assert last_event_id(factory.get("/?lastEventId=7")) == "7"
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="")) is None
+    assert last_event_id(factory.get("/")) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ping": 0}, "sse_response: ping must be a number of seconds > 0"),
+        ({"retry": 1.5}, r"sse_response: retry \(milliseconds\) must be whole"),
+        ({"max_duration": -1}, "sse_response: max_duration must be"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sse_response(iter([]), **kwargs)
+
+
+@pytest.mark.parametrize("events", ["text", b"bytes", {"a": 1}, 3])
+def test_events_must_be_an_iterable_of_events(events):
+    with pytest.raises(TypeError, match="events must be a sync or async iterable"):
+        sse_response(events)
+
+
+@override_settings(STREAMER_DRAIN_TIMEOUT=30)
+def test_w005_drain_timeout_not_shorter_than_graceful_timeout():
+    assert [m.id for m in check_drain()] == ["django_streamer.W005"]
+    assert "django_streamer.W005" in [m.id for m in run_checks()]
+
+
+@override_settings(STREAMER_DRAIN_TIMEOUT="soon")
+def test_e012_drain_timeout_must_be_seconds():
+    assert [m.id for m in check_drain()] == ["django_streamer.E012"]
+
+
+def test_default_drain_timeout_passes():
+    assert check_drain() == []
