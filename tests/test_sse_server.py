@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -15,7 +18,7 @@ import pytest
 
 from django_streamer.testing import WireResponse, fetch
 
-from .conftest import Server, start_gunicorn, stop_gunicorn
+from .conftest import ROOT, Server, free_port, start_gunicorn, stop_gunicorn
 
 pytestmark = pytest.mark.server
 ROW = b"x" * 32 + b"\n"
@@ -32,9 +35,57 @@ def tag() -> str:
     return "s" + uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(params=["gthread", "asgi"])
+def start_uvicorn(
+    tmp_path: Path, *, graceful: float = 8, env: dict[str, str] | None = None
+) -> Server:
+    """uvicorn serving ``tests.asgi_uvicorn``, set up as ``start_gunicorn`` sets gunicorn up."""
+    port = free_port()
+    log = tmp_path / f"uvicorn-{port}.log"
+    cmd = [sys.executable, "-m", "uvicorn", "tests.asgi_uvicorn:application"]
+    cmd += ["--port", str(port), "--timeout-graceful-shutdown", str(graceful)]
+    full_env = {
+        **os.environ,
+        "STREAMER_TEST_LIMITER_DIR": str(tmp_path / f"pools-{port}"),
+        "STREAMER_TEST_METRICS_DIR": str(tmp_path / f"metrics-{port}"),
+        "STREAMER_TEST_EVENTS": str(tmp_path / f"events-{port}.log"),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited early:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"uvicorn did not listen:\n{log.read_text()}")
+    events = Path(full_env["STREAMER_TEST_EVENTS"])
+    limiter = Path(full_env["STREAMER_TEST_LIMITER_DIR"])
+    return Server(port, "uvicorn", events, proc, log, limiter)
+
+
+def start(
+    tmp_path: Path, kind: str, *, graceful: int = 8, env: dict[str, str] | None = None
+) -> Server:
+    if kind == "uvicorn":
+        return start_uvicorn(tmp_path, graceful=graceful, env=env)
+    extra = [
+        *("-c", "python:django_streamer.gunicorn_config", "--threads", "8"),
+        *("--graceful-timeout", str(graceful)),
+    ]
+    return start_gunicorn(tmp_path, kind, extra=extra, env=env)
+
+
+@pytest.fixture(params=["gthread", "asgi", "uvicorn"])
 def sse_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    srv = start_gunicorn(tmp_path, request.param)
+    srv = start(tmp_path, request.param)
     yield srv
     stop_gunicorn(srv)
 
@@ -95,21 +146,10 @@ def test_a_vanished_client_is_noticed_within_ping_plus_one_second(sse_server: Se
     assert time.monotonic() - gone < ping + 1
 
 
-SERVERS = ["gthread", "asgi"]
-
-
-@pytest.mark.parametrize("worker", SERVERS)
+@pytest.mark.parametrize("worker", ["gthread", "asgi", "uvicorn"])
 def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: Path, worker: str):
     graceful = 8
-    srv = start_gunicorn(
-        tmp_path,
-        worker,
-        extra=[
-            *("-c", "python:django_streamer.gunicorn_config", "--threads", "8"),
-            *("--graceful-timeout", str(graceful)),
-        ],
-        env={"STREAMER_TEST_DRAIN_TIMEOUT": "1"},
-    )
+    srv = start(tmp_path, worker, graceful=graceful, env={"STREAMER_TEST_DRAIN_TIMEOUT": "1"})
     results: dict[str, WireResponse] = {}
     ended: dict[str, float] = {}
 
