@@ -184,3 +184,36 @@ def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: P
         assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 5, ids
         # The drain spreads endings over STREAMER_DRAIN_TIMEOUT (1 s here).
         assert ended[f"sse{i}"] - signalled < 1.5, ended[f"sse{i}"] - signalled
+
+
+def test_sigterm_drains_a_sync_worker(tmp_path: Path):
+    # A sync worker serves one request at a time: one worker streams events,
+    # the other a finite body; both must end cleanly.
+    extra = ["-c", "python:django_streamer.gunicorn_config", "--graceful-timeout", "8"]
+    env = {"STREAMER_TEST_DRAIN_TIMEOUT": "0.5"}
+    srv = start_gunicorn(tmp_path, "sync", workers=2, extra=extra, env=env)
+    results: dict[str, WireResponse] = {}
+
+    def get(name: str, path: str) -> None:
+        results[name] = fetch(srv.host, srv.port, path, timeout=15)
+
+    threads = [
+        threading.Thread(target=get, args=("sse", "/sse/ticks/?interval=0.1")),
+        threading.Thread(target=get, args=("finite", "/stream/?items=20&delay=0.1&flush=0")),
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.8)
+        srv.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        srv.proc.wait(10)
+        stopped = time.monotonic() - signalled
+        for thread in threads:
+            thread.join(5)
+    finally:
+        stop_gunicorn(srv)
+    assert results["finite"].complete and results["finite"].body == ROW * 20
+    sse = results["sse"]
+    assert sse.complete and sse.body.endswith(b": draining\nretry: 1000\n\n"), sse.error
+    assert stopped < 3, stopped
