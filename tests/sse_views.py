@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
@@ -98,7 +98,20 @@ def ticks(request: HttpRequest) -> HttpResponseBase:
     return sse_response(source, **_options(request))
 
 
+PAGE = """<!doctype html><title>sse</title><script>
+window.received = []; window.opens = 0;
+const source = new EventSource("/sse/ticks/?interval=0.1&tag=browser");
+source.onopen = () => { window.opens += 1; };
+source.onmessage = (e) => { window.received.push(Number(e.data)); };
+</script>"""
+
+
+def page(request: HttpRequest) -> HttpResponseBase:
+    return HttpResponse(PAGE)
+
+
 urlpatterns = [
+    path("page/", page),
     path("frames/", frames),
     path("idle/", idle),
     path("ticks/", ticks),

@@ -14,6 +14,7 @@ from django.test import RequestFactory, override_settings
 
 from django_streamer import Event, last_event_id, sse_response, stream_response
 from django_streamer.checks import check_drain
+from django_streamer.response import StreamingResponse
 
 
 def slow_events(release: threading.Event) -> Iterator[Event]:
@@ -26,10 +27,15 @@ def gzip_request() -> HttpRequest:
     return RequestFactory().get("/", HTTP_ACCEPT_ENCODING="gzip, deflate")
 
 
+def through_gzip(response: StreamingResponse) -> StreamingResponse:
+    result = GZipMiddleware(lambda request: response)(gzip_request())
+    assert isinstance(result, StreamingResponse)
+    return result
+
+
 def test_gzip_middleware_leaves_events_unbuffered():
     release = threading.Event()
-    middleware = GZipMiddleware(lambda request: sse_response(slow_events(release), ping=None))
-    response = middleware(gzip_request())
+    response = through_gzip(sse_response(slow_events(release), ping=None))
     assert response["Content-Encoding"] == "identity"
     chunks = iter(response)
     started = time.monotonic()
@@ -43,8 +49,7 @@ def test_gzip_middleware_leaves_events_unbuffered():
 
 def test_gzip_middleware_would_compress_a_plain_stream():
     # The control: without the opt-out the middleware wraps the stream.
-    middleware = GZipMiddleware(lambda request: stream_response(iter([b"x" * 300])))
-    response = middleware(gzip_request())
+    response = through_gzip(stream_response(iter([b"x" * 300])))
     assert response["Content-Encoding"] == "gzip"
     response.close()
 

@@ -225,3 +225,16 @@ def test_drain_spread_stays_in_its_window():
     assert now <= s.drain_at <= now + 2.1
     assert s.ending(now) is None
     assert s.ending(s.drain_at) == ": draining\nretry: 1000\n\n"
+
+
+def test_a_stream_started_while_draining_ends_at_once():
+    drain = Drain()
+    drain.start()
+    events = SyncEvents(
+        blocking_source(threading.Event(), ["x"]),
+        schedule=schedule(ping=10, drain_spread=5),
+        drain=drain,
+    )
+    t0 = time.monotonic()
+    assert list(events) == [":\n\n", ": draining\nretry: 1000\n\n"]
+    assert time.monotonic() - t0 < 0.5

@@ -78,8 +78,10 @@ class Schedule:
         self.last_sent = self.clock()
         return comment() if self.retry is None else retry_hint(self.retry)
 
-    def drain(self) -> None:
-        self.drain_at = self.clock() + random.uniform(0, self.drain_spread)
+    def drain(self, *, spread: bool = True) -> None:
+        # A stream that starts while the worker drains ends at once (spread=False).
+        delay = random.uniform(0, self.drain_spread) if spread else 0.0
+        self.drain_at = min(self.drain_at, self.clock() + delay)
 
     def ending(self, now: float) -> str | None:
         """The closing block, if the stream must end now."""
@@ -150,6 +152,8 @@ class SyncEvents:
     def _begin(self) -> None:
         self.thread = threading.Thread(target=self._pump, name="django-streamer-sse", daemon=True)
         self.thread.start()
+        if self._drain.draining():
+            self.schedule.drain(spread=False)
         self._unregister = self._drain.on_drain(self._on_drain)
 
     def _on_drain(self) -> None:
@@ -305,6 +309,8 @@ class AsyncEvents:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, drained)
 
+        if self._drain.draining():
+            self.schedule.drain(spread=False)
         unregister = self._drain.on_drain(on_drain)
         iterator = aiter(self._source)
         try:
