@@ -238,3 +238,22 @@ def test_a_stream_started_while_draining_ends_at_once():
     t0 = time.monotonic()
     assert list(events) == [":\n\n", ": draining\nretry: 1000\n\n"]
     assert time.monotonic() - t0 < 0.5
+
+
+def test_the_core_modules_import_no_django():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, django_streamer.core.sse_source, django_streamer.core.drain;"
+        "assert not [m for m in sys.modules if m.startswith('django.')], 'django imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_adapter_reports_a_drained_outcome():
+    drain = Drain()
+    drain.start()
+    events = SyncEvents(iter(["x"]), schedule=schedule(), drain=drain)
+    list(events)
+    assert events.outcome is Outcome.DRAINED

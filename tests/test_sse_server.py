@@ -217,3 +217,23 @@ def test_sigterm_drains_a_sync_worker(tmp_path: Path):
     sse = results["sse"]
     assert sse.complete and sse.body.endswith(b": draining\nretry: 1000\n\n"), sse.error
     assert stopped < 3, stopped
+
+
+def test_a_stream_cut_when_graceful_timeout_runs_out_looks_incomplete(tmp_path: Path):
+    # A finite stream of 10 s is left to run by the drain; graceful_timeout
+    # (1 s) runs out, the worker is killed, and the client sees a cut.
+    extra = ["-c", "python:django_streamer.gunicorn_config", "--graceful-timeout", "1"]
+    srv = start_gunicorn(tmp_path, "gthread", extra=extra)
+    result: list[WireResponse] = []
+    path = "/stream/?items=100&delay=0.1&flush=0"
+    thread = threading.Thread(target=lambda: result.append(fetch(srv.host, srv.port, path)))
+    try:
+        thread.start()
+        time.sleep(0.8)
+        srv.proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+    finally:
+        stop_gunicorn(srv)
+    wire = result[0]
+    assert not wire.complete and wire.error == "connection closed before the final chunk"
+    assert 0 < len(wire.body) < 100 * len(ROW)

@@ -138,6 +138,11 @@ class SyncEvents:
         self._unregister: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """``drained`` when a drain ended the stream (for the stream's recorders)."""
+        return self.schedule.outcome
+
     def __iter__(self) -> SyncEvents:
         return self
 
@@ -289,6 +294,11 @@ class AsyncEvents:
         self._drain = drain
         self._pending: asyncio.Future[Any] | None = None
         self._gen = self._run()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """``drained`` when a drain ended the stream (for the stream's recorders)."""
+        return self.schedule.outcome
 
     def __aiter__(self) -> AsyncEvents:
         return self
