@@ -11,8 +11,9 @@ from django.http import HttpRequest
 
 from .conf import conf
 from .core.drain import process_drain
-from .core.sse_source import AsyncEvents, Schedule, SyncEvents
-from .core.validate import positive_number, whole_seconds
+from .core.sse_schedule import Schedule
+from .core.sse_source import AsyncEvents, SyncEvents
+from .core.validate import non_negative_int, positive_number
 from .response import StreamingResponse, stream_response
 
 __all__ = ["last_event_id", "sse_response"]
@@ -40,7 +41,7 @@ def sse_response(
     if ping is not None:
         ping = positive_number(ping, what="sse_response: ping")
     if retry is not None:
-        retry = whole_seconds(retry, what="sse_response: retry (milliseconds)")
+        retry = non_negative_int(retry, what="sse_response: retry (milliseconds)")
     if max_duration is not None:
         max_duration = positive_number(max_duration, what="sse_response: max_duration")
     schedule = Schedule(

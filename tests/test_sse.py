@@ -75,7 +75,7 @@ def test_last_event_id():
     ("kwargs", "message"),
     [
         ({"ping": 0}, "sse_response: ping must be a number of seconds > 0"),
-        ({"retry": 1.5}, r"sse_response: retry \(milliseconds\) must be whole"),
+        ({"retry": 1.5}, r"sse_response: retry \(milliseconds\) must be an int >= 0"),
         ({"max_duration": -1}, "sse_response: max_duration must be"),
     ],
 )

@@ -12,7 +12,8 @@ import pytest
 from django_streamer.core.drain import Drain
 from django_streamer.core.recorder import Outcome
 from django_streamer.core.sse import Event, comment, encode, retry_hint
-from django_streamer.core.sse_source import AsyncEvents, Schedule, SyncEvents
+from django_streamer.core.sse_schedule import Schedule
+from django_streamer.core.sse_source import AsyncEvents, SyncEvents
 
 
 def test_event_fields_and_multi_line_data():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .validate import whole_seconds
+from .validate import non_negative_int
 
 __all__ = ["Event", "comment", "encode", "retry_hint"]
 
@@ -42,7 +42,9 @@ class Event:
             # The standard makes clients ignore an id holding NUL.
             raise ValueError(f"Event id must not contain NUL, got {self.id!r}")
         self.event = None if event is None else _single_line(event, "event")
-        self.retry = None if retry is None else whole_seconds(retry, what="Event retry (ms)")
+        self.retry = (
+            None if retry is None else non_negative_int(retry, what="Event retry (milliseconds)")
+        )
 
     def encode(self) -> str:
         lines: list[str] = []
