@@ -79,6 +79,7 @@ def ticks(request: HttpRequest) -> HttpResponseBase:
     """Numbered events every ``interval`` seconds, resuming after ``Last-Event-ID``."""
     interval = float(request.GET.get("interval", 0.2))
     start = int(last_event_id(request) or 0) + 1
+    event(f"serving {request.GET.get('tag', 'sse')}")
 
     def sync_ticks() -> Iterator[Event]:
         n = start

@@ -146,6 +146,13 @@ def test_a_vanished_client_is_noticed_within_ping_plus_one_second(sse_server: Se
     assert time.monotonic() - gone < ping + 1
 
 
+def wait_until_served(srv: Server, tags: list[str]) -> None:
+    """Until every request is in a view: one still in the listen queue would be reset."""
+    for name in tags:
+        srv.wait_for_event("serving", name, timeout=15)
+    time.sleep(0.5)  # a few events on the wire before the signal
+
+
 @pytest.mark.parametrize("worker", ["gthread", "asgi", "uvicorn"])
 def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: Path, worker: str):
     graceful = 8
@@ -157,14 +164,15 @@ def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: P
         results[name] = fetch(srv.host, srv.port, path, timeout=graceful + 5)
         ended[name] = time.monotonic()
 
-    plan = {f"finite{i}": "/stream/?kind=sync&items=30&delay=0.1&flush=0" for i in range(4)}
+    t = tag()
+    plan = {f"finite{i}": f"/stream/?items=30&delay=0.1&flush=0&tag={t}f{i}" for i in range(4)}
     for i, kind in enumerate(["sync", "async"]):
-        plan[f"sse{i}"] = f"/sse/ticks/?kind={kind}&interval=0.1"
+        plan[f"sse{i}"] = f"/sse/ticks/?kind={kind}&interval=0.1&tag={t}s{i}"
     threads = [threading.Thread(target=get, args=item) for item in plan.items()]
     try:
         for thread in threads:
             thread.start()
-        time.sleep(0.8)
+        wait_until_served(srv, [f"{t}f{i}" for i in range(4)] + [f"{t}s0", f"{t}s1"])
         srv.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         for thread in threads:
@@ -181,7 +189,7 @@ def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: P
         text = wire.body.decode()
         assert text.endswith(": draining\nretry: 1000\n\n"), text[-200:]
         ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
-        assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 5, ids
+        assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 2, ids
         # The drain spreads endings over STREAMER_DRAIN_TIMEOUT (1 s here).
         assert ended[f"sse{i}"] - signalled < 1.5, ended[f"sse{i}"] - signalled
 
@@ -197,14 +205,15 @@ def test_sigterm_drains_a_sync_worker(tmp_path: Path):
     def get(name: str, path: str) -> None:
         results[name] = fetch(srv.host, srv.port, path, timeout=15)
 
+    t = tag()
     threads = [
-        threading.Thread(target=get, args=("sse", "/sse/ticks/?interval=0.1")),
-        threading.Thread(target=get, args=("finite", "/stream/?items=20&delay=0.1&flush=0")),
+        threading.Thread(target=get, args=("sse", f"/sse/ticks/?interval=0.1&tag={t}s")),
+        threading.Thread(target=get, args=("finite", f"/stream/?items=20&delay=0.1&tag={t}f")),
     ]
     try:
         for thread in threads:
             thread.start()
-        time.sleep(0.8)
+        wait_until_served(srv, [f"{t}s", f"{t}f"])
         srv.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         srv.proc.wait(10)
