@@ -103,3 +103,14 @@ def test_e012_drain_timeout_must_be_seconds():
 
 def test_default_drain_timeout_passes():
     assert check_drain() == []
+
+
+def feed(request: HttpRequest) -> StreamingResponse:
+    return sse_response(iter(["a"]))
+
+
+def test_the_stream_is_named_after_the_calling_view_with_its_path():
+    response = feed(RequestFactory().get("/live/feed/"))
+    assert response.stream.name == "tests.test_sse.feed"
+    assert response.stream.path == "/live/feed/"
+    response.close()
