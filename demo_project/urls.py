@@ -11,6 +11,8 @@ urlpatterns = [
     path("export.csv", views.export_csv, name="export_csv"),
     path("download/", views.download, name="download"),
     path("ticker/", views.ticker, name="ticker"),
+    path("live/", views.live, name="live"),
+    path("clock/", views.clock, name="clock"),
     path("admin/", admin.site.urls),
     path("streaming/", include("django_streamer.urls")),
 ]
