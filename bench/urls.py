@@ -1,8 +1,11 @@
 from django.urls import path
 
-from . import views
+from . import sse_views, views
 
 urlpatterns = [
     path("limited/<str:impl>", views.limited),
+    path("sse/idle", sse_views.idle),
+    path("sse/fanout", sse_views.fanout),
+    path("sse/publish", sse_views.publish),
     path("<str:scenario>/<str:impl>", views.dispatch),
 ]

@@ -13,6 +13,8 @@ urlpatterns = [
     path("ticker/", views.ticker, name="ticker"),
     path("files.zip", writer_views.files_zip, name="files_zip"),
     path("feed.ndjson", writer_views.feed, name="feed"),
+    path("live/", views.live, name="live"),
+    path("clock/", views.clock, name="clock"),
     path("admin/", admin.site.urls),
     path("streaming/", include("django_streamer.urls")),
 ]

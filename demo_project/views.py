@@ -1,8 +1,9 @@
-"""The demo's streams: a million-row CSV, a file download and a slow ticker."""
+"""The demo's streams: a million-row CSV, a file download, a slow ticker and a live clock."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
-from django_streamer import limit_concurrency, stream_response
+from django_streamer import Event, last_event_id, limit_concurrency, sse_response, stream_response
 
 
 def index(request: HttpRequest) -> HttpResponseBase:
@@ -56,3 +57,23 @@ async def ticker(request: HttpRequest) -> HttpResponseBase:
             await asyncio.sleep(0.5)
 
     return stream_response(ticks(), content_type="text/plain; charset=utf-8", flush_interval=0.1)
+
+
+def live(request: HttpRequest) -> HttpResponseBase:
+    return render(request, "demo/live.html")
+
+
+# Three open clocks per user (per address when logged out).
+@limit_concurrency(3, key="user", status=429)
+def clock(request: HttpRequest) -> HttpResponseBase:
+    """Server-Sent Events: one a second; a reconnecting browser resumes after its last id."""
+    start = int(last_event_id(request) or 0) + 1
+
+    def seconds() -> Iterator[Event]:
+        n = start
+        while True:
+            time.sleep(1)  # a blocking source: pings go out from the server thread meanwhile
+            yield Event({"n": n, "time": time.strftime("%H:%M:%S")}, id=n)
+            n += 1
+
+    return sse_response(seconds(), ping=5, max_duration=60)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Event",
     "Outcome",
     "Rejection",
     "StreamClosed",
     "StreamRecorder",
     "StreamSourceError",
     "StreamingResponse",
+    "draining",
+    "last_event_id",
     "limit_concurrency",
+    "sse_response",
     "stream_csv",
     "stream_json_array",
     "stream_jsonl",
@@ -23,14 +27,21 @@ __all__ = [
 if TYPE_CHECKING:
     from .archive import stream_zip
     from .core.chunking import StreamSourceError
+    from .core.drain import draining
     from .core.handoff import StreamClosed
     from .core.recorder import Outcome, StreamRecorder
+    from .core.sse import Event
     from .decorators import Rejection, limit_concurrency
     from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
+    from .sse import last_event_id, sse_response
     from .writer import stream_writer
 
 _LAZY = {
+    "Event": "django_streamer.core.sse",
+    "draining": "django_streamer.core.drain",
+    "last_event_id": "django_streamer.sse",
+    "sse_response": "django_streamer.sse",
     "Outcome": "django_streamer.core.recorder",
     "StreamRecorder": "django_streamer.core.recorder",
     "StreamSourceError": "django_streamer.core.chunking",

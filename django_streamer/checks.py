@@ -70,6 +70,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E014",
         "Give the token as a non-empty str (e.g. from os.environ), or None.",
     ),
+    "STREAMER_DRAIN_TIMEOUT": (
+        "django_streamer.E017",
+        "Use a few seconds, well below gunicorn's graceful_timeout.",
+    ),
     "STREAMER_WRITER_BUFFER": (
         "django_streamer.E016",
         "A byte count such as 262144: what a writer may have waiting before write() blocks.",
@@ -127,6 +131,7 @@ def register() -> None:
     checks.register(check_configuration, checks.Tags.compatibility)
     checks.register(check_security, checks.Tags.security)
     checks.register(check_metrics_dir, checks.Tags.security)
+    checks.register(check_drain, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
@@ -241,3 +246,25 @@ def check_metrics_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
                 )
             ]
     return []
+    return []
+
+
+def check_drain(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``STREAMER_DRAIN_TIMEOUT`` must leave streams time to end before gunicorn kills them."""
+    from . import gunicorn_config
+
+    if conf.problem("STREAMER_DRAIN_TIMEOUT") is not None:
+        return []  # E017 reports the value
+    value = conf.STREAMER_DRAIN_TIMEOUT
+    graceful = gunicorn_config.graceful_timeout
+    if value < graceful:
+        return []
+    return [
+        checks.Warning(
+            f"STREAMER_DRAIN_TIMEOUT ({value} s) is not shorter than gunicorn's "
+            f"graceful_timeout ({graceful} s): draining streams may be killed mid-way.",
+            hint="Lower STREAMER_DRAIN_TIMEOUT, or raise graceful_timeout "
+            "(GUNICORN_GRACEFUL_TIMEOUT with django_streamer.gunicorn_config).",
+            id="django_streamer.W005",
+        )
+    ]

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
     "STREAMER_WRITER_BUFFER": 256 * 1024,
+    "STREAMER_DRAIN_TIMEOUT": 5,
 }
 
 Validator = Callable[..., Any]
@@ -67,6 +68,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_METRICS_ALLOW": _optional(validate.network_list),
     "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
     "STREAMER_WRITER_BUFFER": validate.positive_int,
+    "STREAMER_DRAIN_TIMEOUT": validate.non_negative_number,
 }
 
 
@@ -182,6 +184,12 @@ class Settings:
     def STREAMER_WRITER_BUFFER(self) -> int:
         """Bytes a ``stream_writer`` producer may have waiting before ``write()`` blocks."""
         value: int = self._get("STREAMER_WRITER_BUFFER")
+        return value
+
+    @property
+    def STREAMER_DRAIN_TIMEOUT(self) -> float:
+        """Seconds within which long-lived streams end once the worker drains."""
+        value: float = self._get("STREAMER_DRAIN_TIMEOUT")
         return value
 
 

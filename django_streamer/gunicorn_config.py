@@ -26,7 +26,7 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("WEB_CONCURRENCY", str(min(4, (os.cpu_count() or 1) * 2))))
 timeout = 30
-graceful_timeout = 30
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 
 # Set only what the chosen worker class reads: gunicorn warns about the rest
@@ -64,3 +64,10 @@ def child_exit(server: object, worker: object) -> None:
         log = getattr(server, "log", None)
         if log is not None:
             log.warning("django-streamer: could not fold a dead worker's metrics: %s", exc)
+
+
+def post_worker_init(worker: object) -> None:
+    """Drain on SIGTERM: long-lived streams end cleanly, limited views refuse new requests."""
+    from django_streamer.drain_hooks import drain_on_sigterm
+
+    drain_on_sigterm(worker)

@@ -16,4 +16,5 @@ urlpatterns = [
     path("limited/wait/", views.limited_wait),
     path("limited/abort/", views.limited_abort),
     path("limited/kill/", views.limited_kill),
+    path("sse/", include("tests.sse_views")),
 ]

@@ -19,6 +19,7 @@ class Outcome(str, enum.Enum):
     # Never passed to finish(): the metrics store counts a stream as lost when
     # its process died while it was active (SIGKILL, graceful timeout).
     LOST = "lost"
+    DRAINED = "drained"  # ended cleanly because the worker was shutting down
 
     def __str__(self) -> str:
         return self.value

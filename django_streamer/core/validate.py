@@ -16,6 +16,7 @@ __all__ = [
     "boolean",
     "is_number",
     "network_list",
+    "non_negative_int",
     "non_negative_number",
     "one_of",
     "optional_path",
@@ -39,6 +40,13 @@ def _fail(what: str, expected: str, value: object) -> ValueError:
 def positive_int(value: object, *, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _fail(what, "a positive int", value)
+    return value
+
+
+def non_negative_int(value: object, *, what: str) -> int:
+    """An int >= 0 (a count, or milliseconds such as an SSE ``retry``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(what, "an int >= 0", value)
     return value
 
 

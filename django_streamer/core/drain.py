@@ -1,0 +1,99 @@
+"""Whether this process is shutting down, and who wants to know. Plain Python, no Django.
+
+A worker that is told to stop (gunicorn's graceful ``SIGTERM``, a ``HUP``
+replacing it) *drains*: finite streams run on to their end, long-lived ones
+(Server-Sent Events, live feeds) are asked to end cleanly, and limited views
+refuse new requests. :mod:`django_streamer.drain_hooks` starts the drain from
+the server's shutdown signal; streams ask :func:`draining` or register a
+callback with :func:`on_drain`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+__all__ = ["Drain", "draining", "on_drain", "process_drain", "start_drain"]
+
+logger = logging.getLogger("django_streamer")
+
+
+class Drain:
+    """One drain state: a flag that only goes up, and callbacks run once when it does.
+
+    Callbacks run in the thread that called :meth:`start` (never inside a
+    signal handler: see :mod:`django_streamer.drain_hooks`), so they must be
+    quick and thread-safe, e.g. wake a stream up.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = False
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._next_key = 0
+
+    def draining(self) -> bool:
+        # A plain attribute read: cheap enough for a check per request.
+        return self._started
+
+    def on_drain(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the drain starts (at once if it has).
+
+        Returns a function that unregisters it; call it when the stream ends,
+        so a long-lived worker does not collect callbacks.
+        """
+        with self._lock:
+            if not self._started:
+                key = self._next_key
+                self._next_key += 1
+                self._callbacks[key] = callback
+                return lambda: self._forget(key)
+        _run(callback)
+        return _nothing
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._callbacks.pop(key, None)
+
+    def start(self) -> None:
+        """Start the drain; later calls do nothing."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+        for callback in callbacks:
+            _run(callback)
+
+
+def _run(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:  # one broken listener must not keep the others running
+        logger.exception("django-streamer: a drain callback failed")
+
+
+def _nothing() -> None:
+    pass
+
+
+# The process's drain. Each forked worker inherits it unstarted (the master
+# never starts it), so every worker drains on its own signal.
+process_drain = Drain()
+
+
+def draining() -> bool:
+    """True once this process has started shutting down gracefully."""
+    return process_drain.draining()
+
+
+def on_drain(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` once when this process starts draining; returns an unregister function."""
+    return process_drain.on_drain(callback)
+
+
+def start_drain() -> None:
+    """Start draining this process (the server hooks call this)."""
+    process_drain.start()

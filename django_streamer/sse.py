@@ -1,0 +1,100 @@
+"""``sse_response()``: Server-Sent Events over :func:`~django_streamer.stream_response`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import connections
+from django.http import HttpRequest
+
+from .conf import conf
+from .core.drain import process_drain
+from .core.sse_schedule import Schedule
+from .core.sse_source import AsyncEvents, SyncEvents
+from .core.validate import non_negative_int, positive_number
+from .response import StreamingResponse, stream_response
+
+__all__ = ["last_event_id", "sse_response"]
+
+
+def sse_response(
+    events: object,
+    *,
+    ping: float | None = 15,
+    retry: int | None = None,
+    max_duration: float | None = None,
+    name: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> StreamingResponse:
+    """Stream ``events`` as ``text/event-stream``, each event written as it comes.
+
+    ``events`` is a sync or async iterable of :class:`~django_streamer.Event`,
+    ``str`` or JSON-encodable values. A comment goes out every ``ping`` seconds
+    while it is silent (None: never). ``retry`` (milliseconds) sets the
+    client's reconnection delay. After ``max_duration`` seconds, or when the
+    worker drains, the stream ends cleanly with a ``retry:`` hint, so the
+    client reconnects, with ``Last-Event-ID``, to whichever worker is free.
+    """
+    if ping is not None:
+        ping = positive_number(ping, what="sse_response: ping")
+    if retry is not None:
+        retry = non_negative_int(retry, what="sse_response: retry (milliseconds)")
+    if max_duration is not None:
+        max_duration = positive_number(max_duration, what="sse_response: max_duration")
+    schedule = Schedule(
+        ping=ping, retry=retry, max_duration=max_duration, drain_spread=conf.STREAMER_DRAIN_TIMEOUT
+    )
+    source: SyncEvents | AsyncEvents
+    if hasattr(events, "__iter__") and not isinstance(events, (str, bytes, Mapping)):
+        # The helper thread may touch the database: close what it opened.
+        source = SyncEvents(
+            events, schedule=schedule, drain=process_drain, on_thread_end=connections.close_all
+        )
+    elif hasattr(events, "__aiter__"):
+        source = AsyncEvents(events, schedule=schedule, drain=process_drain)
+    else:
+        raise TypeError(
+            "sse_response: events must be a sync or async iterable of events, "
+            f"not {type(events).__name__}"
+        )
+    extra = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        # GZipMiddleware leaves a response alone when it has a Content-Encoding
+        # (its documented opt-out); for a sync stream it would otherwise hold
+        # events in gzip's buffer indefinitely (compress_sequence never flushes).
+        "Content-Encoding": "identity",
+        **(headers or {}),
+    }
+    view_name, path = _caller(sys._getframe(1))
+    response = stream_response(
+        source,
+        name=name or view_name,
+        content_type="text/event-stream; charset=utf-8",
+        flush_interval=0,
+        status=status,
+        headers=extra,
+    )
+    response.stream.path = path
+    return response
+
+
+def _caller(frame: Any) -> tuple[str, str]:
+    code = frame.f_code
+    qualname = getattr(code, "co_qualname", code.co_name)
+    request = frame.f_locals.get("request")
+    path = request.path if isinstance(request, HttpRequest) else ""
+    return f"{frame.f_globals.get('__name__', '?')}.{qualname}", path
+
+
+def last_event_id(request: HttpRequest) -> str | None:
+    """The ``Last-Event-ID`` a reconnecting ``EventSource`` sent, or None.
+
+    Browsers send it on reconnect; a client that cannot set headers may pass
+    ``?lastEventId=`` instead. An empty value counts as none.
+    """
+    value = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+    return value or None

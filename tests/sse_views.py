@@ -1,0 +1,119 @@
+"""Views the SSE tests stream through, in-process and under real servers.
+
+``kind`` picks a sync or an async source; ``ping``, ``retry`` and
+``max_duration`` go to ``sse_response``; ``tag`` names the stream (its
+outcome lands in the events file, see ``tests.views``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.urls import path
+
+from django_streamer import Event, last_event_id, sse_response
+
+from .views import event
+
+
+def _options(request: HttpRequest) -> dict[str, Any]:
+    get = request.GET
+    options: dict[str, Any] = {"name": get.get("tag", "sse")}
+    if "ping" in get:
+        options["ping"] = float(get["ping"])
+    if "retry" in get:
+        options["retry"] = int(get["retry"])
+    if "max_duration" in get:
+        options["max_duration"] = float(get["max_duration"])
+    return options
+
+
+FRAMES: list[object] = [
+    Event("line one\nline two", id=1, event="multi"),
+    "plain",
+    {"k": [1, 2]},
+    Event("x", id="2", retry=500),
+]
+
+
+def frames(request: HttpRequest) -> HttpResponseBase:
+    if request.GET.get("kind") == "async":
+
+        async def agen() -> AsyncIterator[object]:
+            for item in FRAMES:
+                yield item
+
+        return sse_response(agen(), **_options(request))
+    return sse_response(iter(FRAMES), **_options(request))
+
+
+def idle(request: HttpRequest) -> HttpResponseBase:
+    """A source that never yields: waits in short steps, as a queue consumer does."""
+    tag = request.GET.get("tag", "sse")
+
+    def blocking() -> Iterator[object]:
+        try:
+            while not threading.Event().wait(0.1):
+                pass
+            yield "never"
+        finally:
+            event(f"source-closed {tag}")
+
+    async def silent() -> AsyncIterator[object]:
+        try:
+            await asyncio.sleep(3600)
+            yield "never"
+        finally:
+            event(f"source-closed {tag}")
+
+    source = silent() if request.GET.get("kind") == "async" else blocking()
+    return sse_response(source, **_options(request))
+
+
+def ticks(request: HttpRequest) -> HttpResponseBase:
+    """Numbered events every ``interval`` seconds, resuming after ``Last-Event-ID``."""
+    interval = float(request.GET.get("interval", 0.2))
+    start = int(last_event_id(request) or 0) + 1
+    event(f"serving {request.GET.get('tag', 'sse')}")
+
+    def sync_ticks() -> Iterator[Event]:
+        n = start
+        while True:
+            threading.Event().wait(interval)
+            yield Event(str(n), id=n)
+            n += 1
+
+    async def async_ticks() -> AsyncIterator[Event]:
+        n = start
+        while True:
+            await asyncio.sleep(interval)
+            yield Event(str(n), id=n)
+            n += 1
+
+    source = async_ticks() if request.GET.get("kind") == "async" else sync_ticks()
+    return sse_response(source, **_options(request))
+
+
+PAGE = """<!doctype html><title>sse</title><script>
+window.received = []; window.opens = 0;
+const source = new EventSource("/sse/ticks/?interval=0.1&tag=browser");
+source.onopen = () => { window.opens += 1; };
+source.onmessage = (e) => { window.received.push(Number(e.data)); };
+</script>"""
+
+
+def page(request: HttpRequest) -> HttpResponseBase:
+    return HttpResponse(PAGE)
+
+
+urlpatterns = [
+    path("page/", page),
+    path("frames/", frames),
+    path("idle/", idle),
+    path("ticks/", ticks),
+]
