@@ -8,12 +8,16 @@ class DjangoStreamerConfig(AppConfig):
     verbose_name = "Streaming"
 
     def ready(self) -> None:
+        from django.core.signals import request_finished
+
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             metrics,
         )
-        from .decorators import limiter_recorders
         from .response import recorder_factories
+        from .slots import limiter_recorders, release_leftovers
+
+        request_finished.connect(release_leftovers, dispatch_uid="django_streamer.slots")
 
         if metrics.stream_recorder not in recorder_factories:
             recorder_factories.append(metrics.stream_recorder)

@@ -8,7 +8,7 @@ import ipaddress
 from django.http import HttpRequest, HttpResponse
 
 from .conf import conf
-from .decorators import client_ip
+from .keys import client_ip
 
 
 def access_denied(request: HttpRequest) -> HttpResponse | None:
@@ -32,7 +32,7 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
     if allowed is not None:
         try:
             address = ipaddress.ip_address(client_ip(request))
-        except ValueError:
+        except ValueError:  # an unusable proxy entry ("unknown", empty): fail closed
             return HttpResponse("Forbidden.\n", status=403)
         if not any(address in ipaddress.ip_network(net, strict=False) for net in allowed):
             return HttpResponse("Forbidden.\n", status=403)
