@@ -143,12 +143,7 @@ def _check_metrics() -> list[checks.CheckMessage]:
 
 def _check_limiter() -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
-    errors += _directory_errors(
-        "STREAMER_LIMITER_DIR",
-        conf.STREAMER_LIMITER_DIR,
-        "Create it and give the user gunicorn runs as write access.",
-        "django_streamer.E004",
-    )
+    errors += _limiter_dir_errors()
     errors += _callable_errors(
         "STREAMER_LIMIT_HANDLER",
         conf.STREAMER_LIMIT_HANDLER,
@@ -177,6 +172,55 @@ def _check_limiter() -> list[checks.CheckMessage]:
             )
         )
     return errors
+
+
+def _limiter_dir_errors() -> list[checks.CheckMessage]:
+    """E004: the host pools' directory must be private to this user. No side effects."""
+    from .core.statedir import check_private_dir
+    from .pools import limiter_dir
+
+    value = conf.STREAMER_LIMITER_DIR
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        problem: str | None = f"STREAMER_LIMITER_DIR must be a path, not {value!r}"
+    else:
+        directory, owned_from = limiter_dir()
+        problem = _first_problem(directory, owned_from, check_private_dir)
+        if problem is None and not _can_make(directory):
+            problem = f"{directory} cannot be created or written by this user"
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            f"The limiter's state directory is unsafe or unusable: {problem}.",
+            hint="Point STREAMER_LIMITER_DIR at a directory owned by the server's user with "
+            "mode 0700 (or one it can create), or remove the directory named so it is remade.",
+            id="django_streamer.E004",
+        )
+    ]
+
+
+def _first_problem(directory: str, owned_from: str | None, check: Any) -> str | None:
+    """The first unsafe directory from ``owned_from`` (or ``directory`` alone) down."""
+    walk = os.path.abspath(directory)
+    chain = [walk]
+    if owned_from is not None:
+        top = os.path.abspath(owned_from)
+        while walk != top and walk != os.path.dirname(walk):
+            walk = os.path.dirname(walk)
+            chain.append(walk)
+    for path in reversed(chain):
+        problem: str | None = check(path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _can_make(directory: str) -> bool:
+    """Whether ``directory`` exists writable, or its nearest existing parent is."""
+    walk = os.path.abspath(directory)
+    while not os.path.exists(walk) and walk != os.path.dirname(walk):
+        walk = os.path.dirname(walk)
+    return os.path.isdir(walk) and os.access(walk, os.W_OK | os.X_OK)
 
 
 def _directory_errors(

@@ -406,7 +406,7 @@ def test_limiter_events_reach_the_recorders(monkeypatch):
         ({"limit": 1, "key": "header:"}, "is not a key spec"),
         ({"limit": 1, "on_limit": "queue"}, "on_limit must be one of 'reject', 'wait'"),
         ({"limit": 1, "on_limit": "wait"}, "needs a timeout"),
-        ({"limit": 1, "on_limit": "wait", "timeout": -1}, "timeout must be a number of seconds >= 0"),
+        ({"limit": 1, "on_limit": "wait", "timeout": -1}, "timeout must be a number of seconds"),
         ({"limit": 1, "status": 200}, "status must be a 4xx or 5xx"),
         ({"limit": 1, "retry_after": -5}, "retry_after must be whole seconds"),
     ],
@@ -435,7 +435,7 @@ def test_views_sharing_a_name_must_share_a_limit():
 @pytest.mark.parametrize(
     ("settings_kw", "check_id"),
     [
-        ({"STREAMER_LIMITER_DIR": "/proc/not-writable/x"}, "django_streamer.E004"),
+        ({"STREAMER_LIMITER_DIR": __file__ + "/under-a-file"}, "django_streamer.E004"),
         ({"STREAMER_LIMITER_DIR": 42}, "django_streamer.E004"),
         ({"STREAMER_LIMIT_HANDLER": "tests.nowhere.handler"}, "django_streamer.E005"),
         ({"STREAMER_RETRY_AFTER": -1}, "django_streamer.E006"),

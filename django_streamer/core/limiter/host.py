@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -30,9 +31,9 @@ import time
 from .. import ofdlock, statedir
 from .backend import Lease
 
-# Tries before giving up on a key whose file keeps being replaced under us;
-# each waits out another process that is removing the file right now.
-_ATTEMPTS = 200
+# Seconds to keep retrying a key whose file is being removed by another process:
+# the remover holds it for two syscalls, unless the scheduler stalls it.
+_PATIENCE = 5.0
 
 
 class _FileLease:
@@ -107,7 +108,8 @@ class HostBackend:
 
     def try_acquire(self, pool: str, key: str, limit: int) -> Lease | None:
         path = self.path(pool, key)
-        for attempt in range(_ATTEMPTS):
+        deadline = 0.0
+        for attempt in itertools.count():
             # The fcntl() calls keep the GIL (see core/ofdlock.py), so holding our
             # lock across them costs nothing extra: one lock round per acquire.
             with self._lock:
@@ -121,9 +123,13 @@ class HostBackend:
             except BaseException:
                 os.close(fd)
                 raise
-                if attempt > 2:
-                    time.sleep(0.001)  # another process is removing the file
-        raise OSError(errno.EAGAIN, f"{path}: the key file kept being replaced; gave up")
+            if attempt == 2:
+                deadline = time.monotonic() + _PATIENCE
+            elif attempt > 2:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)  # another process is removing the file
+        raise OSError(errno.EAGAIN, f"{path}: the key file kept being removed; gave up")
 
     def _open(self, path: str) -> tuple[int, int]:
         try:
