@@ -118,9 +118,15 @@ class _Limiter:
         tell_rejected(pool, rejection)
         return render_rejection(request, rejection, o.handler)
 
-    @staticmethod
-    def admit(pool: Pool, lease: PoolLease) -> Slot:
-        return Slot.admit(pool, lease)
+    def take(self, pool: Pool, key: str) -> PoolLease | None:
+        if self.waits:
+            return pool.acquire(key, timeout=self.timeout)
+        return pool.try_acquire(key)
+
+    async def atake(self, pool: Pool, key: str) -> PoolLease | None:
+        if self.waits:
+            return await pool.aacquire(key, timeout=self.timeout)
+        return pool.try_acquire(key)
 
 
 def _find_request(args: tuple[Any, ...]) -> HttpRequest:
@@ -177,13 +183,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
             request, pool, key = limiter.enter(args)
             if key is None:
                 return await view(*args, **kwargs)
-            wait = limiter.waits
-            lease = (
-                await pool.aacquire(key, timeout=limiter.timeout) if wait else pool.try_acquire(key)
-            )
+            lease = await limiter.atake(pool, key)
             if lease is None:
                 return limiter.reject(request, pool, key)
-            slot = limiter.admit(pool, lease)
+            slot = Slot.admit(pool, lease)
             try:
                 return hold_until_done(await view(*args, **kwargs), slot)
             except BaseException:
@@ -196,11 +199,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
         request, pool, key = limiter.enter(args)
         if key is None:
             return view(*args, **kwargs)
-        wait = limiter.waits
-        lease = pool.acquire(key, timeout=limiter.timeout) if wait else pool.try_acquire(key)
+        lease = limiter.take(pool, key)
         if lease is None:
             return limiter.reject(request, pool, key)
-        slot = limiter.admit(pool, lease)
+        slot = Slot.admit(pool, lease)
         try:
             return hold_until_done(view(*args, **kwargs), slot)
         except BaseException:
