@@ -24,14 +24,13 @@ class _Waiter:
 
     __slots__ = ("event", "future", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(
+        self, *, event: threading.Event | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        # Exactly one of the two: a thread sleeps on ``event``, a task on a future.
         self.loop = loop
-        self.event: threading.Event | None = None
-        self.future: asyncio.Future[None] | None = None
-        if loop is None:
-            self.event = threading.Event()
-        else:
-            self.future = loop.create_future()
+        self.event = event
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
 
     def wake(self) -> None:
         if self.event is not None:
@@ -191,9 +190,8 @@ class Pool:
         lease = self._take(key, None, started)
         if lease is not None or timeout <= 0:
             return lease
-        waiter = _Waiter(None)
-        event = waiter.event
-        assert event is not None  # a sync waiter always has one
+        event = threading.Event()
+        waiter = _Waiter(event=event)
         self._enqueue(key, waiter)
         try:
             while True:
@@ -217,7 +215,7 @@ class Pool:
         lease = self._take(key, None, started)
         if lease is not None or timeout <= 0:
             return lease
-        waiter = _Waiter(asyncio.get_running_loop())
+        waiter = _Waiter(loop=asyncio.get_running_loop())
         self._enqueue(key, waiter)
         try:
             while True:
