@@ -25,7 +25,7 @@ from django.urls import path
 from django_streamer import limit_concurrency, stream_response
 from django_streamer.checks import check_settings
 from django_streamer.core import ofdlock
-from django_streamer.core.limiter import HostBackend, Pool, ProcessBackend
+from django_streamer.core.limiter import Backend, HostBackend, Pool, ProcessBackend
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.statedir import UnsafeStateError
 from django_streamer.decorators import LimiterRecorder, get_pool
@@ -470,3 +470,23 @@ def test_the_default_rejection_body_names_no_view() -> None:
     assert b"secret_internal_view" not in second.content
     assert __name__.encode() not in second.content
     first.close()
+
+
+def test_the_check_walks_the_default_dir_from_the_per_user_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_dir = tmp_path / "django-streamer-0"
+    (user_dir / "project").mkdir(parents=True, mode=0o700)
+    user_dir.chmod(0o755)  # as older code left it: others may look in
+    pools = user_dir / "project" / "pools"
+    monkeypatch.setattr("django_streamer.pools.limiter_dir", lambda: (str(pools), str(user_dir)))
+    messages = [m for m in check_settings() if m.id == "django_streamer.E004"]
+    assert len(messages) == 1 and f"{user_dir} has mode 0755" in messages[0].msg
+    assert not pools.exists()  # a check makes nothing
+    user_dir.chmod(0o700)
+    assert [m for m in check_settings() if m.id == "django_streamer.E004"] == []
+
+
+def test_both_backends_are_the_one_backend_interface(tmp_path: Path) -> None:
+    backends: list[Backend] = [ProcessBackend(), HostBackend(str(tmp_path / "pools"))]
+    assert [b.local_only for b in backends] == [True, False]

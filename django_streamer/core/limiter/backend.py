@@ -7,6 +7,8 @@ fairness and wake-ups are the :class:`~.pool.Pool`'s job, the same for all.
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Protocol
 
 
@@ -25,6 +27,9 @@ class Backend(Protocol):
     across every process the backend spans. ``local_only`` says whether every
     release happens in this process: when it is False, a waiter cannot be woken
     by releases elsewhere and the pool polls for them.
+
+    After a fork the child owns none of the leases it inherited: releasing one
+    there must do nothing (see :func:`after_fork_in_child`).
     """
 
     local_only: bool
@@ -34,3 +39,18 @@ class Backend(Protocol):
 
     def in_use(self, pool: str, key: str, limit: int) -> int:
         """Slots of ``key`` held right now (by any process the backend spans)."""
+
+
+def after_fork_in_child(owner: object) -> None:
+    """Call ``owner._after_fork()`` in every forked child while ``owner`` lives.
+
+    Weak, so that registering does not keep ``owner`` alive for good.
+    """
+    ref = weakref.ref(owner)
+
+    def hook() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork()  # type: ignore[attr-defined]
+
+    os.register_at_fork(after_in_child=hook)

@@ -29,7 +29,7 @@ import threading
 import time
 
 from .. import ofdlock, statedir
-from .backend import Lease
+from .backend import Lease, after_fork_in_child
 
 # Seconds to keep retrying a key whose file is being removed by another process:
 # the remover holds it for two syscalls, unless the scheduler stalls it.
@@ -79,7 +79,7 @@ class HostBackend:
         self._held: dict[str, set[int]] = {}  # slots this process holds, by file
         self._leases: set[_FileLease] = set()
         self._pid = os.getpid()
-        os.register_at_fork(after_in_child=self._after_fork)
+        after_fork_in_child(self)
 
     def _after_fork(self) -> None:
         # The child's descriptors share their open file descriptions with the
@@ -175,7 +175,11 @@ class HostBackend:
             mine.discard(lease.slot)
             if not mine:
                 del self._held[lease.path]
-            ofdlock.unlock_byte(lease.fd, lease.slot)
+            try:
+                ofdlock.unlock_byte(lease.fd, lease.slot)
+            except OSError:
+                os.close(lease.fd)  # closing drops the lock just as well
+                return
             if self._push_spare(lease.path, lease.fd, lease.ino):
                 return
         _discard(lease.path, lease.fd, lease.ino)

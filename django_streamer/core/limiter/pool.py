@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 
 from .. import validate
-from .backend import Backend, Lease
+from .backend import Backend, Lease, after_fork_in_child
 
 
 class _Waiter:
@@ -100,8 +98,7 @@ class Pool:
         self.held = 0  # leases of this pool held by this process
         # A forked child starts empty: its parent's leases and waiters are not its own.
         self._generation = 0
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        after_fork_in_child(self)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -228,9 +225,3 @@ class Pool:
                 waiter.reset()
         finally:
             self._dequeue(key, waiter)
-
-
-def _after_fork(ref: weakref.ref[Pool]) -> None:
-    pool = ref()
-    if pool is not None:
-        pool._after_fork()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
-from .backend import Lease
+from .backend import Lease, after_fork_in_child
 
 
 class _CountLease:
@@ -31,7 +30,7 @@ class ProcessBackend:
         self._counts: dict[tuple[str, str], int] = {}
         # Leases a forked child inherited count its parent's requests, not its own.
         self._generation = 0
-        os.register_at_fork(after_in_child=self._after_fork)
+        after_fork_in_child(self)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
