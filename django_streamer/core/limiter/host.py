@@ -5,9 +5,10 @@ open-file-description lock (see :mod:`..ofdlock`): exclusive between any two
 ``open()``s, threads of one process included, and dropped by the kernel when
 the description is closed, which death of the process does.
 
-Bounded files. A key's file is removed once no process holds or caches it, so
-what is on disk is bounded by the keys held plus each process's descriptor
-cache. Removal must never let two holders take one slot through two inodes:
+Bounded files. A process that closes its descriptor of a key's file (its cache
+is full) removes the file if no process holds a slot of it, so what is on disk
+is bounded by the keys held plus each process's descriptor cache. Removal must
+never let two holders take one slot through two inodes:
 
 * only a process holding a lock on *every* byte of a file (no slot held by
   anyone) may unlink it, after checking that the path still names that file;
