@@ -493,3 +493,20 @@ def test_the_check_walks_the_default_dir_from_the_per_user_dir(
 def test_both_backends_are_the_one_backend_interface(tmp_path: Path) -> None:
     backends: list[Backend] = [ProcessBackend(), HostBackend(str(tmp_path / "pools"))]
     assert [b.local_only for b in backends] == [True, False]
+
+
+def test_keys_seen_once_do_not_push_a_busy_key_out_of_the_cache(tmp_path: Path) -> None:
+    backend = HostBackend(str(tmp_path / "pools"), spare=2)
+    pool = Pool(name="p", limit=1, backend=backend)
+    busy = pool.try_acquire("busy")
+    assert busy is not None
+    inode = os.stat(backend.path("p", "busy")).st_ino
+    for i in range(5):  # the cache fills with one-off keys while "busy" is held
+        lease = pool.try_acquire(f"ip:{i}")
+        assert lease is not None
+        lease.release()
+    busy.release()  # cached, evicting the oldest one-off key (whose file goes)
+    assert len(os.listdir(backend.directory)) == 2
+    again = pool.try_acquire("busy")
+    assert again is not None and os.stat(backend.path("p", "busy")).st_ino == inode
+    again.release()

@@ -162,8 +162,9 @@ class HostBackend:
         # Full, unless a remover holds every byte (a lock that runs to the end).
         if ofdlock.conflict_length(fd, first) != 1 or not _names(path, ino):
             raise _Retry
-        if not self._push_spare(path, fd, ino):
-            os.close(fd)
+        evicted = self._push_spare(path, fd, ino)
+        if evicted is not None:
+            _discard(*evicted)
         return None
 
     def _release(self, lease: _FileLease) -> None:
@@ -181,9 +182,9 @@ class HostBackend:
             except OSError:
                 os.close(lease.fd)  # closing drops the lock just as well
                 return
-            if self._push_spare(lease.path, lease.fd, lease.ino):
-                return
-        _discard(lease.path, lease.fd, lease.ino)
+            evicted = self._push_spare(lease.path, lease.fd, lease.ino)
+        if evicted is not None:
+            _discard(*evicted)
 
     def _pop_spare(self, path: str) -> tuple[int, int] | None:
         fds = self._spares.get(path)
@@ -195,12 +196,25 @@ class HostBackend:
         self._spare_count -= 1
         return spare
 
-    def _push_spare(self, path: str, fd: int, ino: int) -> bool:
+    def _push_spare(self, path: str, fd: int, ino: int) -> tuple[str, int, int] | None:
+        """Cache ``fd``; return the least recently cached descriptor that no longer fits.
+
+        Least recently used goes first, so keys seen once (per-IP keys) cannot
+        push a busy key's descriptor out for good.
+        """
+        if self._max_spare <= 0:
+            return path, fd, ino
+        evicted = None
         if self._spare_count >= self._max_spare:
-            return False
-        self._spares.setdefault(path, []).append((fd, ino))
+            oldest = next(iter(self._spares))
+            old = self._pop_spare(oldest)
+            if old is not None:
+                evicted = (oldest, *old)
+        fds = self._spares.pop(path, None) or []  # re-inserted: now the most recent
+        fds.append((fd, ino))
+        self._spares[path] = fds
         self._spare_count += 1
-        return True
+        return evicted
 
     def in_use(self, pool: str, key: str, limit: int) -> int:
         flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
