@@ -8,9 +8,13 @@ class DjangoStreamerConfig(AppConfig):
     verbose_name = "Streaming"
 
     def ready(self) -> None:
+        from django.core.signals import request_finished
+
         from . import checks, metrics
-        from .decorators import limiter_recorders
         from .response import recorder_factories
+        from .slots import limiter_recorders, release_leftovers
+
+        request_finished.connect(release_leftovers, dispatch_uid="django_streamer.slots")
 
         checks.register()
         if metrics.stream_recorder not in recorder_factories:

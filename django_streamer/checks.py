@@ -8,7 +8,6 @@ directories (without creating them), resolving URLs, and warnings.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.conf import settings
@@ -16,8 +15,8 @@ from django.core import checks
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from .conf import conf, default_state_dir
-from .core.statedir import check_private_dir, check_usable_dir
+from .conf import conf, state_dir
+from .core.statedir import check_usable_dir
 
 # One id and hint per setting whose value is wrong (its type or range).
 VALUE_CHECKS: dict[str, tuple[str, str]] = {
@@ -79,7 +78,7 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "A byte count such as 262144: what a writer may have waiting before write() blocks.",
     ),
 }
-DIRECTORIES = ("STREAMER_LIMITER_DIR", "STREAMER_METRICS_DIR")
+DIRECTORIES = {"STREAMER_LIMITER_DIR": "pools", "STREAMER_METRICS_DIR": "metrics"}
 CALLABLES = ("STREAMER_LIMIT_HANDLER", "STREAMER_DASHBOARD_PERMISSION")
 
 
@@ -130,13 +129,18 @@ def register() -> None:
     """Called from ``AppConfig.ready()``; registering twice is harmless."""
     checks.register(check_configuration, checks.Tags.compatibility)
     checks.register(check_security, checks.Tags.security)
-    checks.register(check_metrics_dir, checks.Tags.security)
     checks.register(check_drain, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
-    path = getattr(conf, name)
-    problem = None if path is None else check_usable_dir(path)
+    if (
+        name == "STREAMER_METRICS_DIR"
+        and conf.problem("STREAMER_METRICS") is None
+        and not conf.STREAMER_METRICS
+    ):
+        return []
+    directory, owned_from = state_dir(name, DIRECTORIES[name])
+    problem = check_usable_dir(directory, owned_from=owned_from)
     if problem is None:
         return []
     check_id, hint = VALUE_CHECKS[name]
@@ -217,36 +221,6 @@ def _routed() -> bool:
     except NoReverseMatch:
         return False
     return True
-
-
-def check_metrics_dir(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The metrics directory, and the per-user directory above the default, must be
-    private to this user. Examines only (``lstat``): creates nothing."""
-    if not conf.STREAMER_METRICS:
-        return []
-    if conf.problem("STREAMER_METRICS_DIR") is not None:
-        return []  # E008 reports the value
-    value = conf.STREAMER_METRICS_DIR
-    if value is None:
-        directory = default_state_dir("metrics")
-        top = os.path.dirname(default_state_dir())  # /dev/shm/django-streamer-<uid>
-        paths = [top, os.path.dirname(directory), directory]
-    else:
-        paths = [os.fspath(value)]
-    for path in paths:
-        problem = check_private_dir(str(path))
-        if problem is not None:
-            return [
-                checks.Error(
-                    f"The metrics directory is unsafe: {problem}. Streams are served "
-                    "without figures, and the endpoint and dashboard fail.",
-                    hint="Remove it (or chown it to this user and chmod 700), or set "
-                    "STREAMER_METRICS_DIR to a directory only this user can reach.",
-                    id="django_streamer.E015",
-                )
-            ]
-    return []
-    return []
 
 
 def check_drain(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -196,6 +196,18 @@ class Settings:
 conf = Settings()
 
 
+def state_dir(setting: str, part: str) -> tuple[str, str | None]:
+    """The directory a state setting names, and where its privacy checks start.
+
+    A directory set by the user is checked on its own; the default also has
+    every directory down from the per-user ``django-streamer-<uid>`` checked.
+    """
+    value = getattr(conf, setting)
+    if value:
+        return os.fspath(value), None
+    return default_state_dir(part), os.path.dirname(default_state_dir())
+
+
 def default_state_dir(*parts: str) -> str:
     """``/dev/shm/django-streamer-<uid>/<DJANGO_SETTINGS_MODULE>/...``, or the temp dir.
 

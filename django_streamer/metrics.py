@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import conf, default_state_dir
+from .conf import conf, state_dir
 from .core.limiter import Pool, PoolLease
 from .core.metrics import (
     DURATION_BUCKETS,
@@ -43,10 +43,7 @@ def get_store() -> Store:
     current = _current
     if current and current[0] == key:
         return cast(Store, current[1])
-    directory = str(key[0] or default_state_dir("metrics"))
-    # The default lives under the per-user /dev/shm/django-streamer-<uid>:
-    # that and everything below it must be ours and private.
-    owned_from = None if key[0] else os.path.dirname(default_state_dir())
+    directory, owned_from = state_dir("STREAMER_METRICS_DIR", "metrics")
     with _lock:
         store = _stores.get((directory, key[1]))
         if store is None:

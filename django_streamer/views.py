@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
 from .conf import NOT_INSTALLED, conf, is_installed
-from .decorators import client_ip
+from .keys import client_ip
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,7 +58,7 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
     if allowed is not None:
         try:
             address = ipaddress.ip_address(client_ip(request))
-        except ValueError:
+        except ValueError:  # an unusable proxy entry ("unknown", empty): fail closed
             return HttpResponse("Forbidden.\n", status=403)
         if not any(address in net for net in _networks(tuple(allowed))):
             return HttpResponse("Forbidden.\n", status=403)

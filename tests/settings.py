@@ -49,7 +49,11 @@ USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 # The gunicorn fixture points every worker at the test's own directory.
-STREAMER_LIMITER_DIR = os.environ.get("STREAMER_TEST_LIMITER_DIR") or None
+# Else a fresh private one: a shared default under /dev/shm may have been left
+# with another mode by older code, which check E004 rightly refuses.
+STREAMER_LIMITER_DIR = os.environ.get("STREAMER_TEST_LIMITER_DIR") or tempfile.mkdtemp(
+    prefix="streamer-pools-"
+)
 STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.mkdtemp(
     prefix="streamer-metrics-"
 )

@@ -382,7 +382,7 @@ def test_limiter_events_reach_the_recorders(monkeypatch):
         def released(self, pool, lease):
             events.append(("released", pool.name))
 
-    monkeypatch.setattr("django_streamer.decorators.limiter_recorders", [Spy()])
+    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [Spy()])
     name = unique()
 
     @limit_concurrency(1, name=name)
@@ -399,14 +399,14 @@ def test_limiter_events_reach_the_recorders(monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, "limit must be an int >= 1"),
-        ({"limit": 1.5}, "limit must be an int >= 1"),
+        ({"limit": 0}, "limit_concurrency: limit must be a positive int"),
+        ({"limit": 1.5}, "limit_concurrency: limit must be a positive int"),
         ({"limit": 1, "scope": "galaxy"}, "scope must be one of"),
         ({"limit": 1, "key": "ip-address"}, "is not a key spec"),
         ({"limit": 1, "key": "header:"}, "is not a key spec"),
-        ({"limit": 1, "on_limit": "queue"}, "on_limit must be 'reject' or 'wait'"),
+        ({"limit": 1, "on_limit": "queue"}, "on_limit must be one of 'reject', 'wait'"),
         ({"limit": 1, "on_limit": "wait"}, "needs a timeout"),
-        ({"limit": 1, "on_limit": "wait", "timeout": -1}, "timeout must be seconds >= 0"),
+        ({"limit": 1, "on_limit": "wait", "timeout": -1}, "timeout must be a number of seconds"),
         ({"limit": 1, "status": 200}, "status must be a 4xx or 5xx"),
         ({"limit": 1, "retry_after": -5}, "retry_after must be whole seconds"),
     ],
@@ -435,7 +435,7 @@ def test_views_sharing_a_name_must_share_a_limit():
 @pytest.mark.parametrize(
     ("settings_kw", "check_id"),
     [
-        ({"STREAMER_LIMITER_DIR": "/proc/not-writable/x"}, "django_streamer.E004"),
+        ({"STREAMER_LIMITER_DIR": __file__ + "/under-a-file"}, "django_streamer.E004"),
         ({"STREAMER_LIMITER_DIR": 42}, "django_streamer.E004"),
         ({"STREAMER_LIMIT_HANDLER": "tests.nowhere.handler"}, "django_streamer.E005"),
         ({"STREAMER_RETRY_AFTER": -1}, "django_streamer.E006"),

@@ -263,7 +263,7 @@ def test_host_descriptors_stay_bounded_however_many_keys(tmp_path):
 
 def test_bad_limits_are_refused():
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="limit must be an int >= 1"):
+        with pytest.raises(ValueError, match="limit must be a positive int"):
             Pool(name="p", limit=bad, backend=ProcessBackend())  # type: ignore[arg-type]
 
 

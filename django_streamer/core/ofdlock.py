@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
-__all__ = ["AVAILABLE", "is_locked", "lock_byte", "unlock_byte"]
+__all__ = ["AVAILABLE", "conflict_length", "is_locked", "lock_byte", "lock_from", "unlock_byte"]
 
 # struct flock on LP64 Linux: short l_type, short l_whence, (pad), off_t l_start,
 # off_t l_len, pid_t l_pid, (pad). F_OFD_* needs l_pid == 0.
@@ -51,8 +51,8 @@ def _libc_fcntl() -> Callable[[int, int, bytes], int] | None:
 _FCNTL_KEEPING_GIL = _libc_fcntl()
 
 
-def _setlk(fd: int, kind: int, slot: int) -> bool:
-    request = _flock(kind, slot, 1)
+def _setlk(fd: int, kind: int, slot: int, length: int = 1) -> bool:
+    request = _flock(kind, slot, length)
     if _FCNTL_KEEPING_GIL is not None:
         if _FCNTL_KEEPING_GIL(fd, _OFD_SETLK, request) == 0:  # type: ignore[arg-type]
             return True
@@ -87,3 +87,18 @@ def is_locked(fd: int, offset: int) -> bool:
     probe = _flock(fcntl.F_WRLCK, offset, 1)
     answer = fcntl.fcntl(fd, _OFD_GETLK, probe)  # type: ignore[arg-type]
     return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+
+def lock_from(fd: int, offset: int) -> bool:
+    """Lock every byte from ``offset`` on (to the end and past it) without blocking.
+
+    False when another open file description holds any of them.
+    """
+    return _setlk(fd, fcntl.F_WRLCK, offset, 0)
+
+
+def conflict_length(fd: int, offset: int) -> int | None:
+    """The length of a lock held elsewhere on byte ``offset`` (0: to the end), or None."""
+    probe = _flock(fcntl.F_WRLCK, offset, 1)
+    answer = _FLOCK.unpack(fcntl.fcntl(fd, _OFD_GETLK, probe))  # type: ignore[arg-type]
+    return None if answer[0] == fcntl.F_UNLCK else int(answer[3])

@@ -63,17 +63,30 @@ def check_private_dir(path: str) -> str | None:
     return _problem(path, st, kind="directory")
 
 
-def check_usable_dir(path: str) -> str | None:
-    """What would stop ``ensure_private_dir(path)`` from working, or None.
+def _chain(path: str, owned_from: str | None) -> list[str]:
+    """``owned_from`` (if given) and each directory below it down to ``path``."""
+    chain = [path]
+    if owned_from is not None:
+        top = os.path.abspath(owned_from)
+        walk = path
+        while walk != top and (walk + os.sep).startswith(top + os.sep):
+            walk = os.path.dirname(walk)
+            chain.append(walk)
+    return chain[::-1]
+
+
+def check_usable_dir(path: str, *, owned_from: str | None = None) -> str | None:
+    """What would stop ``ensure_private_dir(path, owned_from=...)`` from working, or None.
 
     No side effects (for system checks): an existing directory must be private
     and writable; a missing one needs its nearest existing ancestor to be a
     directory this user may create entries in.
     """
     path = os.path.abspath(path)
-    problem = check_private_dir(path)
-    if problem is not None:
-        return problem
+    for directory in _chain(path, owned_from):
+        problem = check_private_dir(directory)
+        if problem is not None:
+            return problem
     if os.path.lexists(path):
         return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
     ancestor = os.path.dirname(path)

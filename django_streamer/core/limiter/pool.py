@@ -1,0 +1,227 @@
+"""Pools: at most ``limit`` leases per key, and the waiting for them.
+
+Waiting is the pool's job, the same for every backend: first come, first
+served within a process; woken at once by a release in this process, and by
+polling for releases elsewhere when the backend is not ``local_only``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+
+from .. import validate
+from .backend import Backend, Lease, after_fork_in_child
+
+
+class _Waiter:
+    """One request waiting for a slot, sync (a thread) or async (a task)."""
+
+    __slots__ = ("event", "future", "loop")
+
+    def __init__(
+        self, *, event: threading.Event | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        # Exactly one of the two: a thread sleeps on ``event``, a task on a future.
+        self.loop = loop
+        self.event = event
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None and self.future is not None:
+            self.loop.call_soon_threadsafe(_set_done, self.future)
+
+    def reset(self) -> None:
+        if self.event is not None:
+            self.event.clear()
+        elif self.loop is not None:
+            self.future = self.loop.create_future()
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class PoolLease:
+    """A slot of a pool. ``release()`` is idempotent and wakes the next waiter."""
+
+    __slots__ = ("_generation", "_inner", "_pool", "acquired_at", "key", "released", "waited")
+
+    def __init__(self, pool: Pool, key: str, inner: Lease, waited: float, now: float) -> None:
+        self._pool = pool
+        self._inner = inner
+        self._generation = pool._generation
+        self.key = key
+        self.waited = waited
+        self.acquired_at = now
+        self.released = False
+
+    def release(self) -> bool:
+        """Give the slot back; True for the one call that did (of any threads)."""
+        if not self._pool._mark_released(self):
+            return False
+        self._inner.release()
+        self._pool._wake(self.key)  # after the slot is really free
+        return True
+
+
+class Pool:
+    """At most ``limit`` leases per key, through ``backend``.
+
+    ``poll_interval``: how often waiters retry when slots may be freed by other
+    processes (not used when the backend is process-local).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        limit: int,
+        backend: Backend,
+        poll_interval: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.limit = validate.positive_int(limit, what=f"pool {name!r}: limit")
+        self.backend = backend
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        # Only keys that have waiters have an entry: memory follows demand.
+        self._queues: dict[str, collections.deque[_Waiter]] = {}
+        self.held = 0  # leases of this pool held by this process
+        # A forked child starts empty: its parent's leases and waiters are not its own.
+        self._generation = 0
+        after_fork_in_child(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queues = {}
+        self.held = 0
+        self._generation += 1
+
+    def in_use(self, key: str = "") -> int:
+        return self.backend.in_use(self.name, key, self.limit)
+
+    def _take(self, key: str, waiter: _Waiter | None, started: float) -> PoolLease | None:
+        """Try for a slot; a newcomer may not overtake waiters of this process."""
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue and (waiter is None or queue[0] is not waiter):
+                return None
+            inner = self.backend.try_acquire(self.name, key, self.limit)
+            if inner is None:
+                return None
+            if queue:
+                queue.popleft()
+                if queue:
+                    queue[0].wake()  # it may fit too
+                else:
+                    del self._queues[key]
+            self.held += 1
+        now = self.clock()
+        return PoolLease(self, key, inner, now - started, now)
+
+    def _mark_released(self, lease: PoolLease) -> bool:
+        """Mark ``lease`` released; False if it already was."""
+        with self._lock:
+            if lease.released or lease._generation != self._generation:
+                return False
+            lease.released = True
+            self.held -= 1
+        return True
+
+    def _wake(self, key: str) -> None:
+        # Unlocked peek: a waiter that enqueues after it tries _take() once
+        # more before it sleeps, and sees this slot free.
+        if not self._queues:
+            return
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue:
+                queue[0].wake()
+
+    def _enqueue(self, key: str, waiter: _Waiter) -> None:
+        with self._lock:
+            self._queues.setdefault(key, collections.deque()).append(waiter)
+
+    def _dequeue(self, key: str, waiter: _Waiter) -> None:
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:
+                return
+            was_first = bool(queue) and queue[0] is waiter
+            try:
+                queue.remove(waiter)
+            except ValueError:
+                return
+            if not queue:
+                del self._queues[key]
+            elif was_first:
+                queue[0].wake()  # give the turn on
+
+    def try_acquire(self, key: str = "") -> PoolLease | None:
+        return self._take(key, None, self.clock())
+
+    def _attempt(
+        self, key: str, waiter: _Waiter, started: float, deadline: float
+    ) -> PoolLease | float:
+        """One turn of a wait: a lease, or how long to sleep (<= 0: give up)."""
+        lease = self._take(key, waiter, started)
+        if lease is not None:
+            return lease
+        remaining = deadline - self.clock()
+        if remaining > 0 and not self.backend.local_only:
+            remaining = min(remaining, self.poll_interval)  # releases elsewhere: poll
+        return remaining
+
+    def acquire(self, key: str = "", *, timeout: float) -> PoolLease | None:
+        """Wait up to ``timeout`` seconds for a slot (blocking this thread)."""
+        started = self.clock()
+        lease = self._take(key, None, started)
+        if lease is not None or timeout <= 0:
+            return lease
+        event = threading.Event()
+        waiter = _Waiter(event=event)
+        self._enqueue(key, waiter)
+        try:
+            while True:
+                turn = self._attempt(key, waiter, started, started + timeout)
+                if isinstance(turn, PoolLease):
+                    return turn
+                if turn <= 0:
+                    return None
+                event.wait(turn)
+                event.clear()
+        finally:
+            self._dequeue(key, waiter)
+
+    async def aacquire(self, key: str = "", *, timeout: float) -> PoolLease | None:
+        """Wait up to ``timeout`` seconds for a slot without blocking the loop.
+
+        Cancelling the awaiting task (Django does when the client disconnects)
+        gives up the place in the queue.
+        """
+        started = self.clock()
+        lease = self._take(key, None, started)
+        if lease is not None or timeout <= 0:
+            return lease
+        waiter = _Waiter(loop=asyncio.get_running_loop())
+        self._enqueue(key, waiter)
+        try:
+            while True:
+                turn = self._attempt(key, waiter, started, started + timeout)
+                if isinstance(turn, PoolLease):
+                    return turn
+                if turn <= 0:
+                    return None
+                await asyncio.wait({waiter.future}, timeout=turn)  # type: ignore[type-var]
+                waiter.reset()
+        finally:
+            self._dequeue(key, waiter)

@@ -1,0 +1,159 @@
+"""How long a limiter slot lives: from admission until the response is done.
+
+Limiters that release at view return do not limit streams at all: the view
+returns before the first byte is sent. A slot here is released when the
+response is done: the stream completed, failed or was aborted, or the server
+closed the response (for any response, streaming or not). Should the response
+never be closed (a middleware raised after the view returned, or replaced the
+response), the slot is released when the request ends: Django's
+``request_finished``, sent when the handler's final response closes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from .core.limiter import Pool, PoolLease
+from .core.recorder import Outcome, StreamRecorder
+from .core.stream import Stream
+from .rejection import Rejection
+from .response import StreamingResponse
+
+__all__ = [
+    "LimiterRecorder",
+    "Slot",
+    "hold_until_done",
+    "limiter_recorders",
+    "release_leftovers",
+    "tell_rejected",
+]
+
+
+class LimiterRecorder:
+    """Receives limiter events; the metrics registry subclasses it."""
+
+    def admitted(self, pool: Pool, lease: PoolLease) -> None:
+        """A request got a slot after waiting ``lease.waited`` seconds."""
+
+    def rejected(self, pool: Pool, rejection: Rejection) -> None:
+        """A request was turned away."""
+
+    def released(self, pool: Pool, lease: PoolLease) -> None:
+        """A slot was given back."""
+
+
+# The metrics registry appends itself here in AppConfig.ready().
+limiter_recorders: list[LimiterRecorder] = []
+
+# The slots taken in this request (a WSGI thread's, or an ASGI request task's,
+# context). Weak, so a dropped response is still freed when collected.
+_open: contextvars.ContextVar[weakref.WeakSet[Slot] | None] = contextvars.ContextVar(
+    "django_streamer_open_slots", default=None
+)
+
+
+class Slot(StreamRecorder):
+    """Holds a lease until the stream finishes, the response closes or the request ends."""
+
+    def __init__(self, pool: Pool, lease: PoolLease) -> None:
+        self.pool = pool
+        self.lease = lease
+        # Weak: the stream holds this slot among its recorders already.
+        self.stream: weakref.ref[Stream] | None = None
+        slots = _open.get()
+        if slots is None:
+            slots = weakref.WeakSet()
+            _open.set(slots)
+        slots.add(self)
+        self._slots = slots
+
+    @classmethod
+    def admit(cls, pool: Pool, lease: PoolLease) -> Slot:
+        """A slot for ``lease``, the recorders told; a raising recorder frees it again."""
+        slot = cls(pool, lease)
+        try:
+            for recorder in limiter_recorders:
+                recorder.admitted(pool, lease)
+        except BaseException:
+            slot.release()
+            raise
+        return slot
+
+    def release(self) -> None:
+        if self.lease.release():  # only one of two racing threads gets True
+            self._slots.discard(self)
+            for recorder in limiter_recorders:
+                recorder.released(self.pool, self.lease)
+
+    def abort(self) -> None:
+        """The request ended with this slot held: end its stream too (as aborted)."""
+        stream = self.stream() if self.stream is not None else None
+        if stream is not None:
+            stream.close()
+        self.release()
+
+    def finish(self, outcome: Outcome) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # Last resort, should the response be dropped outside any request.
+        self.release()
+
+
+def tell_rejected(pool: Pool, rejection: Rejection) -> None:
+    for recorder in limiter_recorders:
+        recorder.rejected(pool, rejection)
+
+
+def release_leftovers(sender: object, **kwargs: Any) -> None:
+    """``request_finished`` receiver: free the slots this request still holds.
+
+    ``sender`` is the handler class; a response closed outside a handler (a
+    test's RequestFactory, a view closing its own) sends None and is not the
+    end of a request.
+    """
+    if sender is None:
+        return
+    slots = _open.get()
+    if slots:
+        for slot in list(slots):
+            slot.abort()
+
+
+def hold_until_done(response: HttpResponseBase, slot: Slot) -> HttpResponseBase:
+    """Tie the slot to the response's life, whatever kind of response it is."""
+    closers: list[Callable[[], object]] = response._resource_closers  # type: ignore[attr-defined]
+    closers.append(slot.release)  # the server closes every response it sent
+    if isinstance(response, StreamingResponse):
+        # Also when the stream ends without close(): Django's ASGI handler
+        # skips close() when the stream raised.
+        slot.stream = weakref.ref(response.stream)
+        response.stream.recorders.add(slot)
+    elif isinstance(response, StreamingHttpResponse):
+        content = response.streaming_content
+        if response.is_async:
+            response.streaming_content = _arelease_after(cast(AsyncIterator[bytes], content), slot)
+        else:
+            response.streaming_content = _release_after(cast(Iterator[bytes], content), slot)
+    return response
+
+
+def _release_after(content: Iterator[bytes], slot: Slot) -> Iterator[bytes]:
+    try:
+        yield from content
+    finally:
+        slot.release()
+
+
+async def _arelease_after(content: AsyncIterator[bytes], slot: Slot) -> AsyncIterator[bytes]:
+    try:
+        async for part in content:
+            yield part
+    finally:
+        slot.release()
