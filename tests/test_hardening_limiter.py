@@ -489,8 +489,6 @@ def test_the_check_walks_the_default_dir_from_the_per_user_dir(
         lambda setting, part: (
             (str(pools), str(user_dir)) if part == "pools" else real(setting, part)
         ),
-            (str(pools), str(user_dir)) if part == "pools" else real(setting, part)
-        ),
     )
     messages = [m for m in check_settings() if m.id == "django_streamer.E004"]
     assert len(messages) == 1 and f"{user_dir} has mode 0755" in messages[0].msg
