@@ -69,6 +69,18 @@ def split_exact(data: bytes, chunk_size: int) -> tuple[list[bytes], bytes]:
     return chunks, bytes(view[full:])
 
 
+def split_all(data: bytes, chunk_size: int) -> list[bytes]:
+    """Cut ``data`` into chunks of at most ``chunk_size``: the sync and async
+    flush and end paths all go through here, so no chunk is ever bigger (a
+    ``str`` counted in characters can encode to more bytes than it has)."""
+    if len(data) <= chunk_size:
+        return [data] if data else []
+    chunks, rest = split_exact(data, chunk_size)
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
 def to_bytes(piece: object, encoding: str, name: str) -> bytes:
     if type(piece) is bytes:
         return piece
@@ -118,10 +130,12 @@ def iter_chunks(
 
     The source is closed (``close()``) when this generator ends or is closed.
     ``on_end(n)`` is called once the source is exhausted, with the number of
-    bytes still to be yielded (not called when ``flush_interval`` is 0).
+    bytes still to be yielded (with ``flush_interval`` 0, only for an empty source).
     """
     if flush_interval == 0:
-        yield from _passthrough(source, chunk_size=chunk_size, encoding=encoding, name=name)
+        yield from _passthrough(
+            source, chunk_size=chunk_size, encoding=encoding, name=name, on_end=on_end
+        )
         return
     iterator = iter(source)
     try:
@@ -169,8 +183,7 @@ def iter_chunks(
                 drained += size
                 size = 0
                 oldest = now
-                if data:
-                    yield data
+                yield from split_all(data, chunk_size)
             elapsed = now - last_probe
             seen = drained + size
             if elapsed >= flush_interval or elapsed <= 0:
@@ -184,31 +197,34 @@ def iter_chunks(
         data = _take(buf, carry, encoding, name)
         if on_end is not None:
             on_end(len(data))
-        if data:
-            chunks, rest = split_exact(data, chunk_size)
-            yield from chunks
-            if rest:
-                yield rest
+        yield from split_all(data, chunk_size)
     finally:
         _close(iterator)
 
 
 def _passthrough(
-    source: Iterable[Piece], *, chunk_size: int, encoding: str, name: str
+    source: Iterable[Piece],
+    *,
+    chunk_size: int,
+    encoding: str,
+    name: str,
+    on_end: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """``flush_interval=0``: every piece goes out as it comes, split if too big."""
     iterator = iter(source)
+    sent = 0
     try:
         for piece in iterator:
             data = to_bytes(piece, encoding, name)
             if len(data) <= chunk_size:
                 if data:
+                    sent += len(data)
                     yield data
                 continue
-            chunks, rest = split_exact(data, chunk_size)
-            yield from chunks
-            if rest:
-                yield rest
+            sent += len(data)
+            yield from split_all(data, chunk_size)
+        if on_end is not None and sent == 0:
+            on_end(0)
     finally:
         _close(iterator)
 
@@ -345,6 +361,7 @@ async def aiter_chunks(
     flush_interval: float,
     encoding: str = "utf-8",
     name: str = "stream",
+    on_end: Callable[[int], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Re-chunk an async source. ``flush_interval`` holds even while the source
     is silent: a timer sends whatever has waited that long.
@@ -354,7 +371,7 @@ async def aiter_chunks(
     """
     if flush_interval == 0:
         async for chunk in _apassthrough(
-            source, chunk_size=chunk_size, encoding=encoding, name=name
+            source, chunk_size=chunk_size, encoding=encoding, name=name, on_end=on_end
         ):
             yield chunk
         return
@@ -366,9 +383,11 @@ async def aiter_chunks(
     try:
         while True:
             if pump.done:
-                if pieces or pump.carry:
-                    for chunk in pump.take(whole=True, encoding=encoding)[0]:
-                        yield chunk
+                last = pump.take(whole=True, encoding=encoding)[0] if pieces or pump.carry else []
+                if on_end is not None and pump.error is None:
+                    on_end(sum(map(len, last)))
+                for chunk in last:
+                    yield chunk
                 if pump.error is not None:
                     raise pump.error
                 return
@@ -402,21 +421,23 @@ async def aiter_chunks(
 
 
 async def _apassthrough(
-    source: AsyncIterable[Piece], *, chunk_size: int, encoding: str, name: str
+    source: AsyncIterable[Piece],
+    *,
+    chunk_size: int,
+    encoding: str,
+    name: str,
+    on_end: Callable[[int], None] | None = None,
 ) -> AsyncIterator[bytes]:
     iterator = aiter(source)
+    sent = 0
     try:
         async for piece in iterator:
             data = to_bytes(piece, encoding, name)
-            if len(data) <= chunk_size:
-                if data:
-                    yield data
-                continue
-            chunks, rest = split_exact(data, chunk_size)
-            for chunk in chunks:
+            sent += len(data)
+            for chunk in split_all(data, chunk_size):
                 yield chunk
-            if rest:
-                yield rest
+        if on_end is not None and sent == 0:
+            on_end(0)
     finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:

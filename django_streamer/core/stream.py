@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
-import itertools
 import logging
 import os
 import threading
@@ -13,23 +13,22 @@ from typing import Any
 
 from .bridge import aiter_sync, iter_async
 from .chunking import Piece, StreamSourceError, aiter_chunks, iter_chunks
+from .lifecycle import Lifecycle, State
 from .recorder import Outcome, Recorders, StreamRecorder
+from .sendfile import FileSender
+from .validate import non_negative_number, positive_int
 
 logger = logging.getLogger("django_streamer")
 
+__all__ = ["FileSender", "State", "Stream"]
+
 
 def check_chunk_size(value: object, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"stream {name!r}: chunk_size must be a positive int, got {value!r}")
-    return value
+    return positive_int(value, what=f"stream {name!r}: chunk_size")
 
 
 def check_flush_interval(value: object, *, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(
-            f"stream {name!r}: flush_interval must be a number of seconds >= 0, got {value!r}"
-        )
-    return float(value)
+    return non_negative_number(value, what=f"stream {name!r}: flush_interval")
 
 
 class Stream:
@@ -39,6 +38,9 @@ class Stream:
     ``memoryview``, ``str``), binary or text file-like objects (read in
     ``chunk_size`` pieces and closed at the end) and ``os.PathLike`` paths
     (opened here, closed here, with a known length).
+
+    Its consumption is one :class:`~.lifecycle.State`; its end is one
+    :class:`Outcome`, told to the recorders exactly once.
     """
 
     def __init__(
@@ -60,16 +62,22 @@ class Stream:
         self.file: Any = None  # the file-like we read, if any
         self.binary_file = False
         self.is_async = False  # an async iterable that is not also a sync one
-        self._source: Any = None
-        self._lock = threading.Lock()
-        self._claimed = False
-        self._finished = False
-        self._sender: FileSender | None = None
         self.sent_bytes = 0
         self.path = ""  # the request's path, when the caller knows it (for metrics)
-        self._driver: Iterator[bytes] | None = None  # the sync driver, once made
-        self._first: bytes | None = None  # a chunk prefetch() made and nobody took yet
+        self.outcome: Outcome | None = None
+        self.lifecycle = Lifecycle(name)
+        self._source: Any = None
+        self._outcome_lock = threading.Lock()
+        self._sender: FileSender | None = None
+        self._sync: Iterator[bytes] | None = None  # the sync driver, once made
+        self._first: bytes | None = None  # the chunk prepare() made, not yet taken
+        self._pending: asyncio.Future[bytes] | None = None  # aprepare()'s first chunk
+        self._async: AsyncIterator[bytes] | None = None  # the async driver, once made
         self._classify(source)
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
 
     # -- classification -------------------------------------------------
 
@@ -85,17 +93,7 @@ class Stream:
             self.length = os.fstat(file.fileno()).st_size
             self._set_file(file, binary=True)
         elif hasattr(source, "read"):
-            probe = source.read(0)
-            if isinstance(probe, str):
-                self._set_file(source, binary=False)
-            elif isinstance(probe, (bytes, bytearray)):
-                self._set_file(source, binary=True)
-                self.length = _remaining_length(source)
-            else:
-                raise StreamSourceError(
-                    f"stream {self.name!r}: read() of the file-like source returned "
-                    f"{type(probe).__name__}, expected bytes or str"
-                )
+            self._classify_file(source)
         elif hasattr(source, "__iter__"):
             self._source = source
         elif hasattr(source, "__aiter__"):
@@ -107,92 +105,158 @@ class Stream:
                 f"a file-like object or a path, not {type(source).__name__}"
             )
 
+    def _classify_file(self, source: Any) -> None:
+        probe = source.read(0)
+        if isinstance(probe, str):
+            self._set_file(source, binary=False)
+        elif isinstance(probe, (bytes, bytearray)):
+            self._set_file(source, binary=True)
+            self.length = _remaining_length(source)
+        else:
+            raise StreamSourceError(
+                f"stream {self.name!r}: read() of the file-like source returned "
+                f"{type(probe).__name__}, expected bytes or str"
+            )
+
     def _set_file(self, file: Any, *, binary: bool) -> None:
         self.file = file
         self.binary_file = binary
         self._source = _read_file(file, self.chunk_size)
 
-    # -- consumption ----------------------------------------------------
+    # -- before the response starts -------------------------------------
 
-    def _claim(self) -> None:
-        with self._lock:
-            if self._claimed:
-                raise RuntimeError(f"stream {self.name!r} can be consumed only once")
-            self._claimed = True
+    def can_prepare(self) -> bool:
+        """Whether the first chunk may be made before the response starts.
 
-    def prefetch(self) -> int | None:
-        """Produce the first chunk of a sync source now, before the headers go.
-
-        Returns the whole body's length when that first chunk was all of it,
-        so the caller can send ``Content-Length`` instead of chunked framing
-        (one write less, and no terminator write). Never for async sources or
-        files; call it only where blocking is fine (a WSGI server thread).
+        Not for binary files: their length is known, and the sendfile path
+        must stay open.
         """
-        if self.is_async or self.file is not None or self._claimed:
-            return None
-        self._claim()
+        return self.state is State.NEW and not self.binary_file
+
+    def prepare(self) -> int | None:
+        """Make the first chunk now (blocking), before the headers go.
+
+        A source that fails here raises here, while the caller can still
+        answer with an error page. Returns the whole body's length when the
+        source ended within the first chunk (``Content-Length`` then replaces
+        chunked framing). Call it only where blocking is fine.
+        """
+        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
         ended: list[int] = []
-        self._driver = self._drive_sync(self._rechunk_sync(on_end=ended.append))
-        self._first = next(self._driver, None)
+        chunks = self._rechunk(ended.append)
+        self._sync = self._drive_sync(iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
+        self._first = next(self._sync, None)
         return ended[0] if ended else None
+
+    async def aprepare(self, wait: float) -> int | None:
+        """``prepare()`` for an event loop: wait up to ``wait`` s for the first chunk.
+
+        If it is not made by then, the response starts without it and the
+        chunk is sent when it comes, so a slow source's first byte is never
+        later than without this wait.
+        """
+        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
+        ended: list[int] = []
+        chunks = self._rechunk(ended.append)
+        if self.is_async:
+            self._async = self._drive_async(chunks)  # type: ignore[arg-type]
+        else:
+            self._async = aiter_sync(self._drive_sync(chunks))  # type: ignore[arg-type]
+        first = asyncio.ensure_future(self._async.__anext__())
+        self._pending = first
+        await asyncio.wait({first}, timeout=wait)
+        if first.done() and not first.cancelled():
+            error = first.exception()
+            if error is not None and not isinstance(error, StopAsyncIteration):
+                raise error
+        return ended[0] if ended else None
+
+    # -- the chunks -----------------------------------------------------
 
     def sync_chunks(self) -> Iterator[bytes]:
         """The chunks for a sync server (WSGI); an async source is bridged."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            assert self._driver is not None
-            return itertools.chain((first,), self._driver)
-        self._claim()
-        if self.is_async:
-            self._driver = self._drive_sync(iter_async(self._rechunk_async()))
-        else:
-            self._driver = self._drive_sync(self._rechunk_sync())
-        return self._driver
+        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        if old is State.PREPARED:
+            if self._async is not None:
+                return iter_async(self._resume())
+            assert self._sync is not None
+            return _prepended(self._first, self._sync)
+        chunks = self._rechunk(None)
+        self._sync = self._drive_sync(iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
+        return self._sync
 
     def async_chunks(self) -> AsyncIterator[bytes]:
         """The chunks for an async server (ASGI); a sync source is bridged."""
-        if self._driver is not None and not self.is_async:
-            return aiter_sync(self.sync_chunks())  # after a prefetch()
-        self._claim()
+        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        if old is State.PREPARED:
+            if self._async is not None:
+                return self._resume()
+            assert self._sync is not None
+            return aiter_sync(_prepended(self._first, self._sync))
         if self.is_async:
-            return self._drive_async(self._rechunk_async())
-        self._driver = self._drive_sync(self._rechunk_sync())
-        return aiter_sync(self._driver)
+            return self._drive_async(self._rechunk(None))  # type: ignore[arg-type]
+        self._sync = self._drive_sync(self._rechunk(None))  # type: ignore[arg-type]
+        return aiter_sync(self._sync)
+
+    async def _resume(self) -> AsyncIterator[bytes]:
+        """After ``aprepare()``: the first chunk (awaited if still coming), then the rest."""
+        first, rest = self._pending, self._async
+        assert first is not None and rest is not None
+        try:
+            try:
+                chunk = await first
+            except StopAsyncIteration:
+                return
+            yield chunk
+            async for chunk in rest:
+                yield chunk
+        finally:
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+            await rest.aclose()  # type: ignore[attr-defined]
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
-        if not self.binary_file or self._claimed:
+        if not self.binary_file or not self.lifecycle.try_move(State.SENDFILE):
             return None
-        if self._sender is None:
-            self._sender = FileSender(self)
+        self._sender = FileSender(
+            self.file, on_start=self._sendfile_started, on_progress=self._sent, on_close=self.close
+        )
         return self._sender
 
     def cancel_sendfile(self) -> None:
         """The server iterates after all: forget the sendfile wrapper."""
-        if self._sender is not None and self._sender.furthest == 0:
+        sender = self._sender
+        if sender is not None and sender.furthest == 0 and self.lifecycle.try_move(State.NEW):
             self._sender = None
-            self._claimed = False
 
-    def _rechunk_sync(self, on_end: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    def _sendfile_started(self) -> None:
+        # The recorders learn of the first byte when sending starts (an empty
+        # chunk), not when sendfile() returns with the whole file.
+        self.recorders.chunk(0)
+
+    def _sent(self, nbytes: int) -> None:
+        self.sent_bytes += nbytes
+        self.recorders.chunk(nbytes)
+
+    def _rechunk(
+        self, on_end: Callable[[int], None] | None
+    ) -> Iterator[bytes] | AsyncIterator[bytes]:
+        options = {
+            "chunk_size": self.chunk_size,
+            "flush_interval": self.flush_interval,
+            "encoding": self.encoding,
+            "name": self.name,
+            "on_end": on_end,
+        }
+        if self.is_async:
+            asource: AsyncIterable[Piece] = self._source
+            return aiter_chunks(asource, **options)  # type: ignore[arg-type]
         source: Iterable[Piece] = self._source
-        return iter_chunks(
-            source,
-            chunk_size=self.chunk_size,
-            flush_interval=self.flush_interval,
-            encoding=self.encoding,
-            name=self.name,
-            on_end=on_end,
-        )
+        return iter_chunks(source, **options)  # type: ignore[arg-type]
 
-    def _rechunk_async(self) -> AsyncIterator[bytes]:
-        source: AsyncIterable[Piece] = self._source
-        return aiter_chunks(
-            source,
-            chunk_size=self.chunk_size,
-            flush_interval=self.flush_interval,
-            encoding=self.encoding,
-            name=self.name,
-        )
+    # -- driving --------------------------------------------------------
 
     def _drive_sync(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         on_chunk = self.recorders.chunk_callback()
@@ -214,9 +278,7 @@ class Stream:
             raise
         finally:
             try:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
+                _close(chunks)
             finally:
                 self._finish(outcome)
 
@@ -242,19 +304,51 @@ class Stream:
                 self._finish(outcome)
 
     def _log_failure(self) -> None:
-        logger.exception(
-            "Stream %r failed after %d bytes; the response is left incomplete",
-            self.name,
-            self.sent_bytes,
-        )
+        if self.state is State.PREPARED:
+            logger.exception(
+                "Stream %r failed before any byte was sent; the error goes to Django's "
+                "error handling",
+                self.name,
+            )
+        else:
+            logger.exception(
+                "Stream %r failed after %d bytes; the response is left incomplete",
+                self.name,
+                self.sent_bytes,
+            )
 
     # -- ending ---------------------------------------------------------
 
+    def add_recorder(self, recorder: StreamRecorder) -> None:
+        """Tell ``recorder`` of every later chunk and of the outcome, exactly once.
+
+        Added after the stream ended, it hears the outcome at once. Its
+        ``start()`` is not called: the stream has started.
+        """
+        with self._outcome_lock:
+            outcome = self.outcome
+            if outcome is None:
+                self.recorders.add(recorder)
+        if outcome is not None:
+            recorder.finish(outcome)
+
+    def discard(self) -> None:
+        """Close what the stream opened without telling any recorder (it never started)."""
+        with self._outcome_lock:
+            self.outcome = Outcome.ABORTED
+        try:
+            if self.lifecycle.try_move(State.CLOSED):
+                _close(self._source)
+        finally:
+            if self.file is not None:
+                self.file.close()
+
     def _finish(self, outcome: Outcome) -> None:
-        with self._lock:
-            if self._finished:
+        """Record the outcome; the first one wins, and recorders hear it once."""
+        with self._outcome_lock:
+            if self.outcome is not None:
                 return
-            self._finished = True
+            self.outcome = outcome
         self.recorders.finish(outcome)
 
     def close(self) -> None:
@@ -262,23 +356,41 @@ class Stream:
 
         A stream closed before it was consumed to the end is ``aborted``.
         """
+        old = self.lifecycle.state
+        if not self.lifecycle.try_move(State.CLOSED):
+            return
         try:
-            if self._driver is not None:
+            if self._sync is not None:
                 # Runs the driver's ``finally``: the source is closed and the
                 # outcome recorded (aborted, unless it had completed).
                 self._first = None
-                self._driver.close()  # type: ignore[attr-defined]
-            if self._sender is not None:
-                self._sender.settle()
-            elif not self._claimed:
-                self._claimed = True
-                source_close = getattr(self._source, "close", None)
-                if source_close is not None:
-                    source_close()
+                _close(self._sync)
+            if self._pending is not None and not self._pending.done():
+                self._pending.cancel()  # the loop runs the driver's cleanup
+            if self._sender is not None and self._sender.done(self.length):
+                self._finish(Outcome.COMPLETED)
+            if old is State.NEW:
+                _close(self._source)
             if self.file is not None:
                 self.file.close()
         finally:
             self._finish(Outcome.ABORTED)
+
+
+def _prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """``first`` (unless the source was empty), then ``rest``; closing it closes ``rest``."""
+    try:
+        if first is not None:
+            yield first
+        yield from rest
+    finally:
+        _close(rest)
+
+
+def _close(obj: object) -> None:
+    close = getattr(obj, "close", None)
+    if close is not None:
+        close()
 
 
 def _read_file(file: Any, size: int) -> Iterator[Any]:
@@ -299,57 +411,3 @@ def _remaining_length(file: Any) -> int | None:
         return remaining
     except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
         return None
-
-
-class FileSender:
-    """What a WSGI server's ``wsgi.file_wrapper`` gets for a binary file.
-
-    gunicorn hands ``fileno()`` to ``socket.sendfile()``, which reports how far
-    it got by calling ``seek()``; servers without sendfile call ``read()``.
-    Either way we learn how many bytes left, so the outcome is exact.
-    """
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.file = stream.file
-        self.start = self.file.tell() if hasattr(self.file, "tell") else 0
-        self.furthest = 0
-        self.eof = False
-        stream._claimed = True
-
-    def fileno(self) -> int:
-        result: int = self.file.fileno()
-        return result
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self.file.read(size)
-        if data:
-            self.furthest += len(data)
-            self.stream.sent_bytes = self.furthest
-            self.stream.recorders.chunk(len(data))
-        else:
-            self.eof = True
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        position: int = self.file.seek(offset, whence)
-        moved = position - self.start
-        if moved > self.furthest:
-            # sendfile() reporting progress: one chunk for what it sent.
-            self.stream.recorders.chunk(moved - self.furthest)
-            self.furthest = moved
-            self.stream.sent_bytes = moved
-        return position
-
-    def tell(self) -> int:
-        result: int = self.file.tell()
-        return result
-
-    def settle(self) -> None:
-        length = self.stream.length
-        done = self.eof if length is None else self.furthest >= length
-        if done:
-            self.stream._finish(Outcome.COMPLETED)
-
-    def close(self) -> None:
-        self.stream.close()
