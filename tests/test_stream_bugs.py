@@ -308,3 +308,35 @@ def test_a_recorder_added_after_the_end_hears_the_outcome_at_once():
     timeline = Timeline()
     response.add_recorder(timeline)
     assert timeline.outcome is Outcome.ABORTED
+
+
+# -- 6. Content-Disposition --------------------------------------------------------
+
+
+def test_a_long_filename_is_capped_keeping_its_extension():
+    from django_streamer.core.headers import MAX_FILENAME_BYTES, cap_filename
+
+    response = stream_response([b"x"], filename="\u00e9" * 3900 + ".csv")
+    value = response["Content-Disposition"]
+    response.close()
+    assert len(value) < 1200  # was 7.8 KB for this name
+    assert value.endswith(".csv")
+    assert '.csv"' in value  # the ASCII fallback keeps it too
+    capped = cap_filename("\u00e9" * 3900 + ".csv")
+    assert capped.endswith(".csv") and len(capped.encode()) <= MAX_FILENAME_BYTES
+    assert cap_filename("a" * 300).startswith("a") and len(cap_filename("a" * 300)) == 255
+    assert cap_filename("short.txt") == "short.txt"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\u202e", "\u2066\u2069 "])
+def test_a_blank_filename_is_a_clear_value_error(name):
+    with pytest.raises(ValueError, match="filename is blank"):
+        stream_response([b"x"], filename=name)
+
+
+def test_bidi_controls_are_stripped_from_the_filename():
+    response = stream_response([b"x"], filename="invoice\u202etxt.exe\u2066\u2069")
+    value = response["Content-Disposition"]
+    response.close()
+    assert "%E2%80%AE" not in value and "%E2%81" not in value
+    assert "filename*=UTF-8''invoicetxt.exe" in value
