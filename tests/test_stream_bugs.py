@@ -20,7 +20,7 @@ from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.stream import Stream
 from django_streamer.testing import fetch
 
-from .conftest import Server, call_asgi, wsgi_iter
+from .conftest import Server, call_asgi, start_gunicorn, start_uvicorn, stop_gunicorn, wsgi_iter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -340,3 +340,86 @@ def test_bidi_controls_are_stripped_from_the_filename():
     response.close()
     assert "%E2%80%AE" not in value and "%E2%81" not in value
     assert "filename*=UTF-8''invoicetxt.exe" in value
+
+
+# -- 5. the send timeout -------------------------------------------------------------
+
+
+def _stalled_clients(server: Server, count: int, kind: str, t: str) -> list[socket.socket]:
+    """``count`` clients that ask for a huge stream and never read a byte of it."""
+    clients = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((server.host, server.port))
+        path = f"/stream/?kind={kind}&items=100000&size=65536&flush=0&tag={t}"
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        clients.append(sock)
+    deadline = time.monotonic() + 20
+    while sum(ev[1:3] == ["serving", t] for ev in server.events()) < count:
+        assert time.monotonic() < deadline, "the stalled streams did not all start"
+        time.sleep(0.05)
+    return clients
+
+
+def _aborted(server: Server, t: str) -> int:
+    return sum(ev[1:4] == ["finish", t, "aborted"] for ev in server.events())
+
+
+@pytest.mark.server
+def test_64_stalled_clients_do_not_lock_out_the_shipped_gthread_config(tmp_path):
+    # django_streamer.gunicorn_config: gthread, 4 workers x 16 threads = 64
+    # threads, every one of them blocked in sendall() to a client that reads
+    # nothing. With a 5 s send timeout a normal request is served within ~6 s.
+    server = start_gunicorn(
+        tmp_path,
+        "gthread",
+        workers=4,
+        extra=["-c", "python:django_streamer.gunicorn_config", "--threads", "16"],
+        env={"STREAMER_TEST_SEND_TIMEOUT": "5"},
+    )
+    t = tag()
+    clients: list[socket.socket] = []
+    try:
+        clients = _stalled_clients(server, 64, "sync", t)
+        time.sleep(0.5)  # their socket buffers fill; all 64 threads now wait on them
+        began = time.monotonic()
+        wire = fetch(server.host, server.port, "/stream/?kind=sync&items=10", timeout=15)
+        took = time.monotonic() - began
+        assert wire.complete and wire.body == (b"x" * 32 + b"\n") * 10
+        assert took < 6.5, took
+        deadline = time.monotonic() + 10
+        while _aborted(server, t) < 64 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _aborted(server, t) == 64  # each dropped stream is counted as aborted
+    finally:
+        for sock in clients:
+            sock.close()
+        stop_gunicorn(server)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("model", ["asgi", "uvicorn"])
+def test_stalled_clients_are_dropped_under_asgi(tmp_path, model):
+    env = {"STREAMER_TEST_SEND_TIMEOUT": "2"}
+    if model == "uvicorn":
+        server = start_uvicorn(tmp_path, env=env)
+    else:
+        server = start_gunicorn(tmp_path, "asgi", env=env)
+    t = tag()
+    clients: list[socket.socket] = []
+    try:
+        clients = _stalled_clients(server, 16, "async", t)
+        began = time.monotonic()
+        while _aborted(server, t) < 16 and time.monotonic() - began < 10:
+            time.sleep(0.1)
+        took = time.monotonic() - began
+        assert _aborted(server, t) == 16
+        assert took < 4, took  # 2 s from each stream's last progress, plus a margin
+        assert "accepted no bytes for 2.0 s (STREAMER_SEND_TIMEOUT)" in server.log()
+        wire = fetch(server.host, server.port, "/stream/?kind=async&items=10", timeout=10)
+        assert wire.complete
+    finally:
+        for sock in clients:
+            sock.close()
+        stop_gunicorn(server)
