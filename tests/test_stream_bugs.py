@@ -174,16 +174,16 @@ def test_a_raising_recorder_factory_does_not_leak_the_opened_file(monkeypatch, t
     from django_streamer import response as response_module
 
     opened: list[object] = []
-    real_init = Stream._set_file
 
-    def spy(self, file, *, binary):
+    def spy(*args, **kwargs):
+        file = open(*args, **kwargs)  # noqa: SIM115
         opened.append(file)
-        real_init(self, file, binary=binary)
+        return file
 
     def factory(stream):
         raise RuntimeError("recorder factory failed")
 
-    monkeypatch.setattr(Stream, "_set_file", spy)
+    monkeypatch.setattr("django_streamer.core.sources.open", spy, raising=False)
     monkeypatch.setattr(response_module, "recorder_factories", [factory])
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 100)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
+from .achunking import aiter_chunks
 from .bridge import aiter_sync, iter_async
-from .chunking import Piece, StreamSourceError, aiter_chunks, iter_chunks
+from .chunking import Piece, iter_chunks
+from .drivers import close_quietly as _close
+from .drivers import drive_async, drive_sync, prepended
 from .lifecycle import Lifecycle, State
 from .recorder import Outcome, Recorders, StreamRecorder
 from .sendfile import FileSender
+from .sources import classify
 from .validate import non_negative_number, positive_int
 
 logger = logging.getLogger("django_streamer")
@@ -58,70 +59,26 @@ class Stream:
         self.flush_interval = check_flush_interval(flush_interval, name=name)
         self.encoding = encoding
         self.recorders = Recorders([recorder] if recorder is not None else [])
-        self.length: int | None = None
-        self.file: Any = None  # the file-like we read, if any
-        self.binary_file = False
-        self.is_async = False  # an async iterable that is not also a sync one
+        classified = classify(source, name=name, chunk_size=self.chunk_size)
+        self.length = classified.length
+        self.file = classified.file  # the file-like we read, if any
+        self.binary_file = classified.binary_file
+        self.is_async = classified.is_async
         self.sent_bytes = 0
         self.path = ""  # the request's path, when the caller knows it (for metrics)
         self.outcome: Outcome | None = None
         self.lifecycle = Lifecycle(name)
-        self._source: Any = None
+        self._source: Any = classified.items
         self._outcome_lock = threading.Lock()
         self._sender: FileSender | None = None
         self._sync: Iterator[bytes] | None = None  # the sync driver, once made
         self._first: bytes | None = None  # the chunk prepare() made, not yet taken
         self._pending: asyncio.Future[bytes] | None = None  # aprepare()'s first chunk
         self._async: AsyncIterator[bytes] | None = None  # the async driver, once made
-        self._classify(source)
 
     @property
     def state(self) -> State:
         return self.lifecycle.state
-
-    # -- classification -------------------------------------------------
-
-    def _classify(self, source: object) -> None:
-        if isinstance(source, (str, bytes, bytearray, memoryview)):
-            raise StreamSourceError(
-                f"stream {self.name!r}: the source is a single {type(source).__name__}; "
-                "pass an iterable of pieces (e.g. [data]) or a file, or use HttpResponse"
-            )
-        if isinstance(source, os.PathLike):
-            path = Path(os.fspath(source))
-            file = open(path, "rb")  # noqa: SIM115 - closed by close()
-            self.length = os.fstat(file.fileno()).st_size
-            self._set_file(file, binary=True)
-        elif hasattr(source, "read"):
-            self._classify_file(source)
-        elif hasattr(source, "__iter__"):
-            self._source = source
-        elif hasattr(source, "__aiter__"):
-            self._source = source
-            self.is_async = True
-        else:
-            raise StreamSourceError(
-                f"stream {self.name!r}: the source must be an iterable, an async iterable, "
-                f"a file-like object or a path, not {type(source).__name__}"
-            )
-
-    def _classify_file(self, source: Any) -> None:
-        probe = source.read(0)
-        if isinstance(probe, str):
-            self._set_file(source, binary=False)
-        elif isinstance(probe, (bytes, bytearray)):
-            self._set_file(source, binary=True)
-            self.length = _remaining_length(source)
-        else:
-            raise StreamSourceError(
-                f"stream {self.name!r}: read() of the file-like source returned "
-                f"{type(probe).__name__}, expected bytes or str"
-            )
-
-    def _set_file(self, file: Any, *, binary: bool) -> None:
-        self.file = file
-        self.binary_file = binary
-        self._source = _read_file(file, self.chunk_size)
 
     # -- before the response starts -------------------------------------
 
@@ -144,7 +101,7 @@ class Stream:
         self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
         ended: list[int] = []
         chunks = self._rechunk(ended.append)
-        self._sync = self._drive_sync(iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
+        self._sync = drive_sync(self, iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
         self._first = next(self._sync, None)
         return ended[0] if ended else None
 
@@ -159,9 +116,9 @@ class Stream:
         ended: list[int] = []
         chunks = self._rechunk(ended.append)
         if self.is_async:
-            self._async = self._drive_async(chunks)  # type: ignore[arg-type]
+            self._async = drive_async(self, chunks)  # type: ignore[arg-type]
         else:
-            self._async = aiter_sync(self._drive_sync(chunks))  # type: ignore[arg-type]
+            self._async = aiter_sync(drive_sync(self, chunks))  # type: ignore[arg-type]
         first = asyncio.ensure_future(self._async.__anext__())
         self._pending = first
         await asyncio.wait({first}, timeout=wait)
@@ -180,9 +137,9 @@ class Stream:
             if self._async is not None:
                 return iter_async(self._resume())
             assert self._sync is not None
-            return _prepended(self._first, self._sync)
+            return prepended(self._first, self._sync)
         chunks = self._rechunk(None)
-        self._sync = self._drive_sync(iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
+        self._sync = drive_sync(self, iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
         return self._sync
 
     def async_chunks(self) -> AsyncIterator[bytes]:
@@ -192,10 +149,10 @@ class Stream:
             if self._async is not None:
                 return self._resume()
             assert self._sync is not None
-            return aiter_sync(_prepended(self._first, self._sync))
+            return aiter_sync(prepended(self._first, self._sync))
         if self.is_async:
-            return self._drive_async(self._rechunk(None))  # type: ignore[arg-type]
-        self._sync = self._drive_sync(self._rechunk(None))  # type: ignore[arg-type]
+            return drive_async(self, self._rechunk(None))  # type: ignore[arg-type]
+        self._sync = drive_sync(self, self._rechunk(None))  # type: ignore[arg-type]
         return aiter_sync(self._sync)
 
     async def _resume(self) -> AsyncIterator[bytes]:
@@ -256,67 +213,6 @@ class Stream:
         source: Iterable[Piece] = self._source
         return iter_chunks(source, **options)  # type: ignore[arg-type]
 
-    # -- driving --------------------------------------------------------
-
-    def _drive_sync(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        on_chunk = self.recorders.chunk_callback()
-        outcome = Outcome.ABORTED
-        try:
-            if on_chunk is None:
-                for chunk in chunks:
-                    self.sent_bytes += len(chunk)
-                    yield chunk
-            else:
-                for chunk in chunks:
-                    self.sent_bytes += len(chunk)
-                    on_chunk(len(chunk))
-                    yield chunk
-            outcome = Outcome.COMPLETED
-        except Exception:
-            outcome = Outcome.FAILED
-            self._log_failure()
-            raise
-        finally:
-            try:
-                _close(chunks)
-            finally:
-                self._finish(outcome)
-
-    async def _drive_async(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        on_chunk = self.recorders.chunk
-        outcome = Outcome.ABORTED
-        try:
-            async for chunk in chunks:
-                self.sent_bytes += len(chunk)
-                on_chunk(len(chunk))
-                yield chunk
-            outcome = Outcome.COMPLETED
-        except Exception:
-            outcome = Outcome.FAILED
-            self._log_failure()
-            raise
-        finally:
-            try:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                self._finish(outcome)
-
-    def _log_failure(self) -> None:
-        if self.state is State.PREPARED:
-            logger.exception(
-                "Stream %r failed before any byte was sent; the error goes to Django's "
-                "error handling",
-                self.name,
-            )
-        else:
-            logger.exception(
-                "Stream %r failed after %d bytes; the response is left incomplete",
-                self.name,
-                self.sent_bytes,
-            )
-
     # -- ending ---------------------------------------------------------
 
     def add_recorder(self, recorder: StreamRecorder) -> None:
@@ -343,7 +239,7 @@ class Stream:
             if self.file is not None:
                 self.file.close()
 
-    def _finish(self, outcome: Outcome) -> None:
+    def finish(self, outcome: Outcome) -> None:
         """Record the outcome; the first one wins, and recorders hear it once."""
         with self._outcome_lock:
             if self.outcome is not None:
@@ -368,46 +264,10 @@ class Stream:
             if self._pending is not None and not self._pending.done():
                 self._pending.cancel()  # the loop runs the driver's cleanup
             if self._sender is not None and self._sender.done(self.length):
-                self._finish(Outcome.COMPLETED)
+                self.finish(Outcome.COMPLETED)
             if old is State.NEW:
                 _close(self._source)
             if self.file is not None:
                 self.file.close()
         finally:
-            self._finish(Outcome.ABORTED)
-
-
-def _prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
-    """``first`` (unless the source was empty), then ``rest``; closing it closes ``rest``."""
-    try:
-        if first is not None:
-            yield first
-        yield from rest
-    finally:
-        _close(rest)
-
-
-def _close(obj: object) -> None:
-    close = getattr(obj, "close", None)
-    if close is not None:
-        close()
-
-
-def _read_file(file: Any, size: int) -> Iterator[Any]:
-    try:
-        while True:
-            data = file.read(size)
-            if not data:
-                return
-            yield data
-    finally:
-        file.close()
-
-
-def _remaining_length(file: Any) -> int | None:
-    try:
-        fileno = file.fileno()
-        remaining: int = os.fstat(fileno).st_size - file.tell()
-        return remaining
-    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
-        return None
+            self.finish(Outcome.ABORTED)
