@@ -54,8 +54,11 @@ class StreamingResponse(StreamingHttpResponse):
     stream: Stream
     file_to_stream: FileSender | None = None
     send_timeout: float | None = None
-    # Django's own slot for what to run at close() (not in django-stubs).
+    # Django's own slot for what to run at close(); it has no public way to
+    # add one (not in django-stubs).
     _resource_closers: list[Callable[[], object]]
+    # What Django's setter stored: the wrapper someone put around our content.
+    # Django reads it back only through ``streaming_content``, which we override.
     _iterator: Any
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.

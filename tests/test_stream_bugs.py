@@ -423,3 +423,71 @@ def test_stalled_clients_are_dropped_under_asgi(tmp_path, model):
         for sock in clients:
             sock.close()
         stop_gunicorn(server)
+
+
+# -- 1. the lifecycle ------------------------------------------------------------------
+
+
+def test_the_lifecycle_allows_only_its_moves():
+    from django_streamer.core.lifecycle import MOVES, Lifecycle, State
+
+    assert MOVES[State.CLOSED] == frozenset()
+    life = Lifecycle("s")
+    assert life.try_move(State.SENDFILE) and life.try_move(State.NEW)  # sendfile cancelled
+    life.move(State.PREPARED)
+    life.move(State.STREAMING)
+    with pytest.raises(RuntimeError, match="stream 's' can be consumed only once"):
+        life.move(State.STREAMING)
+    assert not life.try_move(State.SENDFILE)
+    life.move(State.CLOSED)
+    assert not life.try_move(State.CLOSED)
+
+
+@pytest.mark.parametrize("source", [[], iter([]), (x for x in b"")])
+def test_an_empty_prepared_source_is_served_once_with_length_zero(source):
+    stream = Stream(source, name="empty", chunk_size=8, flush_interval=0.1)
+    timeline = Timeline()
+    stream.add_recorder(timeline)
+    assert stream.prepare() == 0
+    assert list(stream.sync_chunks()) == []
+    with pytest.raises(RuntimeError, match="consumed only once"):
+        stream.sync_chunks()
+    stream.close()
+    assert timeline.outcome is Outcome.COMPLETED
+
+
+def test_an_empty_source_under_asgi_with_flush_zero_has_length_zero():
+    async def main() -> tuple[int | None, list[bytes]]:
+        stream = Stream(iter([]), name="e", chunk_size=8, flush_interval=0)
+        length = await stream.aprepare(0.02)
+        return length, [c async for c in stream.async_chunks()]
+
+    assert asyncio.run(main()) == (0, [])
+
+
+def test_a_bad_send_timeout_names_the_setting():
+    with (
+        override_settings(STREAMER_SEND_TIMEOUT="5s"),
+        pytest.raises(ValueError, match="STREAMER_SEND_TIMEOUT"),
+    ):
+        stream_response([b"x"])
+
+
+def test_the_send_timeout_is_set_on_gunicorns_socket():
+    from django.test import RequestFactory
+
+    a, b = socket.socketpair()
+    try:
+        request = RequestFactory().get("/")
+        request.META["gunicorn.socket"] = a
+        with override_settings(STREAMER_SEND_TIMEOUT=7):
+            stream_response([b"x"], name="t").close()
+        assert a.gettimeout() == 7
+        with override_settings(STREAMER_SEND_TIMEOUT=None):
+            a.settimeout(None)
+            stream_response([b"x"], name="t").close()
+        assert a.gettimeout() is None
+        del request
+    finally:
+        a.close()
+        b.close()
