@@ -491,3 +491,36 @@ def test_the_send_timeout_is_set_on_gunicorns_socket():
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.server
+def test_a_sendfile_downloads_time_to_first_byte_is_not_its_duration(tmp_path):
+    # gthread uses sendfile() for a Path. A client reading 64 KiB every 5 ms
+    # makes the 8 MB download (twice the socket buffers) last about a second;
+    # its first byte left at once.
+    server = start_gunicorn(tmp_path, "gthread")
+    t = tag()
+    try:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            path = f"/stream/?kind=path&items=250000&tag={t}"
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while sock.recv(65536):
+                time.sleep(0.005)
+        server.wait_for_event("finish", t)
+        wire = fetch(server.host, server.port, "/streaming/metrics/")
+        text = wire.body.decode()
+
+        def figure(metric: str) -> float:
+            prefix = f'django_streamer_{metric}{{stream="{t}"}} '
+            return float(
+                next(line for line in text.splitlines() if line.startswith(prefix)).split()[-1]
+            )
+
+        duration = figure("stream_duration_seconds_sum")
+        ttfb = figure("time_to_first_byte_seconds_sum")
+        assert duration > 0.2, duration
+        assert ttfb < 0.1 and ttfb < duration / 4, (ttfb, duration)
+        assert figure("bytes_total") == 250000 * 33
+    finally:
+        stop_gunicorn(server)
