@@ -524,3 +524,32 @@ def test_a_sendfile_downloads_time_to_first_byte_is_not_its_duration(tmp_path):
         assert figure("bytes_total") == 250000 * 33
     finally:
         stop_gunicorn(server)
+
+
+def test_closing_from_a_thread_while_the_first_chunk_is_pending_aborts_the_source():
+    # Django's ASGI handler calls close() in a worker thread; the first chunk
+    # is still being made on the loop.
+    closed: list[bool] = []
+
+    async def slow_source() -> Any:
+        try:
+            await asyncio.sleep(5)
+            yield b"late"
+        finally:
+            closed.append(True)
+
+    async def main() -> Outcome | None:
+        stream = Stream(slow_source(), name="pending", chunk_size=8, flush_interval=0.05)
+        timeline = Timeline()
+        stream.add_recorder(timeline)
+        assert await stream.aprepare(0.05) is None
+        await asyncio.to_thread(stream.close)
+        for _ in range(50):
+            if closed:
+                break
+            await asyncio.sleep(0.01)
+        return timeline.outcome
+
+    began = time.monotonic()
+    assert asyncio.run(main()) is Outcome.ABORTED
+    assert closed == [True] and time.monotonic() - began < 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -261,8 +262,12 @@ class Stream:
                 # outcome recorded (aborted, unless it had completed).
                 self._first = None
                 _close(self._sync)
-            if self._pending is not None and not self._pending.done():
-                self._pending.cancel()  # the loop runs the driver's cleanup
+            pending = self._pending
+            if pending is not None and not pending.done():
+                # Django's ASGI handler calls close() in a worker thread: cancel
+                # on the loop, which then runs the driver's cleanup.
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    pending.get_loop().call_soon_threadsafe(pending.cancel)
             if self._sender is not None and self._sender.done(self.length):
                 self.finish(Outcome.COMPLETED)
             if old is State.NEW:
