@@ -101,8 +101,7 @@ class Stream:
         """
         self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
         ended: list[int] = []
-        chunks = self._rechunk(ended.append)
-        self._sync = drive_sync(self, iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
+        self._sync = self._sync_driver(ended.append)
         self._first = next(self._sync, None)
         return ended[0] if ended else None
 
@@ -115,13 +114,8 @@ class Stream:
         """
         self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
         ended: list[int] = []
-        chunks = self._rechunk(ended.append)
-        if self.is_async:
-            self._async = drive_async(self, chunks)  # type: ignore[arg-type]
-        else:
-            self._async = aiter_sync(drive_sync(self, chunks))  # type: ignore[arg-type]
-        first = asyncio.ensure_future(self._async.__anext__())
-        self._pending = first
+        self._async = self._async_driver(ended.append)
+        first = self._pending = asyncio.ensure_future(anext(self._async))
         await asyncio.wait({first}, timeout=wait)
         if first.done() and not first.cancelled():
             error = first.exception()
@@ -134,26 +128,36 @@ class Stream:
     def sync_chunks(self) -> Iterator[bytes]:
         """The chunks for a sync server (WSGI); an async source is bridged."""
         old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
-        if old is State.PREPARED:
-            if self._async is not None:
-                return iter_async(self._resume())
-            assert self._sync is not None
-            return prepended(self._first, self._sync)
-        chunks = self._rechunk(None)
-        self._sync = drive_sync(self, iter_async(chunks) if self.is_async else chunks)  # type: ignore[arg-type]
-        return self._sync
+        if old is State.NEW:
+            self._sync = self._sync_driver(None)
+            return self._sync
+        if self._async is not None:
+            return iter_async(self._resume())
+        assert self._sync is not None
+        return prepended(self._first, self._sync)
 
     def async_chunks(self) -> AsyncIterator[bytes]:
         """The chunks for an async server (ASGI); a sync source is bridged."""
         old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
-        if old is State.PREPARED:
-            if self._async is not None:
-                return self._resume()
-            assert self._sync is not None
-            return aiter_sync(prepended(self._first, self._sync))
+        if old is State.NEW:
+            return self._async_driver(None)
+        if self._async is not None:
+            return self._resume()
+        assert self._sync is not None
+        return aiter_sync(prepended(self._first, self._sync))
+
+    def _sync_driver(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
+        """Chunks, counted and recorded, for sync code; an async source runs on a private loop."""
         if self.is_async:
-            return drive_async(self, self._rechunk(None))  # type: ignore[arg-type]
-        self._sync = drive_sync(self, self._rechunk(None))  # type: ignore[arg-type]
+            return drive_sync(self, iter_async(self._rechunk_async(on_end)))
+        return drive_sync(self, self._rechunk_sync(on_end))
+
+    def _async_driver(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+        """Chunks, counted and recorded, for an event loop; a sync source runs in a thread."""
+        if self.is_async:
+            return drive_async(self, self._rechunk_async(on_end))
+        # Driven in the thread, so close() can close it.
+        self._sync = drive_sync(self, self._rechunk_sync(on_end))
         return aiter_sync(self._sync)
 
     async def _resume(self) -> AsyncIterator[bytes]:
@@ -172,7 +176,9 @@ class Stream:
             if not first.done():
                 first.cancel()
                 await asyncio.gather(first, return_exceptions=True)
-            await rest.aclose()  # type: ignore[attr-defined]
+            aclose = getattr(rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
@@ -198,21 +204,21 @@ class Stream:
         self.sent_bytes += nbytes
         self.recorders.chunk(nbytes)
 
-    def _rechunk(
-        self, on_end: Callable[[int], None] | None
-    ) -> Iterator[bytes] | AsyncIterator[bytes]:
-        options = {
+    def _rechunk_sync(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
+        source: Iterable[Piece] = self._source
+        return iter_chunks(source, on_end=on_end, **self._options())
+
+    def _rechunk_async(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+        source: AsyncIterable[Piece] = self._source
+        return aiter_chunks(source, on_end=on_end, **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        return {
             "chunk_size": self.chunk_size,
             "flush_interval": self.flush_interval,
             "encoding": self.encoding,
             "name": self.name,
-            "on_end": on_end,
         }
-        if self.is_async:
-            asource: AsyncIterable[Piece] = self._source
-            return aiter_chunks(asource, **options)  # type: ignore[arg-type]
-        source: Iterable[Piece] = self._source
-        return iter_chunks(source, **options)  # type: ignore[arg-type]
 
     # -- ending ---------------------------------------------------------
 
@@ -259,9 +265,11 @@ class Stream:
         try:
             if self._sync is not None:
                 # Runs the driver's ``finally``: the source is closed and the
-                # outcome recorded (aborted, unless it had completed).
+                # outcome recorded (aborted, unless it had completed). A driver
+                # running in a worker thread right now is closed by its bridge.
                 self._first = None
-                _close(self._sync)
+                with contextlib.suppress(ValueError):  # "generator already executing"
+                    _close(self._sync)
             pending = self._pending
             if pending is not None and not pending.done():
                 # Django's ASGI handler calls close() in a worker thread: cancel
