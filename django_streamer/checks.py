@@ -69,6 +69,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E014",
         "Give the token as a non-empty str (e.g. from os.environ), or None.",
     ),
+    "STREAMER_SEND_TIMEOUT": (
+        "django_streamer.E018",
+        "Seconds a client may accept no bytes before it is dropped, e.g. 60; None: never.",
+    ),
     "STREAMER_DRAIN_TIMEOUT": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_CHUNK_SIZE": 64 * 1024,
     "STREAMER_FLUSH_INTERVAL": 0.1,
     "STREAMER_X_ACCEL_BUFFERING": True,
+    "STREAMER_SEND_TIMEOUT": 60,
     "STREAMER_LIMITER_DIR": None,
     "STREAMER_IP_HEADER": None,
     "STREAMER_RETRY_AFTER": 5,
@@ -69,6 +70,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
     "STREAMER_WRITER_BUFFER": validate.positive_int,
     "STREAMER_DRAIN_TIMEOUT": validate.non_negative_number,
+    "STREAMER_SEND_TIMEOUT": _optional(validate.positive_number),
 }
 
 
@@ -112,6 +114,12 @@ class Settings:
     def STREAMER_FLUSH_INTERVAL(self) -> float:
         """Seconds a buffered byte may wait before it is sent; 0 sends every piece."""
         value: float = self._get("STREAMER_FLUSH_INTERVAL")
+        return value
+
+    @property
+    def STREAMER_SEND_TIMEOUT(self) -> float | None:
+        """Seconds a client may accept no bytes before it is dropped; None: never."""
+        value: float | None = self._get("STREAMER_SEND_TIMEOUT")
         return value
 
     @property

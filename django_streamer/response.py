@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import mimetypes
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 
 from .conf import conf
+from .context import current_request, find_request, frame_name, view_name
 from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
-from .core.recorder import StreamRecorder
+from .core.recorder import Outcome, StreamRecorder
+from .core.sendtimeout import guard_sends, set_socket_timeout
 from .core.stream import FileSender, Stream
+
+__all__ = ["StreamingResponse", "current_request", "stream_response"]
+
+logger = logging.getLogger("django_streamer")
 
 # Called with the new stream; each may return a recorder to attach. The
 # metrics registry registers itself here in AppConfig.ready().
 recorder_factories: list[Callable[[Stream], StreamRecorder | None]] = []
+
+# Under ASGI the response waits this long at least for the first chunk, so a
+# source that is empty or fails at once is known before the headers go, even
+# with ``flush_interval`` 0 (a thread hop for a sync source takes ~0.1 ms).
+FIRST_CHUNK_MIN_WAIT = 0.02
+
+
+class _OnDone(StreamRecorder):
+    def __init__(self, callback: Callable[[Outcome], object]) -> None:
+        self.callback = callback
+
+    def finish(self, outcome: Outcome) -> None:
+        self.callback(outcome)
 
 
 class StreamingResponse(StreamingHttpResponse):
@@ -32,8 +52,12 @@ class StreamingResponse(StreamingHttpResponse):
 
     stream: Stream
     file_to_stream: FileSender | None = None
-    # Django internals this class works with (not in django-stubs).
+    send_timeout: float | None = None
+    # Django's own slot for what to run at close(); it has no public way to
+    # add one (not in django-stubs).
     _resource_closers: list[Callable[[], object]]
+    # What Django's setter stored: the wrapper someone put around our content.
+    # Django reads it back only through ``streaming_content``, which we override.
     _iterator: Any
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
@@ -50,6 +74,52 @@ class StreamingResponse(StreamingHttpResponse):
             self.file_to_stream = sender
             self.block_size = stream.chunk_size
 
+    # -- the public hooks ------------------------------------------------
+
+    def add_recorder(self, recorder: StreamRecorder) -> None:
+        """Tell ``recorder`` of each later chunk and, exactly once, of the outcome."""
+        self.stream.add_recorder(recorder)
+
+    def on_done(self, callback: Callable[[Outcome], object]) -> None:
+        """Call ``callback(outcome)`` once the stream is done, however it ended.
+
+        Completed, failed, aborted by the client, or closed by the server (or
+        never sent): also when the handler skips ``close()`` (Django's ASGI
+        handler does when the stream raised).
+        """
+        self.stream.add_recorder(_OnDone(callback))
+
+    # -- making the first chunk inside the view's error handling ---------
+
+    @property
+    def render(self) -> Callable[[], Any]:
+        """Django's deferred-rendering hook (as ``TemplateResponse`` uses it).
+
+        Django calls ``render()`` right after the view, inside its exception
+        handling: a source that fails before its first chunk gets Django's
+        500 path (debug page, ``django.request`` log, ``handler500``). A
+        coroutine function under ASGI, so the wait does not block the loop.
+        """
+        return self._arender if _in_event_loop() else self._render
+
+    def _render(self) -> StreamingResponse:
+        if not self._replaced and self.stream.can_prepare():
+            self._set_length(self.stream.prepare())
+        return self
+
+    async def _arender(self) -> StreamingResponse:
+        if not self._replaced and self.stream.can_prepare():
+            wait = max(self.stream.flush_interval, FIRST_CHUNK_MIN_WAIT)
+            self._set_length(await self.stream.aprepare(wait))
+        return self
+
+    def _set_length(self, length: int | None) -> None:
+        # The whole body was the first chunk: Content-Length, no chunked framing.
+        if length is not None:
+            self["Content-Length"] = str(length)
+
+    # -- the body ---------------------------------------------------------
+
     @property
     def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
@@ -58,6 +128,8 @@ class StreamingResponse(StreamingHttpResponse):
 
     @streaming_content.setter
     def streaming_content(self, value: Any) -> None:
+        # Django has no public setter that skips our property; this is the one
+        # StreamingHttpResponse's own setter calls.
         self._set_streaming_content(value)  # type: ignore[attr-defined]
         self._replaced = hasattr(self, "stream")
 
@@ -77,17 +149,27 @@ class StreamingResponse(StreamingHttpResponse):
         if self._replaced:
             return self._iterator if self.is_async else aiter_sync(self._iterator)
         self._unsendfile()
-        return self.stream.async_chunks()
+        chunks = self.stream.async_chunks()
+        if self.send_timeout is None:
+            return chunks
+        return guard_sends(chunks, self.send_timeout, on_timeout=self._send_timed_out)
+
+    def _send_timed_out(self) -> None:
+        logger.warning(
+            "Stream %r: the client accepted no bytes for %s s (STREAMER_SEND_TIMEOUT); "
+            "dropped after %d bytes",
+            self.stream.name,
+            self.send_timeout,
+            self.stream.sent_bytes,
+        )
 
     def items(self) -> Any:
-        # Django's WSGIHandler reads the headers through items() right before
-        # start_response(). A sync source's first chunk is made there, in the
-        # server thread (PEP 3333 servers send no headers before it anyway):
-        # when it is the whole body, Content-Length replaces chunked framing.
-        if not self._replaced and not self.stream.is_async and not _in_event_loop():
-            length = self.stream.prefetch()
-            if length is not None:
-                self["Content-Length"] = str(length)
+        # A response that skipped render() (made by a middleware, say) under
+        # WSGI: Django's WSGIHandler reads the headers through items() right
+        # before start_response(), in the server thread, so the first chunk
+        # can still be made here for Content-Length.
+        if not self._replaced and self.stream.can_prepare() and not _in_event_loop():
+            self._set_length(self.stream.prepare())
         return super().items()
 
     def getvalue(self) -> bytes:
@@ -100,19 +182,6 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _caller(frame: Any) -> tuple[str, str]:
-    """The calling view's dotted path, and its request's path if it has one.
-
-    The path (for the active-streams table) comes from the view's own
-    ``request`` argument; a view that names it otherwise shows no path.
-    """
-    code = frame.f_code
-    qualname = getattr(code, "co_qualname", code.co_name)
-    request = frame.f_locals.get("request")
-    path = request.path if isinstance(request, HttpRequest) else ""
-    return f"{frame.f_globals.get('__name__', '?')}.{qualname}", path
 
 
 def stream_response(
@@ -132,11 +201,47 @@ def stream_response(
     ``memoryview``/``str`` pieces, a binary or text file-like object, or a
     path. Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
-    stream in logs and metrics (default: the calling view's dotted path).
+    stream in logs and metrics (default: the resolved view's dotted path).
     """
-    caller_name, request_path = _caller(sys._getframe(1))
+    caller = sys._getframe(1)
+    request = find_request(caller)
     if name is None:
-        name = caller_name
+        name = view_name(request) or frame_name(caller)
+    response = _response(source, content_type, status, headers, filename, name=name)
+    send_timeout = conf.STREAMER_SEND_TIMEOUT
+    # Last, as it may open a file: nothing after this can fail and leak it.
+    stream = Stream(
+        source,
+        name=name,
+        chunk_size=conf.STREAMER_CHUNK_SIZE if chunk_size is None else chunk_size,
+        flush_interval=conf.STREAMER_FLUSH_INTERVAL if flush_interval is None else flush_interval,
+        encoding=response.charset,
+    )
+    stream.path = request.path if request is not None else ""
+    try:
+        _attach_recorders(stream)
+    except BaseException:
+        stream.discard()  # a recorder factory raised: the file a Path opened must not leak
+        raise
+    response.attach(stream)
+    if stream.length is not None:
+        response["Content-Length"] = str(stream.length)
+    response.send_timeout = send_timeout
+    if send_timeout is not None and request is not None:
+        # WSGI under gunicorn: the connection's socket (sync and gthread workers).
+        set_socket_timeout(request.META.get("gunicorn.socket"), send_timeout)
+    return response
+
+
+def _response(
+    source: object,
+    content_type: str | None,
+    status: int,
+    headers: Mapping[str, str] | None,
+    filename: str | None,
+    *,
+    name: str,
+) -> StreamingResponse:
     extra = dict(headers or {})
     check_headers(extra, name=name)
     if content_type is None and isinstance(source, os.PathLike):
@@ -150,21 +255,12 @@ def stream_response(
         response["X-Accel-Buffering"] = "no"
     if filename is not None:
         response["Content-Disposition"] = content_disposition(filename)
-    # Last, as it may open a file: nothing after this can fail and leak it.
-    stream = Stream(
-        source,
-        name=name,
-        chunk_size=conf.STREAMER_CHUNK_SIZE if chunk_size is None else chunk_size,
-        flush_interval=conf.STREAMER_FLUSH_INTERVAL if flush_interval is None else flush_interval,
-        encoding=response.charset,
-    )
-    stream.path = request_path
-    response.attach(stream)
-    if stream.length is not None:
-        response["Content-Length"] = str(stream.length)
+    return response
+
+
+def _attach_recorders(stream: Stream) -> None:
     for factory in recorder_factories:
         recorder = factory(stream)
         if recorder is not None:
             stream.recorders.add(recorder)
     stream.recorders.start()
-    return response

@@ -146,6 +146,51 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     stop_gunicorn(srv)
 
 
+def start_uvicorn(tmp_path: Path, *, env: dict[str, str] | None = None) -> Server:
+    """uvicorn serving tests.asgi in one process (no workers), as ``Server(worker="uvicorn")``."""
+    port = free_port()
+    events = tmp_path / f"events-{port}.log"
+    log = tmp_path / f"uvicorn-{port}.log"
+    limiter_dir = tmp_path / f"pools-{port}"
+    cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--no-access-log", "tests.asgi:application"]
+    full_env = {
+        **os.environ,
+        "STREAMER_TEST_LIMITER_DIR": str(limiter_dir),
+        "STREAMER_TEST_METRICS_DIR": str(tmp_path / f"metrics-{port}"),
+        "STREAMER_TEST_EVENTS": str(events),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log_file, stderr=log_file)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited early:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"uvicorn did not listen:\n{log.read_text()}")
+    return Server(port, "uvicorn", events, proc, log, limiter_dir)
+
+
+@pytest.fixture(params=["sync", "gthread", "asgi", "uvicorn"])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """Every server model: gunicorn's sync, gthread and asgi workers, and uvicorn."""
+    if request.param == "uvicorn":
+        srv = start_uvicorn(tmp_path)
+    else:
+        srv = start_gunicorn(tmp_path, request.param)
+    yield srv
+    stop_gunicorn(srv)
+
+
 # -- calling Django's real WSGI and ASGI handlers in-process ---------------
 
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_streamer.core.chunking import StreamSourceError, aiter_chunks, iter_chunks
+from django_streamer.core.achunking import aiter_chunks
+from django_streamer.core.chunking import StreamSourceError, iter_chunks
 
 
 def chunks_of(pieces, chunk_size=8, flush_interval=10.0, **kw):
@@ -275,3 +276,62 @@ def test_async_any_pieces_come_out_whole_and_exactly_sized(pieces, chunk_size, f
     assert all(0 < len(c) <= chunk_size for c in out)
     if flush == 10.0:
         assert all(len(c) == chunk_size for c in out[:-1])
+
+
+MULTIBYTE = st.text(alphabet=st.sampled_from("a\u00e9\u20ac\U0001f600"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.one_of(st.binary(max_size=50), MULTIBYTE), max_size=40),
+    chunk_size=st.integers(min_value=1, max_value=64),
+    steps=st.lists(st.sampled_from([0.0, 0.01, 0.2, 5.0]), min_size=1, max_size=10),
+)
+def test_the_flush_path_never_sends_a_chunk_over_chunk_size(pieces, chunk_size, steps):
+    # A clock that jumps by flush_interval and more between reads sends the
+    # re-chunker down the flush path with multibyte text buffered (issue 8:
+    # 24-byte chunks with chunk_size=16).
+    now = [0.0]
+    jumps = iter(steps * 100)
+
+    def clock() -> float:
+        now[0] += next(jumps, 0.2)
+        return now[0]
+
+    expected = b"".join(p.encode() if isinstance(p, str) else p for p in pieces)
+    out = list(iter_chunks(pieces, chunk_size=chunk_size, flush_interval=0.1, clock=clock))
+    assert b"".join(out) == expected
+    assert all(0 < len(c) <= chunk_size for c in out), [len(c) for c in out]
+
+
+async def slow(pieces: list[bytes | str]) -> AsyncIterator[bytes | str]:
+    for i, piece in enumerate(pieces):
+        if i % 3 == 0:
+            await asyncio.sleep(0.003)  # past flush_interval: the timer flushes
+        yield piece
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.one_of(st.binary(max_size=50), MULTIBYTE), max_size=20),
+    chunk_size=st.integers(min_value=1, max_value=64),
+    flush=st.sampled_from([0, 0.001]),
+)
+def test_async_slow_multibyte_sources_never_exceed_chunk_size(pieces, chunk_size, flush):
+    expected = b"".join(p.encode() if isinstance(p, str) else p for p in pieces)
+    out = asyncio.run(
+        collect(aiter_chunks(slow(pieces), chunk_size=chunk_size, flush_interval=flush))
+    )
+    assert b"".join(out) == expected
+    assert all(0 < len(c) <= chunk_size for c in out), [len(c) for c in out]
+
+
+@pytest.mark.parametrize("flush", [0, 0.1])
+def test_an_empty_source_reports_its_end_with_zero_bytes(flush):
+    ended: list[int] = []
+    assert list(iter_chunks([], chunk_size=4, flush_interval=flush, on_end=ended.append)) == []
+    aended: list[int] = []
+    out = asyncio.run(
+        collect(aiter_chunks(arange([]), chunk_size=4, flush_interval=flush, on_end=aended.append))
+    )
+    assert out == [] and ended == [0] and aended == [0]

@@ -12,6 +12,8 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
     path("stream/", views.stream_view),
     path("plain/", views.plain_view),
+    path("export/", views.export_view),
+    path("export-cbv/", views.ExportView.as_view()),
     path("limited/reject/", views.limited_reject),
     path("limited/wait/", views.limited_wait),
     path("limited/abort/", views.limited_abort),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase, StreamingHttpResponse
+from django.views import View
 
 from django_streamer import limit_concurrency, stream_response
 from django_streamer.core.recorder import Outcome, StreamRecorder
@@ -125,6 +126,14 @@ def stream_view(request: HttpRequest) -> HttpResponseBase:
         source = io.StringIO(b"".join(sync_source(*args)).decode())
     elif kind == "path":
         source = _file_path(int(p["items"]), int(p["size"]))
+    elif kind == "list":  # a plain list: [] for items=0
+        source = list(sync_source(*args))
+    elif kind == "iter":  # iter([]) for items=0
+        source = iter(list(sync_source(*args)))
+    elif kind == "multibyte":  # slow str items of 3-byte characters
+        source = (("\u20ac" * (int(p["size"]) // 3)) for _ in sync_source(*args))
+    elif kind in ("int", "none"):  # a bad first item
+        source = iter([1 if kind == "int" else None, b"never"])
     else:
         return HttpResponse(f"unknown kind {kind}", status=400)
     return stream_response(source, name=tag, **options)  # type: ignore[arg-type]
@@ -156,3 +165,17 @@ def limited_abort(request: HttpRequest) -> HttpResponseBase:
 @limit_concurrency(1, scope="host", name="e2e-kill")
 def limited_kill(request: HttpRequest) -> HttpResponseBase:
     return stream_view(request)
+
+
+def _make_export(request: HttpRequest) -> HttpResponseBase:
+    # A helper a view calls: it must not become the stream's name.
+    return stream_response([b"a,b\n"])
+
+
+def export_view(request: HttpRequest) -> HttpResponseBase:
+    return _make_export(request)
+
+
+class ExportView(View):
+    def get(self, request: HttpRequest) -> HttpResponseBase:
+        return stream_response([b"a,b\n"])

@@ -1,18 +1,18 @@
-"""Right-sizing of stream chunks, for sync and async sources.
+"""Right-sizing of stream chunks: the shared helpers, and the sync re-chunker.
 
 Plain Python, no Django. The sync coalescer keeps the per-item work to what a
 ten-line list-and-join rechunker does (``append``, ``len``, one comparison);
 everything else, the clock included, happens at *probe points* spaced by a
 byte threshold that adapts to the producer's rate. Reading the clock on every
 item costs about 50 ns, which on 200,000 rows of 33 bytes doubled the
-rechunker's own cost in ``bench/``.
+rechunker's own cost in ``bench/``. The async re-chunker (``achunking``) cuts
+chunks with the same helpers, so the two cannot drift.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 Piece = bytes | bytearray | memoryview | str
 
@@ -20,6 +20,8 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # A probe happens at least every this many items of the current size.
 _PROBE_ITEMS = 64
+
+Clock = Callable[[], float]
 
 
 class StreamSourceError(TypeError):
@@ -69,6 +71,18 @@ def split_exact(data: bytes, chunk_size: int) -> tuple[list[bytes], bytes]:
     return chunks, bytes(view[full:])
 
 
+def split_all(data: bytes, chunk_size: int) -> list[bytes]:
+    """Cut ``data`` into chunks of at most ``chunk_size``: the sync and async
+    flush and end paths all go through here, so no chunk is ever bigger (a
+    ``str`` counted in characters can encode to more bytes than it has)."""
+    if len(data) <= chunk_size:
+        return [data] if data else []
+    chunks, rest = split_exact(data, chunk_size)
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
 def to_bytes(piece: object, encoding: str, name: str) -> bytes:
     if type(piece) is bytes:
         return piece
@@ -79,7 +93,8 @@ def to_bytes(piece: object, encoding: str, name: str) -> bytes:
     raise bad_item(name, piece)
 
 
-def _take(buf: list[Piece], carry: bytes, encoding: str, name: str) -> bytes:
+def take_pieces(buf: list[Piece], carry: bytes, encoding: str, name: str) -> bytes:
+    """Empty ``buf`` into one bytes object, after ``carry``."""
     data = join_pieces(buf, encoding, name) if buf else b""
     buf.clear()
     return carry + data if carry else data
@@ -91,6 +106,91 @@ def _close(obj: object) -> None:
         close()
 
 
+class _Coalescer:
+    """The sync re-chunker's state between probes.
+
+    The hot loop in :func:`iter_chunks` keeps only ``size`` and ``threshold``
+    in locals; everything here runs once per chunk or per probe, never per item.
+    """
+
+    __slots__ = (
+        "buf",
+        "carry",
+        "chunk_size",
+        "clock",
+        "drained",
+        "encoding",
+        "flush_interval",
+        "last_probe",
+        "name",
+        "oldest",
+        "seen_at_probe",
+        "stride",
+    )
+
+    def __init__(
+        self, chunk_size: int, flush_interval: float, encoding: str, name: str, clock: Clock
+    ) -> None:
+        self.buf: list[Piece] = []
+        # The encoded tail of the last chunk, kept apart from buf so that a
+        # stream of str pieces stays all-str for join_pieces' fast path.
+        self.carry = b""
+        self.chunk_size = chunk_size
+        self.flush_interval = flush_interval
+        self.encoding = encoding
+        self.name = name
+        self.clock = clock
+        self.drained = 0  # bytes (chars) taken out of the buffer so far
+        self.last_probe = clock()
+        self.seen_at_probe = 0
+        self.oldest = self.last_probe  # lower bound on the oldest buffered byte's arrival
+        self.stride = 1
+
+    def take(self) -> bytes:
+        data = take_pieces(self.buf, self.carry, self.encoding, self.name)
+        self.carry = b""
+        return data
+
+    def full(self, size: int, piece: Piece) -> tuple[list[bytes], int, int]:
+        """``size`` reached ``chunk_size``: the full chunks, the new size and threshold.
+
+        A full chunk goes out at once, so it needs no clock read.
+        """
+        buf, chunk_size = self.buf, self.chunk_size
+        if size == chunk_size and not self.carry and len(buf) == 1 and type(piece) is bytes:
+            # One piece of exactly chunk_size: pass it through as is.
+            buf.clear()
+            self.drained += size
+            return [piece], 0, min(chunk_size, self.stride)
+        chunks, self.carry = split_exact(self.take(), chunk_size)
+        rest = len(self.carry)
+        self.drained += size - rest
+        self.oldest = self.last_probe  # a lower bound for what the carry holds
+        return chunks, rest, min(chunk_size, rest + self.stride)
+
+    def probe(self, size: int, piece: Piece) -> tuple[list[bytes], int, int]:
+        """Read the clock: flush what waited ``flush_interval``, and re-space the probes."""
+        now = self.clock()
+        chunks: list[bytes] = []
+        if now - self.oldest >= self.flush_interval:
+            # Split: a str counted in characters can encode to over chunk_size bytes.
+            chunks = split_all(self.take(), self.chunk_size)
+            self.drained += size
+            size = 0
+            self.oldest = now
+        elapsed = now - self.last_probe
+        seen = self.drained + size
+        if elapsed >= self.flush_interval or elapsed <= 0:
+            self.stride = 1
+        else:
+            rate = (seen - self.seen_at_probe) / elapsed
+            stride = int(rate * self.flush_interval / 4)
+            self.stride = max(1, min(stride, _PROBE_ITEMS * len(piece)))
+        self.last_probe = now
+        self.seen_at_probe = seen
+        return chunks, size, min(self.chunk_size, size + self.stride)
+
+
 def iter_chunks(
     source: Iterable[Piece],
     *,
@@ -98,7 +198,7 @@ def iter_chunks(
     flush_interval: float,
     encoding: str = "utf-8",
     name: str = "stream",
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
     on_end: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """Re-chunk a sync source into bytes chunks of exactly ``chunk_size``.
@@ -118,23 +218,19 @@ def iter_chunks(
 
     The source is closed (``close()``) when this generator ends or is closed.
     ``on_end(n)`` is called once the source is exhausted, with the number of
-    bytes still to be yielded (not called when ``flush_interval`` is 0).
+    bytes still to be yielded (with ``flush_interval`` 0, only for an empty source).
     """
     if flush_interval == 0:
-        yield from _passthrough(source, chunk_size=chunk_size, encoding=encoding, name=name)
+        yield from _passthrough(
+            source, chunk_size=chunk_size, encoding=encoding, name=name, on_end=on_end
+        )
         return
     iterator = iter(source)
+    state = _Coalescer(chunk_size, flush_interval, encoding, name, clock)
+    append = state.buf.append
+    size = 0  # bytes of carry plus len() units (chars for str) in buf
+    threshold = 1
     try:
-        buf: list[Piece] = []
-        append = buf.append
-        carry = b""  # the encoded tail of the last chunk, kept apart from buf so
-        # that a stream of str pieces stays all-str for join_pieces' fast path
-        size = 0  # bytes of carry plus len() units (chars for str) in buf
-        drained = 0  # bytes (chars) taken out of the buffer so far
-        last_probe = clock()
-        seen_at_probe = 0
-        oldest = last_probe  # lower bound on the arrival of the oldest buffered byte
-        threshold = stride = 1
         for piece in iterator:
             try:
                 size += len(piece)
@@ -144,280 +240,40 @@ def iter_chunks(
             if size < threshold:
                 continue
             if size >= chunk_size:
-                # A full chunk goes out at once, so it needs no clock read.
-                if size == chunk_size and not carry and len(buf) == 1 and type(piece) is bytes:
-                    # One piece of exactly chunk_size: pass it through as is.
-                    buf.clear()
-                    drained += size
-                    size = 0
-                    threshold = min(chunk_size, stride)
-                    yield piece
-                    continue
-                data = _take(buf, carry, encoding, name)
-                chunks, carry = split_exact(data, chunk_size)
-                drained += size
-                size = len(carry)
-                drained -= size
-                oldest = last_probe  # a lower bound for what the carry holds
-                threshold = min(chunk_size, size + stride)
-                yield from chunks
-                continue
-            now = clock()
-            if now - oldest >= flush_interval:
-                data = _take(buf, carry, encoding, name)
-                carry = b""
-                drained += size
-                size = 0
-                oldest = now
-                if data:
-                    yield data
-            elapsed = now - last_probe
-            seen = drained + size
-            if elapsed >= flush_interval or elapsed <= 0:
-                stride = 1
+                chunks, size, threshold = state.full(size, piece)
             else:
-                rate = (seen - seen_at_probe) / elapsed
-                stride = max(1, min(int(rate * flush_interval / 4), _PROBE_ITEMS * len(piece)))
-            threshold = min(chunk_size, size + stride)
-            last_probe = now
-            seen_at_probe = seen
-        data = _take(buf, carry, encoding, name)
+                chunks, size, threshold = state.probe(size, piece)
+            yield from chunks
+        data = state.take()
         if on_end is not None:
             on_end(len(data))
-        if data:
-            chunks, rest = split_exact(data, chunk_size)
-            yield from chunks
-            if rest:
-                yield rest
+        yield from split_all(data, chunk_size)
     finally:
         _close(iterator)
 
 
 def _passthrough(
-    source: Iterable[Piece], *, chunk_size: int, encoding: str, name: str
+    source: Iterable[Piece],
+    *,
+    chunk_size: int,
+    encoding: str,
+    name: str,
+    on_end: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """``flush_interval=0``: every piece goes out as it comes, split if too big."""
     iterator = iter(source)
+    sent = 0
     try:
         for piece in iterator:
             data = to_bytes(piece, encoding, name)
             if len(data) <= chunk_size:
                 if data:
+                    sent += len(data)
                     yield data
                 continue
-            chunks, rest = split_exact(data, chunk_size)
-            yield from chunks
-            if rest:
-                yield rest
+            sent += len(data)
+            yield from split_all(data, chunk_size)
+        if on_end is not None and sent == 0:
+            on_end(0)
     finally:
         _close(iterator)
-
-
-class _Pump:
-    """Reads an async source into a buffer in its own task.
-
-    Book-keeping is in ``len()`` units (bytes, or chars for ``str``) as
-    running totals: the pump owns ``total`` (appended so far) and the consumer
-    owns ``taken``; what is buffered is ``total - taken``. Per item the pump
-    compares its local total with one attribute, ``limit``, which the consumer
-    sets to ``taken + 1`` while it waits for anything and to
-    ``taken + chunk_size`` otherwise. So the consumer is woken per chunk, at
-    the end, or by the first piece after an empty buffer; never per item.
-    """
-
-    __slots__ = (
-        "carry",
-        "chunk_size",
-        "done",
-        "error",
-        "limit",
-        "name",
-        "pieces",
-        "source",
-        "space",
-        "taken",
-        "total",
-        "waiter",
-    )
-
-    def __init__(self, source: AsyncIterable[Piece], chunk_size: int, name: str) -> None:
-        self.source = source
-        self.chunk_size = chunk_size
-        self.name = name
-        self.pieces: list[Piece] = []
-        self.carry = b""  # encoded tail of the last chunk, counted in ``taken``'s complement
-        self.total = 0  # published by the pump whenever it wakes the consumer
-        self.taken = 0
-        self.limit = 1
-        self.done = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.space: asyncio.Future[None] | None = None
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def make_room(self) -> None:
-        space = self.space
-        if space is not None and not space.done():
-            space.set_result(None)
-
-    async def run(self) -> None:
-        append = self.pieces.append
-        chunk_size = self.chunk_size
-        iterator = aiter(self.source)
-        total = 0
-        try:
-            async for piece in iterator:
-                try:
-                    total += len(piece)
-                except TypeError:
-                    raise bad_item(self.name, piece) from None
-                append(piece)
-                if total >= self.limit:
-                    self.total = total
-                    self.wake()
-                    if total - self.taken >= chunk_size:
-                        self.space = asyncio.get_running_loop().create_future()
-                        await self.space
-                    else:
-                        self.limit = self.taken + chunk_size
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.total = total
-            self.done = True
-            self.wake()
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    def take(
-        self, *, whole: bool, encoding: str, counted: bool = True
-    ) -> tuple[list[bytes], bytes]:
-        """Take the buffer: full chunks (and, if ``whole``, the rest as well).
-
-        ``counted``: ``total`` is up to date (the pump published it and is
-        suspended, or it finished); otherwise count what is buffered. Runs
-        without awaiting, so the pump cannot append meanwhile.
-        """
-        pieces = self.pieces
-        carried = len(self.carry)
-        units = self.total - self.taken - carried if counted else sum(map(len, pieces))
-        data = _take(pieces, self.carry, encoding, self.name)
-        chunks, rest = split_exact(data, self.chunk_size)
-        if whole and rest:
-            chunks.append(rest)
-            rest = b""
-        self.carry = rest
-        # ``taken`` + ``len(carry)`` is what the pump's total has handed over.
-        self.taken += units + carried - len(rest)
-        self.limit = self.taken + (self.chunk_size if rest else 1)
-        self.make_room()
-        return chunks, rest
-
-    async def wait(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self.waiter = waiter
-        handle = None
-        if timeout is not None:
-            handle = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-            if handle is not None:
-                handle.cancel()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def aiter_chunks(
-    source: AsyncIterable[Piece],
-    *,
-    chunk_size: int,
-    flush_interval: float,
-    encoding: str = "utf-8",
-    name: str = "stream",
-) -> AsyncIterator[bytes]:
-    """Re-chunk an async source. ``flush_interval`` holds even while the source
-    is silent: a timer sends whatever has waited that long.
-
-    The source is read by a helper task, so ``aclose()`` of this generator (or
-    cancellation) cancels that task and ``aclose()``s the source.
-    """
-    if flush_interval == 0:
-        async for chunk in _apassthrough(
-            source, chunk_size=chunk_size, encoding=encoding, name=name
-        ):
-            yield chunk
-        return
-    loop = asyncio.get_running_loop()
-    pump = _Pump(source, chunk_size, name)
-    task = loop.create_task(pump.run())
-    pieces = pump.pieces
-    oldest: float | None = None  # when the oldest buffered byte was first seen
-    try:
-        while True:
-            if pump.done:
-                if pieces or pump.carry:
-                    for chunk in pump.take(whole=True, encoding=encoding)[0]:
-                        yield chunk
-                if pump.error is not None:
-                    raise pump.error
-                return
-            if pump.total - pump.taken >= chunk_size:
-                chunks, rest = pump.take(whole=False, encoding=encoding)
-                if not rest:
-                    oldest = None
-                for chunk in chunks:
-                    yield chunk
-                continue
-            if pieces or pump.carry:
-                now = loop.time()
-                if oldest is None:
-                    oldest = now
-                remaining = oldest + flush_interval - now
-                if remaining <= 0:
-                    oldest = None
-                    taken = pump.take(whole=True, encoding=encoding, counted=False)
-                    for chunk in taken[0]:
-                        yield chunk
-                    continue
-                await pump.wait(remaining)
-            else:
-                await pump.wait(None)
-                oldest = loop.time()
-    finally:
-        if not task.done():
-            task.cancel()
-        # The pump closes the source in its own ``finally``; wait for that.
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def _apassthrough(
-    source: AsyncIterable[Piece], *, chunk_size: int, encoding: str, name: str
-) -> AsyncIterator[bytes]:
-    iterator = aiter(source)
-    try:
-        async for piece in iterator:
-            data = to_bytes(piece, encoding, name)
-            if len(data) <= chunk_size:
-                if data:
-                    yield data
-                continue
-            chunks, rest = split_exact(data, chunk_size)
-            for chunk in chunks:
-                yield chunk
-            if rest:
-                yield rest
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()

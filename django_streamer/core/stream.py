@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import io
-import itertools
+import asyncio
+import contextlib
 import logging
-import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
+from .achunking import aiter_chunks
 from .bridge import aiter_sync, iter_async
-from .chunking import Piece, StreamSourceError, aiter_chunks, iter_chunks
+from .chunking import Piece, iter_chunks
+from .drivers import close_quietly as _close
+from .drivers import drive_async, drive_sync, prepended
+from .lifecycle import Lifecycle, State
 from .recorder import Outcome, Recorders, StreamRecorder
+from .sendfile import FileSender
+from .sources import classify
+from .validate import non_negative_number, positive_int
 
 logger = logging.getLogger("django_streamer")
 
+__all__ = ["FileSender", "State", "Stream"]
+
 
 def check_chunk_size(value: object, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"stream {name!r}: chunk_size must be a positive int, got {value!r}")
-    return value
+    return positive_int(value, what=f"stream {name!r}: chunk_size")
 
 
 def check_flush_interval(value: object, *, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(
-            f"stream {name!r}: flush_interval must be a number of seconds >= 0, got {value!r}"
-        )
-    return float(value)
+    return non_negative_number(value, what=f"stream {name!r}: flush_interval")
 
 
 class Stream:
@@ -39,6 +40,9 @@ class Stream:
     ``memoryview``, ``str``), binary or text file-like objects (read in
     ``chunk_size`` pieces and closed at the end) and ``os.PathLike`` paths
     (opened here, closed here, with a known length).
+
+    Its consumption is one :class:`~.lifecycle.State`; its end is one
+    :class:`Outcome`, told to the recorders exactly once.
     """
 
     def __init__(
@@ -56,205 +60,198 @@ class Stream:
         self.flush_interval = check_flush_interval(flush_interval, name=name)
         self.encoding = encoding
         self.recorders = Recorders([recorder] if recorder is not None else [])
-        self.length: int | None = None
-        self.file: Any = None  # the file-like we read, if any
-        self.binary_file = False
-        self.is_async = False  # an async iterable that is not also a sync one
-        self._source: Any = None
-        self._lock = threading.Lock()
-        self._claimed = False
-        self._finished = False
-        self._sender: FileSender | None = None
+        classified = classify(source, name=name, chunk_size=self.chunk_size)
+        self.length = classified.length
+        self.file = classified.file  # the file-like we read, if any
+        self.binary_file = classified.binary_file
+        self.is_async = classified.is_async
         self.sent_bytes = 0
         self.path = ""  # the request's path, when the caller knows it (for metrics)
-        self._driver: Iterator[bytes] | None = None  # the sync driver, once made
-        self._first: bytes | None = None  # a chunk prefetch() made and nobody took yet
-        self._classify(source)
+        self.outcome: Outcome | None = None
+        self.lifecycle = Lifecycle(name)
+        self._source: Any = classified.items
+        self._outcome_lock = threading.Lock()
+        self._sender: FileSender | None = None
+        self._sync: Iterator[bytes] | None = None  # the sync driver, once made
+        self._first: bytes | None = None  # the chunk prepare() made, not yet taken
+        self._pending: asyncio.Future[bytes] | None = None  # aprepare()'s first chunk
+        self._async: AsyncIterator[bytes] | None = None  # the async driver, once made
 
-    # -- classification -------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
 
-    def _classify(self, source: object) -> None:
-        if isinstance(source, (str, bytes, bytearray, memoryview)):
-            raise StreamSourceError(
-                f"stream {self.name!r}: the source is a single {type(source).__name__}; "
-                "pass an iterable of pieces (e.g. [data]) or a file, or use HttpResponse"
-            )
-        if isinstance(source, os.PathLike):
-            path = Path(os.fspath(source))
-            file = open(path, "rb")  # noqa: SIM115 - closed by close()
-            self.length = os.fstat(file.fileno()).st_size
-            self._set_file(file, binary=True)
-        elif hasattr(source, "read"):
-            probe = source.read(0)
-            if isinstance(probe, str):
-                self._set_file(source, binary=False)
-            elif isinstance(probe, (bytes, bytearray)):
-                self._set_file(source, binary=True)
-                self.length = _remaining_length(source)
-            else:
-                raise StreamSourceError(
-                    f"stream {self.name!r}: read() of the file-like source returned "
-                    f"{type(probe).__name__}, expected bytes or str"
-                )
-        elif hasattr(source, "__iter__"):
-            self._source = source
-        elif hasattr(source, "__aiter__"):
-            self._source = source
-            self.is_async = True
-        else:
-            raise StreamSourceError(
-                f"stream {self.name!r}: the source must be an iterable, an async iterable, "
-                f"a file-like object or a path, not {type(source).__name__}"
-            )
+    # -- before the response starts -------------------------------------
 
-    def _set_file(self, file: Any, *, binary: bool) -> None:
-        self.file = file
-        self.binary_file = binary
-        self._source = _read_file(file, self.chunk_size)
+    def can_prepare(self) -> bool:
+        """Whether the first chunk may be made before the response starts.
 
-    # -- consumption ----------------------------------------------------
-
-    def _claim(self) -> None:
-        with self._lock:
-            if self._claimed:
-                raise RuntimeError(f"stream {self.name!r} can be consumed only once")
-            self._claimed = True
-
-    def prefetch(self) -> int | None:
-        """Produce the first chunk of a sync source now, before the headers go.
-
-        Returns the whole body's length when that first chunk was all of it,
-        so the caller can send ``Content-Length`` instead of chunked framing
-        (one write less, and no terminator write). Never for async sources or
-        files; call it only where blocking is fine (a WSGI server thread).
+        Not for binary files: their length is known, and the sendfile path
+        must stay open.
         """
-        if self.is_async or self.file is not None or self._claimed:
-            return None
-        self._claim()
+        return self.state is State.NEW and not self.binary_file
+
+    def prepare(self) -> int | None:
+        """Make the first chunk now (blocking), before the headers go.
+
+        A source that fails here raises here, while the caller can still
+        answer with an error page. Returns the whole body's length when the
+        source ended within the first chunk (``Content-Length`` then replaces
+        chunked framing). Call it only where blocking is fine.
+        """
+        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
         ended: list[int] = []
-        self._driver = self._drive_sync(self._rechunk_sync(on_end=ended.append))
-        self._first = next(self._driver, None)
+        self._sync = self._sync_driver(ended.append)
+        self._first = next(self._sync, None)
         return ended[0] if ended else None
+
+    async def aprepare(self, wait: float) -> int | None:
+        """``prepare()`` for an event loop: wait up to ``wait`` s for the first chunk.
+
+        If it is not made by then, the response starts without it and the
+        chunk is sent when it comes, so a slow source's first byte is never
+        later than without this wait.
+        """
+        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
+        ended: list[int] = []
+        self._async = self._async_driver(ended.append)
+        first = self._pending = asyncio.ensure_future(anext(self._async))
+        await asyncio.wait({first}, timeout=wait)
+        if first.done() and not first.cancelled():
+            error = first.exception()
+            if error is not None and not isinstance(error, StopAsyncIteration):
+                raise error
+        return ended[0] if ended else None
+
+    # -- the chunks -----------------------------------------------------
 
     def sync_chunks(self) -> Iterator[bytes]:
         """The chunks for a sync server (WSGI); an async source is bridged."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            assert self._driver is not None
-            return itertools.chain((first,), self._driver)
-        self._claim()
-        if self.is_async:
-            self._driver = self._drive_sync(iter_async(self._rechunk_async()))
-        else:
-            self._driver = self._drive_sync(self._rechunk_sync())
-        return self._driver
+        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        if old is State.NEW:
+            self._sync = self._sync_driver(None)
+            return self._sync
+        if self._async is not None:
+            return iter_async(self._resume())
+        assert self._sync is not None
+        return prepended(self._first, self._sync)
 
     def async_chunks(self) -> AsyncIterator[bytes]:
         """The chunks for an async server (ASGI); a sync source is bridged."""
-        if self._driver is not None and not self.is_async:
-            return aiter_sync(self.sync_chunks())  # after a prefetch()
-        self._claim()
+        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        if old is State.NEW:
+            return self._async_driver(None)
+        if self._async is not None:
+            return self._resume()
+        assert self._sync is not None
+        return aiter_sync(prepended(self._first, self._sync))
+
+    def _sync_driver(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
+        """Chunks, counted and recorded, for sync code; an async source runs on a private loop."""
         if self.is_async:
-            return self._drive_async(self._rechunk_async())
-        self._driver = self._drive_sync(self._rechunk_sync())
-        return aiter_sync(self._driver)
+            return drive_sync(self, iter_async(self._rechunk_async(on_end)))
+        return drive_sync(self, self._rechunk_sync(on_end))
+
+    def _async_driver(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+        """Chunks, counted and recorded, for an event loop; a sync source runs in a thread."""
+        if self.is_async:
+            return drive_async(self, self._rechunk_async(on_end))
+        # Driven in the thread, so close() can close it.
+        self._sync = drive_sync(self, self._rechunk_sync(on_end))
+        return aiter_sync(self._sync)
+
+    async def _resume(self) -> AsyncIterator[bytes]:
+        """After ``aprepare()``: the first chunk (awaited if still coming), then the rest."""
+        first, rest = self._pending, self._async
+        assert first is not None and rest is not None
+        try:
+            try:
+                chunk = await first
+            except StopAsyncIteration:
+                return
+            yield chunk
+            async for chunk in rest:
+                yield chunk
+        finally:
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+            aclose = getattr(rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
-        if not self.binary_file or self._claimed:
+        if not self.binary_file or not self.lifecycle.try_move(State.SENDFILE):
             return None
-        if self._sender is None:
-            self._sender = FileSender(self)
+        self._sender = FileSender(
+            self.file, on_start=self._sendfile_started, on_progress=self._sent, on_close=self.close
+        )
         return self._sender
 
     def cancel_sendfile(self) -> None:
         """The server iterates after all: forget the sendfile wrapper."""
-        if self._sender is not None and self._sender.furthest == 0:
+        sender = self._sender
+        if sender is not None and sender.furthest == 0 and self.lifecycle.try_move(State.NEW):
             self._sender = None
-            self._claimed = False
 
-    def _rechunk_sync(self, on_end: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    def _sendfile_started(self) -> None:
+        # The recorders learn of the first byte when sending starts (an empty
+        # chunk), not when sendfile() returns with the whole file.
+        self.recorders.chunk(0)
+
+    def _sent(self, nbytes: int) -> None:
+        self.sent_bytes += nbytes
+        self.recorders.chunk(nbytes)
+
+    def _rechunk_sync(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
         source: Iterable[Piece] = self._source
-        return iter_chunks(
-            source,
-            chunk_size=self.chunk_size,
-            flush_interval=self.flush_interval,
-            encoding=self.encoding,
-            name=self.name,
-            on_end=on_end,
-        )
+        return iter_chunks(source, on_end=on_end, **self._options())
 
-    def _rechunk_async(self) -> AsyncIterator[bytes]:
+    def _rechunk_async(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
         source: AsyncIterable[Piece] = self._source
-        return aiter_chunks(
-            source,
-            chunk_size=self.chunk_size,
-            flush_interval=self.flush_interval,
-            encoding=self.encoding,
-            name=self.name,
-        )
+        return aiter_chunks(source, on_end=on_end, **self._options())
 
-    def _drive_sync(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        on_chunk = self.recorders.chunk_callback()
-        outcome = Outcome.ABORTED
-        try:
-            if on_chunk is None:
-                for chunk in chunks:
-                    self.sent_bytes += len(chunk)
-                    yield chunk
-            else:
-                for chunk in chunks:
-                    self.sent_bytes += len(chunk)
-                    on_chunk(len(chunk))
-                    yield chunk
-            outcome = Outcome.COMPLETED
-        except Exception:
-            outcome = Outcome.FAILED
-            self._log_failure()
-            raise
-        finally:
-            try:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
-            finally:
-                self._finish(outcome)
-
-    async def _drive_async(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        on_chunk = self.recorders.chunk
-        outcome = Outcome.ABORTED
-        try:
-            async for chunk in chunks:
-                self.sent_bytes += len(chunk)
-                on_chunk(len(chunk))
-                yield chunk
-            outcome = Outcome.COMPLETED
-        except Exception:
-            outcome = Outcome.FAILED
-            self._log_failure()
-            raise
-        finally:
-            try:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-            finally:
-                self._finish(outcome)
-
-    def _log_failure(self) -> None:
-        logger.exception(
-            "Stream %r failed after %d bytes; the response is left incomplete",
-            self.name,
-            self.sent_bytes,
-        )
+    def _options(self) -> dict[str, Any]:
+        return {
+            "chunk_size": self.chunk_size,
+            "flush_interval": self.flush_interval,
+            "encoding": self.encoding,
+            "name": self.name,
+        }
 
     # -- ending ---------------------------------------------------------
 
-    def _finish(self, outcome: Outcome) -> None:
-        with self._lock:
-            if self._finished:
+    def add_recorder(self, recorder: StreamRecorder) -> None:
+        """Tell ``recorder`` of every later chunk and of the outcome, exactly once.
+
+        Added after the stream ended, it hears the outcome at once. Its
+        ``start()`` is not called: the stream has started.
+        """
+        with self._outcome_lock:
+            outcome = self.outcome
+            if outcome is None:
+                self.recorders.add(recorder)
+        if outcome is not None:
+            recorder.finish(outcome)
+
+    def discard(self) -> None:
+        """Close what the stream opened without telling any recorder (it never started)."""
+        with self._outcome_lock:
+            self.outcome = Outcome.ABORTED
+        try:
+            if self.lifecycle.try_move(State.CLOSED):
+                _close(self._source)
+        finally:
+            if self.file is not None:
+                self.file.close()
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record the outcome; the first one wins, and recorders hear it once."""
+        with self._outcome_lock:
+            if self.outcome is not None:
                 return
-            self._finished = True
+            self.outcome = outcome
         self.recorders.finish(outcome)
 
     def close(self) -> None:
@@ -262,94 +259,28 @@ class Stream:
 
         A stream closed before it was consumed to the end is ``aborted``.
         """
+        old = self.lifecycle.state
+        if not self.lifecycle.try_move(State.CLOSED):
+            return
         try:
-            if self._driver is not None:
+            if self._sync is not None:
                 # Runs the driver's ``finally``: the source is closed and the
-                # outcome recorded (aborted, unless it had completed).
+                # outcome recorded (aborted, unless it had completed). A driver
+                # running in a worker thread right now is closed by its bridge.
                 self._first = None
-                self._driver.close()  # type: ignore[attr-defined]
-            if self._sender is not None:
-                self._sender.settle()
-            elif not self._claimed:
-                self._claimed = True
-                source_close = getattr(self._source, "close", None)
-                if source_close is not None:
-                    source_close()
+                with contextlib.suppress(ValueError):  # "generator already executing"
+                    _close(self._sync)
+            pending = self._pending
+            if pending is not None and not pending.done():
+                # Django's ASGI handler calls close() in a worker thread: cancel
+                # on the loop, which then runs the driver's cleanup.
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    pending.get_loop().call_soon_threadsafe(pending.cancel)
+            if self._sender is not None and self._sender.done(self.length):
+                self.finish(Outcome.COMPLETED)
+            if old is State.NEW:
+                _close(self._source)
             if self.file is not None:
                 self.file.close()
         finally:
-            self._finish(Outcome.ABORTED)
-
-
-def _read_file(file: Any, size: int) -> Iterator[Any]:
-    try:
-        while True:
-            data = file.read(size)
-            if not data:
-                return
-            yield data
-    finally:
-        file.close()
-
-
-def _remaining_length(file: Any) -> int | None:
-    try:
-        fileno = file.fileno()
-        remaining: int = os.fstat(fileno).st_size - file.tell()
-        return remaining
-    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
-        return None
-
-
-class FileSender:
-    """What a WSGI server's ``wsgi.file_wrapper`` gets for a binary file.
-
-    gunicorn hands ``fileno()`` to ``socket.sendfile()``, which reports how far
-    it got by calling ``seek()``; servers without sendfile call ``read()``.
-    Either way we learn how many bytes left, so the outcome is exact.
-    """
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.file = stream.file
-        self.start = self.file.tell() if hasattr(self.file, "tell") else 0
-        self.furthest = 0
-        self.eof = False
-        stream._claimed = True
-
-    def fileno(self) -> int:
-        result: int = self.file.fileno()
-        return result
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self.file.read(size)
-        if data:
-            self.furthest += len(data)
-            self.stream.sent_bytes = self.furthest
-            self.stream.recorders.chunk(len(data))
-        else:
-            self.eof = True
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        position: int = self.file.seek(offset, whence)
-        moved = position - self.start
-        if moved > self.furthest:
-            # sendfile() reporting progress: one chunk for what it sent.
-            self.stream.recorders.chunk(moved - self.furthest)
-            self.furthest = moved
-            self.stream.sent_bytes = moved
-        return position
-
-    def tell(self) -> int:
-        result: int = self.file.tell()
-        return result
-
-    def settle(self) -> None:
-        length = self.stream.length
-        done = self.eof if length is None else self.furthest >= length
-        if done:
-            self.stream._finish(Outcome.COMPLETED)
-
-    def close(self) -> None:
-        self.stream.close()
+            self.finish(Outcome.ABORTED)

@@ -1,0 +1,77 @@
+"""The object a WSGI server's ``wsgi.file_wrapper`` gets for a binary file (sendfile)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class FileSender:
+    """Wraps a binary file for ``wsgi.file_wrapper``; reports through callbacks.
+
+    gunicorn calls ``fileno()`` right before it sends the headers and the file
+    (``on_start``: the first byte is on its way), hands the descriptor to
+    ``socket.sendfile()``, which reports how far it got by calling ``seek()``;
+    servers without sendfile call ``read()``. Each advance is ``on_progress(n)``
+    with the new bytes, so the outcome and the active-streams table are exact.
+    CPython's ``socket.sendfile()`` seeks once, at its end; the ``read()`` path
+    reports every block.
+    """
+
+    def __init__(
+        self,
+        file: Any,
+        *,
+        on_start: Callable[[], None],
+        on_progress: Callable[[int], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        self.file = file
+        self.start = file.tell() if hasattr(file, "tell") else 0
+        self.furthest = 0
+        self.eof = False
+        self.started = False
+        self._on_start = on_start
+        self._on_progress = on_progress
+        self._on_close = on_close
+
+    def _begin(self) -> None:
+        if not self.started:
+            self.started = True
+            self._on_start()
+
+    def fileno(self) -> int:
+        self._begin()
+        result: int = self.file.fileno()
+        return result
+
+    def read(self, size: int = -1) -> bytes:
+        self._begin()
+        data: bytes = self.file.read(size)
+        if data:
+            self.furthest += len(data)
+            self._on_progress(len(data))
+        else:
+            self.eof = True
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position: int = self.file.seek(offset, whence)
+        moved = position - self.start
+        if moved > self.furthest:
+            self._on_progress(moved - self.furthest)
+            self.furthest = moved
+        return position
+
+    def tell(self) -> int:
+        result: int = self.file.tell()
+        return result
+
+    def done(self, length: int | None) -> bool:
+        """Whether everything was sent (to the end of the file when ``length`` is None)."""
+        return self.eof if length is None else self.furthest >= length
+
+    def close(self) -> None:
+        # Django patches this to ``response.close`` for the server; the stream
+        # closes the file and settles the outcome either way.
+        self._on_close()
