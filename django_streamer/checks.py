@@ -214,5 +214,57 @@ def _callable_errors(
     return [checks.Error(message, hint=hint, id=check_id)]
 
 
+@checks.register(checks.Tags.compatibility)
+def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Cluster settings are valid, and set when a routed view uses scope='cluster'."""
+    from .cluster import settings_errors
+
+    hint = "See the README's 'Cluster scope' section."
+    errors: list[checks.CheckMessage] = [
+        checks.Error(message + ".", hint=hint, id="django_streamer.E012")
+        for message in settings_errors()
+    ]
+    if conf.STREAMER_REDIS_URL:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            errors.append(
+                checks.Error(
+                    "STREAMER_REDIS_URL is set but redis-py is not installed.",
+                    hint="pip install 'django-streamer[redis]'",
+                    id="django_streamer.E013",
+                )
+            )
+    elif _cluster_views():
+        errors.append(
+            checks.Error(
+                f"{', '.join(_cluster_views())} use limit_concurrency(scope='cluster') "
+                "but STREAMER_REDIS_URL is not set.",
+                hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or use scope='host'.",
+                id="django_streamer.E014",
+            )
+        )
+    return errors
+
+
+def _cluster_views() -> list[str]:
+    """Pool names of routed views limited at cluster scope."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    found: list[str] = []
+    pending: list[Any] = list(get_resolver().url_patterns)
+    while pending:
+        entry = pending.pop()
+        if isinstance(entry, URLResolver):
+            pending.extend(entry.url_patterns)
+        elif isinstance(entry, URLPattern):
+            view = entry.callback
+            # A class-based view's dispatch may carry the decorator.
+            for candidate in (view, getattr(getattr(view, "view_class", None), "dispatch", None)):
+                if getattr(candidate, "limit_scope", None) == "cluster":
+                    found.append(candidate.limit_pool_name)  # type: ignore[union-attr]
+    return sorted(set(found))
+
+
 def _uses_asgi() -> bool:
     return bool(getattr(settings, "ASGI_APPLICATION", None))

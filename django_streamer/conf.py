@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_TOKEN": None,
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
+    "STREAMER_REDIS_URL": None,
+    "STREAMER_CLUSTER_LEASE": 10,
+    "STREAMER_CLUSTER_ON_ERROR": "local",
 }
 
 
@@ -123,6 +126,24 @@ class Settings:
     def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
         """Dotted path of ``(request) -> bool``, checked after the staff check."""
         value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
+        return value
+
+    @property
+    def STREAMER_REDIS_URL(self) -> str | None:
+        """Redis for cluster-scope pools, e.g. ``redis://127.0.0.1:6379/0``."""
+        value: str | None = self._get("STREAMER_REDIS_URL")
+        return value
+
+    @property
+    def STREAMER_CLUSTER_LEASE(self) -> float:
+        """Seconds a cluster slot lives without renewal (a dead host's slots come back then)."""
+        value: float = self._get("STREAMER_CLUSTER_LEASE")
+        return value
+
+    @property
+    def STREAMER_CLUSTER_ON_ERROR(self) -> str:
+        """While Redis is unreachable: ``"local"`` (host pool), ``"open"`` or ``"closed"``."""
+        value: str = self._get("STREAMER_CLUSTER_ON_ERROR")
         return value
 
 

@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
+from . import cluster
 from .conf import conf, default_state_dir
 from .core.limiter import Backend, HostBackend, Pool, PoolLease, ProcessBackend
 from .core.recorder import Outcome, StreamRecorder
@@ -77,7 +78,9 @@ def backend_for(scope: str) -> Backend:
             if backend is None:
                 backend = _host_backends[directory] = HostBackend(directory)
         return backend
-    raise ValueError(f"scope {scope!r} has no backend in this version; use 'process' or 'host'")
+    if scope == "cluster":
+        return cluster.get_backend()
+    raise ValueError(f"scope {scope!r} has no backend; use one of {SCOPES}")
 
 
 def get_pool(scope: str, name: str, limit: int) -> Pool:
@@ -247,10 +250,6 @@ def limit_concurrency(
         raise ValueError(f"limit_concurrency: limit must be an int >= 1, got {limit!r}")
     if scope not in SCOPES:
         raise ValueError(f"limit_concurrency: scope must be one of {SCOPES}, got {scope!r}")
-    if scope == "cluster":
-        raise ValueError(
-            "limit_concurrency: scope='cluster' (Redis) is not available in this version"
-        )
     if on_limit not in ("reject", "wait"):
         raise ValueError(
             f"limit_concurrency: on_limit must be 'reject' or 'wait', got {on_limit!r}"
@@ -276,6 +275,7 @@ def limit_concurrency(
     key_of = key_function(key)
     wait = on_limit == "wait"
     wait_seconds = float(timeout or 0)
+    patience = wait_seconds if wait else 0.0  # cluster waits: 0 tries once
 
     def decorator(view: ViewT) -> ViewT:
         pool_name = name or f"{view.__module__}.{view.__qualname__}"
@@ -318,7 +318,9 @@ def limit_concurrency(
                 if slot_key is None:
                     return await view(*args, **kwargs)
                 the_pool = pool()
-                if wait:
+                if scope == "cluster":  # the queue lives in Redis
+                    lease = await cluster.aacquire(the_pool, slot_key, timeout=patience)
+                elif wait:
                     lease = await the_pool.aacquire(slot_key, timeout=wait_seconds)
                 else:
                     lease = the_pool.try_acquire(slot_key)
@@ -343,7 +345,9 @@ def limit_concurrency(
                 if slot_key is None:
                     return view(*args, **kwargs)
                 the_pool = pool()
-                if wait:
+                if scope == "cluster":  # the queue lives in Redis
+                    lease = cluster.acquire(the_pool, slot_key, timeout=patience)
+                elif wait:
                     lease = the_pool.acquire(slot_key, timeout=wait_seconds)
                 else:
                     lease = the_pool.try_acquire(slot_key)
@@ -360,6 +364,7 @@ def limit_concurrency(
 
             wrapper = functools.wraps(view)(inner)
         wrapper.limit_pool_name = pool_name  # type: ignore[attr-defined]
+        wrapper.limit_scope = scope  # type: ignore[attr-defined]
         return cast(ViewT, wrapper)
 
     return decorator

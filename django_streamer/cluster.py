@@ -1,0 +1,124 @@
+"""Django wiring of cluster-scope pools: settings to a Redis backend, and its waits.
+
+The backend (``core/cluster.py``) is made on first use from
+``STREAMER_REDIS_URL``, ``STREAMER_CLUSTER_LEASE`` and
+``STREAMER_CLUSTER_ON_ERROR``; its fallback is the host-scope backend, so with
+``"local"`` each host keeps the same limit for itself while Redis is away.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import conf
+from .core import validate
+from .core.cluster import ON_ERROR, ClusterBackend
+from .core.limiter import Backend, Lease, Pool, PoolLease
+
+_lock = threading.Lock()
+_backends: dict[tuple[str, float, str], ClusterBackend] = {}
+
+
+def settings_errors() -> list[str]:
+    """What is wrong with the cluster settings, one message each (for checks and first use)."""
+    errors = []
+    url = conf.STREAMER_REDIS_URL
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        errors.append(
+            f"setting STREAMER_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {url!r}"
+        )
+    try:
+        validate.positive_number(conf.STREAMER_CLUSTER_LEASE, what="setting STREAMER_CLUSTER_LEASE")
+    except ValueError as exc:
+        errors.append(str(exc))
+    try:
+        validate.one_of(
+            conf.STREAMER_CLUSTER_ON_ERROR, ON_ERROR, what="setting STREAMER_CLUSTER_ON_ERROR"
+        )
+    except ValueError as exc:
+        errors.append(str(exc))
+    return errors
+
+
+def get_backend() -> ClusterBackend:
+    """The backend for the current settings, made on first use."""
+    url = conf.STREAMER_REDIS_URL
+    if not url:
+        raise ImproperlyConfigured(
+            "limit_concurrency(scope='cluster') needs STREAMER_REDIS_URL "
+            "(e.g. 'redis://127.0.0.1:6379/0')"
+        )
+    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR)
+    backend = _backends.get(config)
+    if backend is not None:
+        return backend
+    errors = settings_errors()
+    if errors:
+        raise ImproperlyConfigured("; ".join(errors))
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ImproperlyConfigured(
+            "scope='cluster' needs redis-py: pip install 'django-streamer[redis]'"
+        ) from None
+    with _lock:
+        backend = _backends.get(config)
+        if backend is None:
+            backend = _backends[config] = ClusterBackend(
+                url, lease=config[1], on_error=config[2], fallback=_host_backend
+            )
+    return backend
+
+
+def _host_backend() -> Backend:
+    from .decorators import backend_for
+
+    return backend_for("host")
+
+
+def _pool_lease(pool: Pool, key: str, inner: Lease, waited: float) -> PoolLease:
+    # TODO(lead): give Pool a public "adopt(key, inner, waited)"; the pool's own
+    # queue is not used for cluster waits (the queue lives in Redis).
+    with pool._lock:
+        pool.held += 1
+    return PoolLease(pool, key, inner, waited, pool.clock())
+
+
+def acquire(pool: Pool, key: str, *, timeout: float) -> PoolLease | None:
+    """A slot of a cluster pool, waiting up to ``timeout`` (0: do not wait)."""
+    backend = cast(ClusterBackend, pool.backend)
+    started = pool.clock()
+    inner = backend.acquire(pool.name, key, pool.limit, timeout=timeout)
+    return None if inner is None else _pool_lease(pool, key, inner, pool.clock() - started)
+
+
+async def aacquire(pool: Pool, key: str, *, timeout: float) -> PoolLease | None:
+    backend = cast(ClusterBackend, pool.backend)
+    started = pool.clock()
+    inner = await backend.aacquire(pool.name, key, pool.limit, timeout=timeout)
+    return None if inner is None else _pool_lease(pool, key, inner, pool.clock() - started)
+
+
+def release_dead_worker(pid: int) -> int:
+    """Drop the leases of a worker of this host that died (gunicorn's ``child_exit``)."""
+    if not conf.STREAMER_REDIS_URL:
+        return 0
+    backend = get_backend()
+    return backend.release_owner(f"{backend.owner.rsplit(':', 1)[0]}:{pid}")
+
+
+def figures() -> dict[str, dict[str, Any]]:
+    """Per cluster backend: failed Redis calls by pool, and whether it runs on its fallback.
+
+    For the metrics collector: ``django_streamer_limiter_backend_errors_total``
+    and ``django_streamer_limiter_fallback``.
+    """
+    return {
+        url: {"errors": dict(b.errors), "fallback": b.breaker.is_open}
+        for (url, _, _), b in list(_backends.items())
+    }
