@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import secrets
 import socket
 import threading
 import time
@@ -124,6 +125,7 @@ class ClusterBackend:
         self._leases: dict[str, ClusterLease] = {}
         self._ids = itertools.count()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._token = secrets.token_hex(4)  # two backends of one process never share an id
         self.breaker = Breaker(clock=self.clock)
         self.heartbeat = Heartbeat(
             beat=self._beat, breaker=self.breaker, interval=self.lease / 3, probe=self._probe
@@ -183,7 +185,7 @@ class ClusterBackend:
         return {"keys": [keys.k("q"), keys.k("e")], "args": [ident, self.channel, keys.digest]}
 
     def _new_ident(self) -> str:
-        return f"{self.owner}:{next(self._ids)}"
+        return f"{self.owner}:{self._token}:{next(self._ids)}"
 
     def _admitted(self, keys: Keys, ident: str, started: float) -> ClusterLease:
         lease = ClusterLease(self, keys, ident, started)
@@ -397,6 +399,12 @@ class ClusterBackend:
             return
         for lease in live:
             lease.renewed = now
+
+    def close(self) -> None:
+        """Stop the background threads (tests, shutdown); leases left expire in Redis."""
+        self.heartbeat.stop()
+        self.wakeups.stop()
+        self.client.close()
 
     def held(self) -> int:
         """Leases this process holds in Redis now."""

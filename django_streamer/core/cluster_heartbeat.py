@@ -65,9 +65,14 @@ class Heartbeat:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._wake.set()
 
     def ensure_running(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None or self.stopped:
             return
         with self._lock:
             if self._thread is None:
@@ -81,10 +86,12 @@ class Heartbeat:
         self._wake.set()
 
     def _run(self) -> None:
-        while True:
+        while not self.stopped:
             pause = self.probe if self._breaker.is_open else self.interval
             self._wake.wait(pause)
             self._wake.clear()
+            if self.stopped:
+                return
             try:
                 self._beat()
             except Exception:  # the thread must outlive any one bad beat
@@ -101,6 +108,10 @@ class Wakeups:
         self._wakers: dict[str, set[Waker]] = {}
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True  # the thread ends within a second (its read timeout)
 
     def add(self, digest: str, waker: Waker) -> None:
         with self._lock:
@@ -126,7 +137,7 @@ class Wakeups:
             waker()
 
     def _run(self) -> None:
-        while True:
+        while not self.stopped:
             try:
                 self._listen()
             except Exception:  # Redis down or restarted: waiters poll meanwhile
@@ -137,7 +148,7 @@ class Wakeups:
         pubsub = self._subscribe()
         try:
             pubsub.subscribe(self.channel)  # type: ignore[attr-defined]
-            while True:
+            while not self.stopped:
                 message = pubsub.get_message(timeout=1.0)  # type: ignore[attr-defined]
                 if message is None:
                     continue
