@@ -65,7 +65,7 @@ limiter_recorders: list[LimiterRecorder] = []
 _lock = threading.Lock()
 _process_backend = ProcessBackend()
 _host_backends: dict[str, HostBackend] = {}
-_pools: dict[tuple[str, str, str], Pool] = {}
+_pools: dict[tuple[str, int, str], Pool] = {}
 
 
 def backend_for(scope: str) -> Backend:
@@ -86,11 +86,11 @@ def backend_for(scope: str) -> Backend:
 def get_pool(scope: str, name: str, limit: int) -> Pool:
     """The pool for (scope, name), made on first use; backends resolve settings then."""
     backend = backend_for(scope)
-    directory = getattr(backend, "directory", "")
+    where = id(backend)  # backends are kept for the life of the process
     with _lock:
-        pool = _pools.get((scope, directory, name))
+        pool = _pools.get((scope, where, name))
         if pool is None:
-            pool = _pools[(scope, directory, name)] = Pool(name=name, limit=limit, backend=backend)
+            pool = _pools[(scope, where, name)] = Pool(name=name, limit=limit, backend=backend)
         elif pool.limit != limit:
             raise ValueError(
                 f"pool {name!r} ({scope}) is used with limit {pool.limit} and {limit}; "

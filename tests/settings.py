@@ -24,7 +24,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
-ROOT_URLCONF = "tests.urls"
+ROOT_URLCONF = os.environ.get("STREAMER_TEST_URLCONF", "tests.urls")
 # A file when a gunicorn test needs one database for all its workers.
 DATABASES = {
     "default": {
@@ -55,3 +55,7 @@ STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.m
 )
 STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]
 STATIC_URL = "/static/"
+# The cluster tests point gunicorn masters at their own redis-server.
+STREAMER_REDIS_URL = os.environ.get("STREAMER_TEST_REDIS_URL") or None
+STREAMER_CLUSTER_LEASE = float(os.environ.get("STREAMER_TEST_CLUSTER_LEASE", "10"))
+STREAMER_CLUSTER_ON_ERROR = os.environ.get("STREAMER_TEST_CLUSTER_ON_ERROR", "local")
