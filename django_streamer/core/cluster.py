@@ -25,43 +25,19 @@ import secrets
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import cluster_scripts as lua
-from .cluster_heartbeat import Breaker, Heartbeat, Wakeups, log
+from .cluster_async import AsyncSide
+from .cluster_heartbeat import Breaker, Heartbeat, Wakeups
+from .cluster_leases import ClusterLease, Keys, LeaseBook
 from .limiter import Backend, Lease
 
 ON_ERROR = ("local", "open", "closed")
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up
 FALLBACK_POLL = 0.05  # the same for a wait on the fallback pool during an outage
 SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE")
-
-
-@dataclass(frozen=True)
-class Keys:
-    base: str  # prefix{digest}: the hash tag keeps a pool key's Redis keys together
-    digest: str
-
-    def k(self, suffix: str) -> str:
-        return f"{self.base}:{suffix}"
-
-
-class ClusterLease:
-    __slots__ = ("_backend", "ident", "keys", "lost", "released", "renewed")
-
-    def __init__(self, backend: ClusterBackend, keys: Keys, ident: str, now: float) -> None:
-        self._backend = backend
-        self.keys = keys
-        self.ident = ident
-        self.renewed = now  # when the last renewal that succeeded was sent
-        self.lost = False
-        self.released = False
-
-    def release(self) -> None:
-        self._backend.release(self)
 
 
 class _OpenLease:
@@ -106,14 +82,11 @@ class ClusterBackend:
         self.clock = clock
         # Short timeouts and no retries: an admission decides within ~timeout
         # even while Redis hangs, then the breaker keeps the others off it.
-        self._timeout = timeout
+        self.timeout = timeout
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
         self._scripts = {name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS}
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
         self.errors: dict[str, int] = {}  # failed admissions, by pool
         self._probe = probe
         self._fresh_process()
@@ -121,8 +94,7 @@ class ClusterBackend:
 
     def _fresh_process(self) -> None:
         # Threads, leases and the event loops' clients do not survive a fork.
-        self._lock = threading.Lock()
-        self._leases: dict[str, ClusterLease] = {}
+        self.leases = LeaseBook()
         self._ids = itertools.count()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._token = secrets.token_hex(4)  # two backends of one process never share an id
@@ -131,8 +103,8 @@ class ClusterBackend:
             beat=self._beat, breaker=self.breaker, interval=self.lease / 3, probe=self._probe
         )
         self.wakeups = Wakeups(subscribe=self._pubsub, channel=self.channel)
-        self._aclients = weakref.WeakKeyDictionary()
-        self._pending: set[asyncio.Task[None]] = set()
+        self.aio = AsyncSide(self)
+        self.pools: dict[str, int] = {}  # pool -> limit, for the metrics
 
     def _pubsub(self) -> object:
         import redis
@@ -140,24 +112,6 @@ class ClusterBackend:
         # Its own connection, without a read timeout: it waits for messages.
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         return client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
-
-    def _aclient(self) -> Any:
-        loop = asyncio.get_running_loop()
-        entry = self._aclients.get(loop)
-        if entry is None:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-            scripts = {name: client.register_script(getattr(lua, name)) for name in SCRIPTS}
-            entry = self._aclients[loop] = (client, scripts)
-        return entry[1]
 
     # -- shared pieces of the sync and async paths -----------------------------
 
@@ -171,30 +125,29 @@ class ClusterBackend:
     def _keep_ms(self) -> int:
         return int(max(self.lease, 3.0) * 3000)
 
-    def _acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
+    def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
         names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key()]
         args = [ident, limit, int(self.lease * 1000), int(wait), self._keep_ms(), keys.base]
         return {"keys": names, "args": [*args, self.channel, keys.digest]}
 
-    def _release_call(self, lease: ClusterLease) -> dict[str, Any]:
+    def release_call(self, lease: ClusterLease) -> dict[str, Any]:
         keys = lease.keys
         names = [keys.k("h"), keys.k("q"), self._owner_key()]
         return {"keys": names, "args": [lease.ident, keys.base, self.channel, keys.digest]}
 
-    def _give_up_call(self, keys: Keys, ident: str) -> dict[str, Any]:
+    def give_up_call(self, keys: Keys, ident: str) -> dict[str, Any]:
         return {"keys": [keys.k("q"), keys.k("e")], "args": [ident, self.channel, keys.digest]}
 
-    def _new_ident(self) -> str:
+    def new_ident(self) -> str:
         return f"{self.owner}:{self._token}:{next(self._ids)}"
 
-    def _admitted(self, keys: Keys, ident: str, started: float) -> ClusterLease:
-        lease = ClusterLease(self, keys, ident, started)
-        with self._lock:
-            self._leases[ident] = lease
+    def admitted(self, keys: Keys, ident: str, started: float) -> ClusterLease:
+        lease = ClusterLease(self.release, keys, ident, started)
+        self.leases.add(lease)
         self.heartbeat.ensure_running()
         return lease
 
-    def _failed(self, pool: str | None, exc: BaseException) -> None:
+    def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:
             self.errors[pool] = self.errors.get(pool, 0) + 1
         self.breaker.failed(exc)
@@ -208,46 +161,60 @@ class ClusterBackend:
             return None
         return self._fallback().try_acquire(pool, key, limit)
 
-    def _fallback_turn(self, pool: str, key: str, limit: int, deadline: float) -> Lease | float:
+    def fallback_turn(self, pool: str, key: str, limit: int, deadline: float) -> Lease | float:
         """One turn of a wait on the fallback: a lease, or seconds to sleep (<= 0: give up)."""
         lease = self.fallback_try(pool, key, limit)
         if lease is not None or self.on_error != "local":
             return lease if lease is not None else 0.0
         return min(FALLBACK_POLL, deadline - self.clock())
 
+    def turn(
+        self, reply: Any, keys: Keys, ident: str, started: float, deadline: float
+    ) -> ClusterLease | float:
+        """After one ACQUIRE: the lease, or seconds to wait for a wake-up (<= 0: give up)."""
+        if reply[0]:
+            return self.admitted(keys, ident, started)
+        return min(deadline - self.clock(), POLL)
+
     # -- admission -------------------------------------------------------------
 
     def try_acquire(self, pool: str, key: str, limit: int) -> Lease | None:
         return self.acquire(pool, key, limit, timeout=0)
 
+    async def aacquire(self, pool: str, key: str, limit: int, *, timeout: float) -> Lease | None:
+        """``acquire`` for async views: redis.asyncio, never blocking the loop."""
+        self.pools[pool] = limit
+        return await self.aio.acquire(pool, key, limit, timeout=timeout)
+
     def acquire(self, pool: str, key: str, limit: int, *, timeout: float) -> Lease | None:
         """A slot, waiting up to ``timeout`` seconds in the cluster-wide queue."""
+        self.pools[pool] = limit
         started = self.clock()
         deadline = started + timeout
         if self.breaker.is_open:
             return self._fallback_wait(pool, key, limit, deadline)
         import redis
 
-        keys, ident, wait = self.keys(pool, key), self._new_ident(), timeout > 0
+        keys, ident, wait = self.keys(pool, key), self.new_ident(), timeout > 0
         event = threading.Event()
         if wait:
             self.wakeups.add(keys.digest, event.set)
+        call = self.acquire_call(keys, ident, limit, wait)
         admitted = False
         try:
             while True:
                 try:
-                    admitted = bool(
-                        self._scripts["ACQUIRE"](**self._acquire_call(keys, ident, limit, wait))[0]
-                    )
+                    reply = self._scripts["ACQUIRE"](**call)
                 except redis.RedisError as exc:
-                    self._failed(pool, exc)
+                    self.failed(pool, exc)
                     return self._fallback_wait(pool, key, limit, deadline)
-                if admitted:
-                    return self._admitted(keys, ident, started)
-                remaining = deadline - self.clock()
-                if remaining <= 0:
+                turn = self.turn(reply, keys, ident, started, deadline)
+                if not isinstance(turn, float):
+                    admitted = True
+                    return turn
+                if turn <= 0:
                     return None
-                event.wait(min(remaining, POLL))
+                event.wait(turn)
                 event.clear()
         finally:
             if wait:
@@ -257,7 +224,7 @@ class ClusterBackend:
 
     def _fallback_wait(self, pool: str, key: str, limit: int, deadline: float) -> Lease | None:
         while True:
-            turn = self._fallback_turn(pool, key, limit, deadline)
+            turn = self.fallback_turn(pool, key, limit, deadline)
             if not isinstance(turn, float):
                 return turn
             if turn <= 0:
@@ -270,75 +237,15 @@ class ClusterBackend:
         import redis
 
         try:
-            self._scripts["GIVE_UP"](**self._give_up_call(keys, ident))
+            self._scripts["GIVE_UP"](**self.give_up_call(keys, ident))
         except redis.RedisError as exc:
-            self._failed(None, exc)
-
-    async def aacquire(self, pool: str, key: str, limit: int, *, timeout: float) -> Lease | None:
-        """``acquire`` for async views: redis.asyncio, never blocking the loop."""
-        started = self.clock()
-        deadline = started + timeout
-        if self.breaker.is_open:
-            return await self._afallback_wait(pool, key, limit, deadline)
-        import redis
-
-        scripts = self._aclient()
-        keys, ident, wait = self.keys(pool, key), self._new_ident(), timeout > 0
-        waker = _AsyncWaker(asyncio.get_running_loop())
-        if wait:
-            self.wakeups.add(keys.digest, waker)
-        admitted = False
-        try:
-            while True:
-                try:
-                    admitted = bool(
-                        (await scripts["ACQUIRE"](**self._acquire_call(keys, ident, limit, wait)))[
-                            0
-                        ]
-                    )
-                except redis.RedisError as exc:
-                    self._failed(pool, exc)
-                    return await self._afallback_wait(pool, key, limit, deadline)
-                if admitted:
-                    return self._admitted(keys, ident, started)
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    return None
-                await waker.wait(min(remaining, POLL))
-        finally:
-            if wait:
-                self.wakeups.remove(keys.digest, waker)
-                if not admitted and not self.breaker.is_open:
-                    await self._agive_up(scripts, keys, ident)
-
-    async def _afallback_wait(
-        self, pool: str, key: str, limit: int, deadline: float
-    ) -> Lease | None:
-        while True:
-            turn = self._fallback_turn(pool, key, limit, deadline)
-            if not isinstance(turn, float):
-                return turn
-            if turn <= 0:
-                return None
-            await asyncio.sleep(turn)
-
-    async def _agive_up(self, scripts: dict[str, Any], keys: Keys, ident: str) -> None:
-        import redis
-
-        try:
-            await scripts["GIVE_UP"](**self._give_up_call(keys, ident))
-        except (redis.RedisError, asyncio.CancelledError) as exc:
-            if isinstance(exc, redis.RedisError):
-                self._failed(None, exc)
+            self.failed(None, exc)
 
     # -- release, renewal, reading -------------------------------------------
 
     def release(self, lease: ClusterLease) -> None:
-        with self._lock:
-            if lease.released:
-                return
-            lease.released = True
-            self._leases.pop(lease.ident, None)
+        if not self.leases.close(lease):
+            return
         if lease.lost or self.breaker.is_open:
             return  # Redis forgets it within the lease
         try:
@@ -346,24 +253,14 @@ class ClusterBackend:
         except RuntimeError:
             loop = None
         if loop is not None:  # in an async view: do not block the loop
-            task = loop.create_task(self._arelease(lease))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self.aio.release_soon(lease, loop)
             return
         import redis
 
         try:
-            self._scripts["RELEASE"](**self._release_call(lease))
+            self._scripts["RELEASE"](**self.release_call(lease))
         except redis.RedisError as exc:
-            self._failed(None, exc)
-
-    async def _arelease(self, lease: ClusterLease) -> None:
-        import redis
-
-        try:
-            await self._aclient()["RELEASE"](**self._release_call(lease))
-        except redis.RedisError as exc:
-            self._failed(None, exc)
+            self.failed(None, exc)
 
     def _beat(self) -> None:
         """Probe while the breaker is open; renew every live lease in one call."""
@@ -376,17 +273,7 @@ class ClusterBackend:
                 return
             self.breaker.recovered()
         now = self.clock()
-        live = []
-        with self._lock:
-            for lease in list(self._leases.values()):
-                if now - lease.renewed < self.lease:
-                    live.append(lease)
-                    continue
-                lease.lost = True  # Redis may have handed the slot on: never add it back
-                del self._leases[lease.ident]
-                log.warning(
-                    "django-streamer: cluster lease %s lost (not renewed in time)", lease.ident
-                )
+        live = self.leases.to_renew(now, self.lease)
         if not live:
             return
         args: list[str | int] = [int(self.lease * 1000), self._keep_ms()]
@@ -395,7 +282,7 @@ class ClusterBackend:
         try:
             self._scripts["RENEW"](keys=[self._owner_key()], args=args)
         except redis.RedisError as exc:
-            self._failed(None, exc)
+            self.failed(None, exc)
             return
         for lease in live:
             lease.renewed = now
@@ -408,7 +295,7 @@ class ClusterBackend:
 
     def held(self) -> int:
         """Leases this process holds in Redis now."""
-        return len(self._leases)
+        return len(self.leases)
 
     def in_use(self, pool: str, key: str, limit: int) -> int:
         """Slots of ``key`` held cluster-wide (the fallback's count during an outage)."""
@@ -418,7 +305,7 @@ class ClusterBackend:
             try:
                 return int(self._scripts["IN_USE"](keys=[self.keys(pool, key).k("h")]))
             except redis.RedisError as exc:
-                self._failed(None, exc)
+                self.failed(None, exc)
         if self.on_error == "local" and self._fallback is not None:
             return self._fallback().in_use(pool, key, limit)
         return 0
@@ -428,23 +315,3 @@ class ClusterBackend:
         return int(
             self._scripts["RELEASE_OWNER"](keys=[self._owner_key(owner)], args=[self.channel])
         )
-
-
-class _AsyncWaker:
-    """Wakes one async waiter from the subscriber thread."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-
-    def __call__(self) -> None:
-        self.loop.call_soon_threadsafe(self._set)
-
-    def _set(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-    async def wait(self, seconds: float) -> None:
-        await asyncio.wait({self.future}, timeout=seconds)
-        if self.future.done():
-            self.future = self.loop.create_future()
