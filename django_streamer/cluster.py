@@ -9,7 +9,7 @@ The backend (``core/cluster.py``) is made on first use from
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import cast
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -112,13 +112,21 @@ def release_dead_worker(pid: int) -> int:
     return backend.release_owner(f"{backend.owner.rsplit(':', 1)[0]}:{pid}")
 
 
-def figures() -> dict[str, dict[str, Any]]:
-    """Per cluster backend: failed Redis calls by pool, and whether it runs on its fallback.
+def figures() -> dict[str, dict[str, float]]:
+    """Per cluster pool this process has used: the numbers for the metrics collector.
 
-    For the metrics collector: ``django_streamer_limiter_backend_errors_total``
-    and ``django_streamer_limiter_fallback``.
+    ``in_use``: slots held cluster-wide (of the pool's unkeyed slot set: keyed
+    pools would need a scan); ``backend_errors``: Redis calls that failed at
+    admission, in this process; ``fallback``: 1 while the pool runs on its
+    fallback (the breaker is open), else 0.
     """
-    return {
-        url: {"errors": dict(b.errors), "fallback": b.breaker.is_open}
-        for (url, _, _), b in list(_backends.items())
-    }
+    found: dict[str, dict[str, float]] = {}
+    for backend in list(_backends.values()):
+        fallback = float(backend.breaker.is_open)
+        for pool, limit in list(backend.pools.items()):
+            found[pool] = {
+                "in_use": float(backend.in_use(pool, "", limit)),
+                "backend_errors": float(backend.errors.get(pool, 0)),
+                "fallback": fallback,
+            }
+    return found
