@@ -20,19 +20,21 @@ from .conftest import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start empty (no RDB, no AOF) and wait until it answers."""
@@ -41,6 +43,7 @@ class RedisServer:
             [
                 *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+                *(("--requirepass", self.password) if self.password else ()),
             ],
             stdout=log,
             stderr=log,
@@ -51,7 +54,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up, asks for a password
                         return
             except OSError:
                 time.sleep(0.02)
@@ -78,9 +81,9 @@ class RedisServer:
         self.start()
 
 
-def running_redis(directory: Path) -> Iterator[RedisServer]:
+def running_redis(directory: Path, *, password: str | None = None) -> Iterator[RedisServer]:
     """The body of a ``redis_server`` fixture: a server, stopped afterwards."""
-    server = RedisServer(directory)
+    server = RedisServer(directory, password=password)
     yield server
     if server.proc is not None:
         server.resume()

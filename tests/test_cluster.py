@@ -155,6 +155,23 @@ def test_redis_down_each_mode_answers_within_100_ms(
             response.close()
 
 
+def test_a_password_in_the_url_works_and_a_wrong_one_is_an_outage(tmp_path: Path):
+    for server in running_redis(tmp_path, password="s3cret"):
+        limited = view(1)
+        with override_settings(STREAMER_REDIS_URL=server.url, STREAMER_CLUSTER_ON_ERROR="closed"):
+            held = limited(get())
+            assert (
+                held.status_code == 200
+                and cluster.get_backend().in_use(limited.limit_pool_name, "", 1) == 1
+            )
+            assert limited(get()).status_code == 503
+            held.close()
+        wrong = server.url.replace("s3cret", "wrong")
+        with override_settings(STREAMER_REDIS_URL=wrong, STREAMER_CLUSTER_ON_ERROR="closed"):
+            refused = view(1)(get())
+        assert refused.status_code == 503  # authentication failed: handled as an outage
+
+
 def test_release_dead_worker_drops_that_pid_s_leases(redis_server: RedisServer):
     with override_settings(STREAMER_REDIS_URL=redis_server.url):
         backend = cluster.get_backend()
