@@ -44,9 +44,10 @@ local ahead
 if wait == '1' then
   if not redis.call('ZSCORE', q, id) then
     redis.call('ZADD', q, redis.call('INCR', n), id)
-    redis.call('PEXPIRE', n, keep)
-    redis.call('PEXPIRE', q, keep)
   end
+  -- Every retry keeps the queue alive, however long the wait.
+  redis.call('PEXPIRE', n, keep)
+  redis.call('PEXPIRE', q, keep)
   ahead = redis.call('ZRANK', q, id)
 else
   ahead = redis.call('ZCARD', q)
