@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from django_streamer.core import cluster_scripts as lua
 from django_streamer.core.cluster import OPEN_LEASE, ClusterBackend
+from django_streamer.core.cluster_leases import ClusterLease
 from django_streamer.core.limiter import ProcessBackend
 
 from .conftest import ROOT
@@ -246,6 +248,18 @@ def test_redis_restarted_empty_gets_the_held_leases_back(redis_server: RedisServ
     until(lambda: reader.in_use("again", "k", 5) == 3, timeout=2)  # a heartbeat: lease / 3
     leases[0].release()  # type: ignore[union-attr]
     until(lambda: reader.in_use("again", "k", 5) == 2, timeout=1)
+
+
+def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(redis_server: RedisServer):
+    b = backend(redis_server, lease=30)
+    lease = b.try_acquire("race", "k", 1)
+    assert isinstance(lease, ClusterLease)
+    renew = redis.Redis.from_url(redis_server.url).register_script(lua.RENEW)
+    owner = f"streamer:owner:{b.owner}"
+    lease.release()  # ...while the heartbeat had already listed it for renewal
+    renew(keys=[owner], args=[30000, 90000, lease.keys.base, lease.ident])
+    assert b.in_use("race", "k", 1) == 0
+    assert b.try_acquire("race", "k", 1) is not None
 
 
 def test_a_lease_not_renewed_in_time_is_lost_logged_once_and_not_added_back(

@@ -12,7 +12,7 @@ This is the fair-semaphore pattern: a waiter is admitted when the held leases
 plus the waiters ahead of it are fewer than the limit, so order across hosts is
 first come, first served; a request that does not wait counts every waiter as
 ahead of it. A process's leases are also listed in an owner set
-(``owner:<host>:<pid>``, members ``base|lease``) so the gunicorn arbiter can
+(``owner:<host>:<pid>``, members ``base|lease`` and a marker) so the gunicorn arbiter can
 drop a dead worker's leases in one call. Every key expires some time after its
 last write, so keys of per-client pools do not pile up.
 
@@ -69,7 +69,7 @@ if wait == '1' then
 end
 redis.call('ZADD', h, now + lease, id)
 redis.call('PEXPIRE', h, keep)
-redis.call('SADD', owner, ARGV[6] .. '|' .. id)
+redis.call('SADD', owner, ARGV[6] .. '|' .. id, '*')
 redis.call('PEXPIRE', owner, keep)
 return {1, held + 1}
 """
@@ -95,21 +95,30 @@ end
 return 0
 """
 
-# The heartbeat: every lease of this process in one call. A lease missing from
-# Redis (it restarted empty) is added back: the caller only sends leases whose
-# last renewal is younger than the lease time, so none of them can have expired.
+# The heartbeat: every lease of this process in one call. The owner set holds a
+# marker ("*") besides the leases, so it exists as long as Redis has this
+# process's data. If it is gone, Redis lost it (restarted empty): every lease
+# is added back. The caller only sends leases renewed less than a lease time
+# ago, so none of them can have expired and been handed on. If the set exists,
+# only leases still in it are renewed: one released since the caller listed it
+# stays released.
 # KEYS: owner. ARGV: lease ms, keep ms, then pairs of base, lease id.
 RENEW = (
     _NOW
     + """
-local expiry, keep = now + tonumber(ARGV[1]), ARGV[2]
+local owner, expiry, keep = KEYS[1], now + tonumber(ARGV[1]), ARGV[2]
+local lost = redis.call('EXISTS', owner) == 0
 for i = 3, #ARGV, 2 do
-  local h = ARGV[i] .. ':h'
-  redis.call('ZADD', h, expiry, ARGV[i + 1])
-  redis.call('PEXPIRE', h, keep)
-  redis.call('SADD', KEYS[1], ARGV[i] .. '|' .. ARGV[i + 1])
+  local member = ARGV[i] .. '|' .. ARGV[i + 1]
+  if lost or redis.call('SISMEMBER', owner, member) == 1 then
+    local h = ARGV[i] .. ':h'
+    redis.call('ZADD', h, expiry, ARGV[i + 1])
+    redis.call('PEXPIRE', h, keep)
+    redis.call('SADD', owner, member)
+  end
 end
-redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('SADD', owner, '*')
+redis.call('PEXPIRE', owner, keep)
 return (#ARGV - 2) / 2
 """
 )
@@ -117,16 +126,19 @@ return (#ARGV - 2) / 2
 # A dead process's leases (gunicorn's child_exit). KEYS: owner. ARGV: channel.
 RELEASE_OWNER = """
 local members = redis.call('SMEMBERS', KEYS[1])
+local released = 0
 for _, m in ipairs(members) do
   local cut = string.find(m, '|', 1, true)
-  local base, id = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
-  redis.call('ZREM', base .. ':h', id)
-  if redis.call('ZCARD', base .. ':q') > 0 then
-    redis.call('PUBLISH', ARGV[1], string.match(base, '{(.*)}'))
+  if cut then  -- not the marker
+    local base, id = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
+    released = released + redis.call('ZREM', base .. ':h', id)
+    if redis.call('ZCARD', base .. ':q') > 0 then
+      redis.call('PUBLISH', ARGV[1], string.match(base, '{(.*)}'))
+    end
   end
 end
 redis.call('DEL', KEYS[1])
-return #members
+return released
 """
 
 # KEYS: h. Live leases of one pool key, expired ones dropped first.
