@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -174,8 +175,10 @@ def wrk(url: str, seconds: float, connections: int = 1) -> tuple[float, float]:
     return rps, float(num) * UNITS[unit]
 
 
-def run_scenario(sc: Scenario, rounds: int, seconds: float, query: str = "") -> dict[str, float]:
-    server = Gunicorn(sc.worker)
+def run_scenario(
+    sc: Scenario, rounds: int, seconds: float, query: str = "", env: dict[str, str] | None = None
+) -> dict[str, float]:
+    server = Gunicorn(sc.worker, env=env)
     try:
         results: dict[str, list[float]] = {c: [] for c in sc.contenders}
         for impl in sc.contenders:  # warm up
@@ -217,6 +220,62 @@ def limiter_overhead(rounds: int, seconds: int) -> list[str]:
             f"{mine * 1e6:,.0f} us ({(mine / base - 1) * 100:+.1f}%) | <= {target}% |"
         )
     return rows
+
+
+def cluster_overhead(rounds: int, seconds: int) -> list[str]:
+    """A small stream undecorated and behind a cluster-scope limit, on a local redis-server."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    env = {"BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    try:
+        sc = Scenario("limited", "", "gthread", "requests", ("none", "cluster"))
+        res = run_scenario(sc, rounds, seconds, env=env)
+        server = Gunicorn("gthread", env=env)
+        try:
+            url = f"http://127.0.0.1:{server.port}/limited/cluster"
+            wrk(url, 1, 4)
+            server.wait_idle()
+            before = _round_trips(client)
+            out = _wrk_output(url, seconds, 4)
+            after = _round_trips(client)
+            requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        finally:
+            server.stop()
+    finally:
+        proc.terminate()
+        proc.wait()
+    ratio = res["cluster"] / res["none"]
+    return [
+        f"| limit_concurrency(scope='cluster') on 10 x 100 B, gthread, Redis on loopback "
+        f"| {fmt(res['none'], 'requests')} undecorated | {fmt(res['cluster'], 'requests')} "
+        f"| {ratio:.2f}x; {(after - before) / requests:.2f} Redis round trips per request "
+        "| >= 0.85x, <= 2 round trips |"
+    ]
+
+
+def _round_trips(client: Any) -> int:
+    """Commands clients sent (commands run inside Lua are counted apart, not here)."""
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info") - sum(
+        stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in _LUA_ONLY
+    )
+
+
+# What the scripts call; a client of ours never sends these itself.
+_LUA_ONLY = ("time", "zremrangebyscore", "zrangebyscore", "zrem", "zcard", "zscore", "zrank")
+_LUA_ONLY += ("zadd", "incr", "pexpire", "sadd", "srem", "smembers", "del", "publish")
 
 
 def metrics_overhead(rounds: int, seconds: int) -> list[str]:
@@ -345,6 +404,8 @@ def main() -> None:
         print("\n".join(metrics_overhead(args.rounds, args.seconds)), flush=True)
     if not args.only or args.only == "limited":
         print("\n".join(limiter_overhead(args.rounds, args.seconds)), flush=True)
+    if not args.only or args.only == "cluster":
+        print("\n".join(cluster_overhead(args.rounds, args.seconds)), flush=True)
     if not args.only or args.only == "slow":
         print("\n".join(ttfb(args.rounds)), flush=True)
     if not args.only or args.only == "gib":

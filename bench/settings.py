@@ -12,3 +12,5 @@ DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 # bench/run.py starts a twin server with metrics off to measure their cost.
 STREAMER_METRICS = os.environ.get("BENCH_METRICS", "1") == "1"
+# The cluster-scope row: bench/run.py starts its own redis-server.
+STREAMER_REDIS_URL = os.environ.get("BENCH_REDIS_URL") or None

@@ -119,6 +119,8 @@ LIMITED = {
     "none": _small_stream,
     "process": limit_concurrency(1000, scope="process", name="bench-process")(_small_stream),
     "host": limit_concurrency(1000, scope="host", name="bench-host")(_small_stream),
+    # Needs BENCH_REDIS_URL (bench/run.py starts a redis-server for it).
+    "cluster": limit_concurrency(1000, scope="cluster", name="bench-cluster")(_small_stream),
 }
 
 

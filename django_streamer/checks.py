@@ -73,6 +73,18 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E018",
         "Seconds a client may accept no bytes before it is dropped, e.g. 60; None: never.",
     ),
+    "STREAMER_REDIS_URL": (
+        "django_streamer.E019",
+        "Use a URL such as 'redis://127.0.0.1:6379/0' (rediss:// for TLS), or None.",
+    ),
+    "STREAMER_CLUSTER_LEASE": (
+        "django_streamer.E020",
+        "Seconds a cluster slot lives without renewal; 10 suits most sites.",
+    ),
+    "STREAMER_CLUSTER_ON_ERROR": (
+        "django_streamer.E021",
+        "Use 'local' (fall back to the host pool), 'open' or 'closed'.",
+    ),
     "STREAMER_DRAIN_TIMEOUT": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",
@@ -134,6 +146,7 @@ def register() -> None:
     checks.register(check_configuration, checks.Tags.compatibility)
     checks.register(check_security, checks.Tags.security)
     checks.register(check_drain, checks.Tags.compatibility)
+    checks.register(check_cluster, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
@@ -246,3 +259,52 @@ def check_drain(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
             id="django_streamer.W005",
         )
     ]
+
+
+def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Cluster settings are valid, and set when a routed view uses scope='cluster'."""
+    from .cluster import settings_errors
+
+    errors: list[checks.CheckMessage] = []
+    if settings_errors():
+        return errors  # E019-E021 report the values
+    if conf.STREAMER_REDIS_URL:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            errors.append(
+                checks.Error(
+                    "STREAMER_REDIS_URL is set but redis-py is not installed.",
+                    hint="pip install 'django-streamer[redis]'",
+                    id="django_streamer.E022",
+                )
+            )
+    elif _cluster_views():
+        errors.append(
+            checks.Error(
+                f"{', '.join(_cluster_views())} use limit_concurrency(scope='cluster') "
+                "but STREAMER_REDIS_URL is not set.",
+                hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or use scope='host'.",
+                id="django_streamer.E023",
+            )
+        )
+    return errors
+
+
+def _cluster_views() -> list[str]:
+    """Pool names of routed views limited at cluster scope."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    found: list[str] = []
+    pending: list[Any] = list(get_resolver().url_patterns)
+    while pending:
+        entry = pending.pop()
+        if isinstance(entry, URLResolver):
+            pending.extend(entry.url_patterns)
+        elif isinstance(entry, URLPattern):
+            view = entry.callback
+            # A class-based view's dispatch may carry the decorator.
+            for candidate in (view, getattr(getattr(view, "view_class", None), "dispatch", None)):
+                if getattr(candidate, "limit_scope", None) == "cluster":
+                    found.append(candidate.limit_pool_name)  # type: ignore[union-attr]
+    return sorted(set(found))

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_DASHBOARD_PERMISSION": None,
     "STREAMER_WRITER_BUFFER": 256 * 1024,
     "STREAMER_DRAIN_TIMEOUT": 5,
+    "STREAMER_REDIS_URL": None,
+    "STREAMER_CLUSTER_LEASE": 10,
+    "STREAMER_CLUSTER_ON_ERROR": "local",
 }
 
 Validator = Callable[..., Any]
@@ -71,6 +74,11 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_WRITER_BUFFER": validate.positive_int,
     "STREAMER_DRAIN_TIMEOUT": validate.non_negative_number,
     "STREAMER_SEND_TIMEOUT": _optional(validate.positive_number),
+    "STREAMER_REDIS_URL": validate.optional_redis_url,
+    "STREAMER_CLUSTER_LEASE": validate.positive_number,
+    "STREAMER_CLUSTER_ON_ERROR": lambda value, *, what: validate.one_of(
+        value, ("local", "open", "closed"), what=what
+    ),
 }
 
 
@@ -198,6 +206,24 @@ class Settings:
     def STREAMER_DRAIN_TIMEOUT(self) -> float:
         """Seconds within which long-lived streams end once the worker drains."""
         value: float = self._get("STREAMER_DRAIN_TIMEOUT")
+        return value
+
+    @property
+    def STREAMER_REDIS_URL(self) -> str | None:
+        """Redis for cluster-scope pools, e.g. ``redis://127.0.0.1:6379/0``."""
+        value: str | None = self._get("STREAMER_REDIS_URL")
+        return value
+
+    @property
+    def STREAMER_CLUSTER_LEASE(self) -> float:
+        """Seconds a cluster slot lives without renewal (a dead host's slots come back then)."""
+        value: float = self._get("STREAMER_CLUSTER_LEASE")
+        return value
+
+    @property
+    def STREAMER_CLUSTER_ON_ERROR(self) -> str:
+        """While Redis is unreachable: ``"local"`` (host pool), ``"open"`` or ``"closed"``."""
+        value: str = self._get("STREAMER_CLUSTER_ON_ERROR")
         return value
 
 

@@ -16,6 +16,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
+from . import cluster
 from .conf import conf
 from .core import validate
 from .core.limiter import Pool, PoolLease
@@ -58,8 +59,6 @@ def _options(limit: object, **kw: Any) -> _Options:
             "not a bare @limit_concurrency"
         )
     validate.one_of(kw["scope"], SCOPES, what=what + "scope")
-    if kw["scope"] == "cluster":
-        raise ValueError(what + "scope='cluster' (Redis) is not available in this version")
     validate.one_of(kw["on_limit"], ("reject", "wait"), what=what + "on_limit")
     timeout = kw["timeout"]
     if timeout is not None:
@@ -119,11 +118,15 @@ class _Limiter:
         return render_rejection(request, rejection, o.handler)
 
     def take(self, pool: Pool, key: str) -> PoolLease | None:
+        if self.options.scope == "cluster":  # the queue lives in Redis; 0 tries once
+            return cluster.acquire(pool, key, timeout=self.timeout)
         if self.waits:
             return pool.acquire(key, timeout=self.timeout)
         return pool.try_acquire(key)
 
     async def atake(self, pool: Pool, key: str) -> PoolLease | None:
+        if self.options.scope == "cluster":
+            return await cluster.aacquire(pool, key, timeout=self.timeout)
         if self.waits:
             return await pool.aacquire(key, timeout=self.timeout)
         return pool.try_acquire(key)
@@ -171,6 +174,7 @@ def limit_concurrency(
         pool_name = name or f"{view.__module__}.{view.__qualname__}"
         wrapper = _wrap(view, _Limiter(options, pool_name))
         wrapper.limit_pool_name = pool_name
+        wrapper.limit_scope = options.scope
         return cast(ViewT, wrapper)
 
     return decorator

@@ -64,6 +64,23 @@ def child_exit(server: object, worker: object) -> None:
         log = getattr(server, "log", None)
         if log is not None:
             log.warning("django-streamer: could not fold a dead worker's metrics: %s", exc)
+    _release_cluster_slots(server, getattr(worker, "pid", 0))
+
+
+def _release_cluster_slots(server: object, pid: int) -> None:
+    """Give back a dead worker's cluster-scope slots now, not when its leases expire."""
+    try:
+        from django.conf import settings
+
+        if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+            return
+        from django_streamer.cluster import release_dead_worker
+
+        release_dead_worker(pid)
+    except Exception as exc:  # Redis away: the leases expire on their own
+        log = getattr(server, "log", None)
+        if log is not None:
+            log.warning("django-streamer: could not release a dead worker's slots: %s", exc)
 
 
 def post_worker_init(worker: object) -> None:

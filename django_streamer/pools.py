@@ -18,7 +18,7 @@ SCOPES = ("process", "host", "cluster")
 _lock = threading.Lock()
 _process_backend: list[ProcessBackend] = []
 _host_backends: dict[str, HostBackend] = {}
-_pools: dict[tuple[str, str, str], Pool] = {}
+_pools: dict[tuple[str, int, str], Pool] = {}
 
 
 def limiter_dir() -> tuple[str, str | None]:
@@ -32,8 +32,12 @@ def backend_for(scope: str) -> Backend:
             if not _process_backend:
                 _process_backend.append(ProcessBackend())
             return _process_backend[0]
+    if scope == "cluster":
+        from . import cluster
+
+        return cluster.get_backend()
     if scope != "host":
-        raise ValueError(f"scope {scope!r} has no backend in this version; use 'process' or 'host'")
+        raise ValueError(f"scope {scope!r} has no backend; use one of {SCOPES}")
     directory, owned_from = limiter_dir()
     with _lock:
         backend = _host_backends.get(directory)
@@ -58,11 +62,11 @@ def _host_backend(directory: str, owned_from: str | None) -> HostBackend:
 def get_pool(scope: str, name: str, limit: int) -> Pool:
     """The pool for (scope, name), made on first use; backends resolve settings then."""
     backend = backend_for(scope)
-    directory = getattr(backend, "directory", "")
+    where = id(backend)  # backends are kept for the life of the process
     with _lock:
-        pool = _pools.get((scope, directory, name))
+        pool = _pools.get((scope, where, name))
         if pool is None:
-            pool = _pools[(scope, directory, name)] = Pool(name=name, limit=limit, backend=backend)
+            pool = _pools[(scope, where, name)] = Pool(name=name, limit=limit, backend=backend)
         elif pool.limit != limit:
             raise ValueError(
                 f"pool {name!r} ({scope}) is used with limit {pool.limit} and {limit}; "

@@ -24,7 +24,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
-ROOT_URLCONF = "tests.urls"
+ROOT_URLCONF = os.environ.get("STREAMER_TEST_URLCONF", "tests.urls")
 # A file when a gunicorn test needs one database for all its workers.
 DATABASES = {
     "default": {
@@ -62,3 +62,7 @@ STATIC_URL = "/static/"
 STREAMER_DRAIN_TIMEOUT = float(os.environ.get("STREAMER_TEST_DRAIN_TIMEOUT", "5"))
 # The send-timeout tests use a short one.
 STREAMER_SEND_TIMEOUT = float(os.environ.get("STREAMER_TEST_SEND_TIMEOUT", "60"))
+# The cluster tests point gunicorn masters at their own redis-server.
+STREAMER_REDIS_URL = os.environ.get("STREAMER_TEST_REDIS_URL") or None
+STREAMER_CLUSTER_LEASE = float(os.environ.get("STREAMER_TEST_CLUSTER_LEASE", "10"))
+STREAMER_CLUSTER_ON_ERROR = os.environ.get("STREAMER_TEST_CLUSTER_ON_ERROR", "local")

@@ -20,6 +20,7 @@ __all__ = [
     "non_negative_number",
     "one_of",
     "optional_path",
+    "optional_redis_url",
     "optional_str",
     "positive_int",
     "positive_number",
@@ -132,3 +133,12 @@ def network_list(value: object, *, what: str) -> list[str]:
     if bad:
         raise ValueError(f"{what} has entries that are not addresses or networks: {', '.join(bad)}")
     return list(value)
+
+
+def optional_redis_url(value: object, *, what: str) -> str | None:
+    """None, or a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise _fail(what, "a redis://, rediss:// or unix:// URL", value)
+    return value

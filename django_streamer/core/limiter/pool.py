@@ -128,6 +128,12 @@ class Pool:
         now = self.clock()
         return PoolLease(self, key, inner, now - started, now)
 
+    def adopt(self, key: str, inner: Lease, *, waited: float) -> PoolLease:
+        """A lease for a slot a backend granted by itself (a cluster wait in Redis)."""
+        with self._lock:
+            self.held += 1
+        return PoolLease(self, key, inner, waited, self.clock())
+
     def _mark_released(self, lease: PoolLease) -> bool:
         """Mark ``lease`` released; False if it already was."""
         with self._lock:

@@ -1,0 +1,106 @@
+"""Django wiring of cluster-scope pools: settings to a Redis backend, and its waits.
+
+The backend (``core/cluster.py``) is made on first use from
+``STREAMER_REDIS_URL``, ``STREAMER_CLUSTER_LEASE`` and
+``STREAMER_CLUSTER_ON_ERROR``; its fallback is the host-scope backend, so with
+``"local"`` each host keeps the same limit for itself while Redis is away.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import cast
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import conf
+from .core.cluster import ClusterBackend
+from .core.limiter import Backend, Pool, PoolLease
+
+_lock = threading.Lock()
+_backends: dict[tuple[str, float, str], ClusterBackend] = {}
+
+
+def settings_errors() -> list[str]:
+    """What is wrong with the cluster settings, one message each (for checks and first use)."""
+    names = ("STREAMER_REDIS_URL", "STREAMER_CLUSTER_LEASE", "STREAMER_CLUSTER_ON_ERROR")
+    return [problem for problem in map(conf.problem, names) if problem is not None]
+
+
+def get_backend() -> ClusterBackend:
+    """The backend for the current settings, made on first use."""
+    url = conf.STREAMER_REDIS_URL
+    if not url:
+        raise ImproperlyConfigured(
+            "limit_concurrency(scope='cluster') needs STREAMER_REDIS_URL "
+            "(e.g. 'redis://127.0.0.1:6379/0')"
+        )
+    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR)
+    backend = _backends.get(config)
+    if backend is not None:
+        return backend
+    errors = settings_errors()
+    if errors:
+        raise ImproperlyConfigured("; ".join(errors))
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ImproperlyConfigured(
+            "scope='cluster' needs redis-py: pip install 'django-streamer[redis]'"
+        ) from None
+    with _lock:
+        backend = _backends.get(config)
+        if backend is None:
+            backend = _backends[config] = ClusterBackend(
+                url, lease=config[1], on_error=config[2], fallback=_host_backend
+            )
+    return backend
+
+
+def _host_backend() -> Backend:
+    from .pools import backend_for
+
+    return backend_for("host")
+
+
+def acquire(pool: Pool, key: str, *, timeout: float) -> PoolLease | None:
+    """A slot of a cluster pool, waiting up to ``timeout`` (0: do not wait)."""
+    backend = cast(ClusterBackend, pool.backend)
+    started = pool.clock()
+    inner = backend.acquire(pool.name, key, pool.limit, timeout=timeout)
+    return None if inner is None else pool.adopt(key, inner, waited=pool.clock() - started)
+
+
+async def aacquire(pool: Pool, key: str, *, timeout: float) -> PoolLease | None:
+    backend = cast(ClusterBackend, pool.backend)
+    started = pool.clock()
+    inner = await backend.aacquire(pool.name, key, pool.limit, timeout=timeout)
+    return None if inner is None else pool.adopt(key, inner, waited=pool.clock() - started)
+
+
+def release_dead_worker(pid: int) -> int:
+    """Drop the leases of a worker of this host that died (gunicorn's ``child_exit``)."""
+    if not conf.STREAMER_REDIS_URL:
+        return 0
+    backend = get_backend()
+    return backend.release_owner(f"{backend.owner.rsplit(':', 1)[0]}:{pid}")
+
+
+def figures() -> dict[str, dict[str, float]]:
+    """Per cluster pool this process has used: the numbers for the metrics collector.
+
+    ``in_use``: slots held cluster-wide (of the pool's unkeyed slot set: keyed
+    pools would need a scan); ``backend_errors``: Redis calls that failed at
+    admission, in this process; ``fallback``: 1 while the pool runs on its
+    fallback (the breaker is open), else 0.
+    """
+    found: dict[str, dict[str, float]] = {}
+    for backend in list(_backends.values()):
+        fallback = float(backend.breaker.is_open)
+        for pool, limit in list(backend.pools.items()):
+            found[pool] = {
+                "in_use": float(backend.in_use(pool, "", limit)),
+                "backend_errors": float(backend.errors.get(pool, 0)),
+                "fallback": fallback,
+            }
+    return found

@@ -1,0 +1,78 @@
+"""The cluster leases one process holds, and which of them are still worth renewing. No Django."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .cluster_heartbeat import log
+
+
+@dataclass(frozen=True)
+class Keys:
+    base: str  # prefix{digest}: the hash tag keeps a pool key's Redis keys together
+    digest: str
+
+    def k(self, suffix: str) -> str:
+        return f"{self.base}:{suffix}"
+
+
+class ClusterLease:
+    __slots__ = ("_release", "ident", "keys", "lost", "released", "renewed")
+
+    def __init__(
+        self, release: Callable[[ClusterLease], None], keys: Keys, ident: str, now: float
+    ) -> None:
+        self._release = release
+        self.keys = keys
+        self.ident = ident
+        self.renewed = now  # when the last renewal that succeeded was sent
+        self.lost = False
+        self.released = False
+
+    def release(self) -> None:
+        self._release(self)
+
+
+class LeaseBook:
+    """Leases held by this process, by id; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, ClusterLease] = {}
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def add(self, lease: ClusterLease) -> None:
+        with self._lock:
+            self._leases[lease.ident] = lease
+
+    def close(self, lease: ClusterLease) -> bool:
+        """Mark ``lease`` released; False if it already was."""
+        with self._lock:
+            if lease.released:
+                return False
+            lease.released = True
+            self._leases.pop(lease.ident, None)
+            return True
+
+    def to_renew(self, now: float, lease_time: float) -> list[ClusterLease]:
+        """Leases renewed less than ``lease_time`` ago; the others are lost (logged once).
+
+        A lost lease may have expired in Redis and its slot gone to someone
+        else: renewing it (which re-adds a missing lease) could over-admit.
+        """
+        live = []
+        with self._lock:
+            for lease in list(self._leases.values()):
+                if now - lease.renewed < lease_time:
+                    live.append(lease)
+                    continue
+                lease.lost = True
+                del self._leases[lease.ident]
+                log.warning(
+                    "django-streamer: cluster lease %s lost (not renewed in time)", lease.ident
+                )
+        return live

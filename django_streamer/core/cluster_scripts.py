@@ -1,0 +1,151 @@
+"""The Lua run by Redis for cluster-scope pools. Plain text, no imports.
+
+Each pool key has four Redis keys sharing one ``{hash tag}`` (``base``):
+
+* ``base:h``: sorted set of held leases, scored by expiry (ms, Redis clock);
+* ``base:q``: sorted set of waiters, scored by their ticket;
+* ``base:e``: sorted set of the same waiters, scored by expiry (a waiter that
+  vanished without giving up its place is dropped after it);
+* ``base:n``: the ticket counter.
+
+This is the fair-semaphore pattern: a waiter is admitted when the held leases
+plus the waiters ahead of it are fewer than the limit, so order across hosts is
+first come, first served; a request that does not wait counts every waiter as
+ahead of it. A process's leases are also listed in an owner set
+(``owner:<host>:<pid>``, members ``base|lease`` and a marker) so the gunicorn arbiter can
+drop a dead worker's leases in one call. Every key expires some time after its
+last write, so keys of per-client pools do not pile up.
+
+Times come from Redis's ``TIME``: hosts' clocks never enter a comparison.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: h, q, e, n, owner. ARGV: lease id, limit, lease ms, wait (0/1), keep ms,
+# base, channel, digest. Returns {admitted 0/1, held after}.
+ACQUIRE = (
+    _NOW
+    + """
+local h, q, e, n, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, limit, lease, wait, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
+local gone = redis.call('ZRANGEBYSCORE', e, '-inf', now)
+for _, w in ipairs(gone) do
+  redis.call('ZREM', q, w)
+  redis.call('ZREM', e, w)
+end
+local held = redis.call('ZCARD', h)
+local ahead
+if wait == '1' then
+  if not redis.call('ZSCORE', q, id) then
+    redis.call('ZADD', q, redis.call('INCR', n), id)
+  end
+  -- Every retry keeps the queue alive, however long the wait.
+  redis.call('PEXPIRE', n, keep)
+  redis.call('PEXPIRE', q, keep)
+  ahead = redis.call('ZRANK', q, id)
+else
+  ahead = redis.call('ZCARD', q)
+end
+if held + ahead >= limit then
+  if wait == '1' then
+    redis.call('ZADD', e, now + math.max(lease, 3000), id)
+    redis.call('PEXPIRE', e, keep)
+  end
+  return {0, held}
+end
+if wait == '1' then
+  redis.call('ZREM', q, id)
+  redis.call('ZREM', e, id)
+  -- Another waiter may fit too (several slots freed at once).
+  if held + 1 < limit and redis.call('ZCARD', q) > 0 then
+    redis.call('PUBLISH', ARGV[7], ARGV[8])
+  end
+end
+redis.call('ZADD', h, now + lease, id)
+redis.call('PEXPIRE', h, keep)
+redis.call('SADD', owner, ARGV[6] .. '|' .. id, '*')
+redis.call('PEXPIRE', owner, keep)
+return {1, held + 1}
+"""
+)
+
+# KEYS: h, q, owner. ARGV: lease id, base, channel, digest.
+RELEASE = """
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2] .. '|' .. ARGV[1])
+if redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return n
+"""
+
+# A waiter that timed out or was cancelled. KEYS: q, e. ARGV: id, channel, digest.
+GIVE_UP = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return 0
+"""
+
+# The heartbeat: every lease of this process in one call. The owner set holds a
+# marker ("*") besides the leases, so it exists as long as Redis has this
+# process's data. If it is gone, Redis lost it (restarted empty): every lease
+# is added back. The caller only sends leases renewed less than a lease time
+# ago, so none of them can have expired and been handed on. If the set exists,
+# only leases still in it are renewed: one released since the caller listed it
+# stays released.
+# KEYS: owner. ARGV: lease ms, keep ms, then pairs of base, lease id.
+RENEW = (
+    _NOW
+    + """
+local owner, expiry, keep = KEYS[1], now + tonumber(ARGV[1]), ARGV[2]
+local lost = redis.call('EXISTS', owner) == 0
+for i = 3, #ARGV, 2 do
+  local member = ARGV[i] .. '|' .. ARGV[i + 1]
+  if lost or redis.call('SISMEMBER', owner, member) == 1 then
+    local h = ARGV[i] .. ':h'
+    redis.call('ZADD', h, expiry, ARGV[i + 1])
+    redis.call('PEXPIRE', h, keep)
+    redis.call('SADD', owner, member)
+  end
+end
+redis.call('SADD', owner, '*')
+redis.call('PEXPIRE', owner, keep)
+return (#ARGV - 2) / 2
+"""
+)
+
+# A dead process's leases (gunicorn's child_exit). KEYS: owner. ARGV: channel.
+RELEASE_OWNER = """
+local members = redis.call('SMEMBERS', KEYS[1])
+local released = 0
+for _, m in ipairs(members) do
+  local cut = string.find(m, '|', 1, true)
+  if cut then  -- not the marker
+    local base, id = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
+    released = released + redis.call('ZREM', base .. ':h', id)
+    if redis.call('ZCARD', base .. ':q') > 0 then
+      redis.call('PUBLISH', ARGV[1], string.match(base, '{(.*)}'))
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return released
+"""
+
+# KEYS: h. Live leases of one pool key, expired ones dropped first.
+IN_USE = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+)

@@ -1,0 +1,90 @@
+"""A real redis-server for the cluster tests, on a free port, with no persistence.
+
+A missing redis-server fails the test (tests/run.sh installs it): the cluster
+scope is only proven against a real Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import free_port
+
+
+class RedisServer:
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start empty (no RDB, no AOF) and wait until it answers."""
+        log = open(self.directory / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+                *(("--requirepass", self.password) if self.password else ()),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up, asks for a password
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        """Refuse connections from now on."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def hang(self) -> None:
+        """Accept connections but answer nothing (SIGSTOP)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart_empty(self) -> None:
+        self.stop()
+        self.start()
+
+
+def running_redis(directory: Path, *, password: str | None = None) -> Iterator[RedisServer]:
+    """The body of a ``redis_server`` fixture: a server, stopped afterwards."""
+    server = RedisServer(directory, password=password)
+    yield server
+    if server.proc is not None:
+        server.resume()
+        server.stop()

@@ -1,0 +1,317 @@
+"""The Redis backend of cluster-scope pools, against a real redis-server. No Django."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from django_streamer.core import cluster_scripts as lua
+from django_streamer.core.cluster import OPEN_LEASE, ClusterBackend
+from django_streamer.core.cluster_leases import ClusterLease
+from django_streamer.core.limiter import ProcessBackend
+
+from .conftest import ROOT
+from .redisd import RedisServer, running_redis
+
+HAMMER = """
+import sys, threading, time, redis
+from django_streamer.core.cluster import ClusterBackend
+url, limit = sys.argv[1], int(sys.argv[2])
+backend = ClusterBackend(url, lease=5, on_error="closed")
+probe = redis.Redis.from_url(url)
+peak, admitted = [0], [0]
+def work(n):
+    for i in range(15):
+        wait = (n + i) % 2 == 0
+        lease = backend.acquire("hammer", "k", limit, timeout=3 if wait else 0)
+        if lease is None:
+            continue
+        inside = probe.incr("probe")
+        peak[0] = max(peak[0], inside)
+        admitted[0] += 1
+        time.sleep(0.003)
+        probe.decr("probe")
+        lease.release()
+threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(peak[0], admitted[0], backend.breaker.errors)
+"""
+
+HOLD = """
+import sys, time
+from django_streamer.core.cluster import ClusterBackend
+backend = ClusterBackend(sys.argv[1], lease=float(sys.argv[2]), on_error="closed")
+leases = [backend.try_acquire("held", "k", 5) for _ in range(2)]
+assert all(leases)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+_made: list[ClusterBackend] = []
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _close_backends() -> Iterator[None]:
+    yield
+    while _made:
+        _made.pop().close()
+
+
+def backend(server: RedisServer, **options: object) -> ClusterBackend:
+    options.setdefault("on_error", "closed")
+    made = ClusterBackend(server.url, **options)  # type: ignore[arg-type]
+    _made.append(made)
+    return made
+
+
+def kill_holder(server: RedisServer, lease: float) -> int:
+    """Start a process holding two leases of ("held", "k"), SIGKILL it, return its pid."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, server.url, str(lease)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        proc.send_signal(signal.SIGKILL)
+    return proc.pid
+
+
+def until(condition, timeout: float, step: float = 0.01) -> float:
+    """Seconds until ``condition()`` holds; fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def test_many_acquirers_in_four_processes_never_exceed_the_limit(redis_server: RedisServer):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, redis_server.url, "3"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    peaks = [int(r[0]) for r in results]
+    assert max(peaks) == 3  # the limit was reached, and never passed
+    assert sum(int(r[1]) for r in results) > 100
+    assert all(r[2] == "0" for r in results)  # no Redis errors: the count is Redis's own
+    assert backend(redis_server).in_use("hammer", "k", 3) == 0
+
+
+def test_waiters_on_two_hosts_are_admitted_first_come_first_served(redis_server: RedisServer):
+    host_a, host_b = backend(redis_server), backend(redis_server)
+    first = host_a.try_acquire("fifo", "k", 1)
+    assert first is not None
+    order: list[str] = []
+
+    def wait(name: str, b: ClusterBackend) -> None:
+        lease = b.acquire("fifo", "k", 1, timeout=5)
+        assert lease is not None
+        order.append(name)
+        time.sleep(0.05)
+        lease.release()
+
+    threads = []
+    for name, b in [("a1", host_a), ("b1", host_b), ("a2", host_a), ("b2", host_b)]:
+        threads.append(threading.Thread(target=wait, args=(name, b)))
+        threads[-1].start()
+        time.sleep(0.05)  # take tickets in this order
+    assert host_a.try_acquire("fifo", "k", 1) is None  # a newcomer does not jump the queue
+    first.release()
+    for t in threads:
+        t.join()
+    assert order == ["a1", "b1", "a2", "b2"]
+
+
+def test_a_waiter_on_another_host_is_admitted_within_100_ms_of_a_release(
+    redis_server: RedisServer,
+):
+    host_a, host_b = backend(redis_server), backend(redis_server)
+    latencies = []
+    for _ in range(5):
+        held = host_a.try_acquire("wake", "k", 1)
+        assert held is not None
+        got: list[float] = []
+
+        def wait(got: list[float] = got) -> None:
+            if host_b.acquire("wake", "k", 1, timeout=5):
+                got.append(time.monotonic())
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.3)  # well inside the 1 s poll: only the wake-up can be fast
+        released = time.monotonic()
+        held.release()
+        t.join()
+        latencies.append(got[0] - released)
+        host_b.release_owner(host_b.owner)
+    assert max(latencies) < 0.1, latencies
+
+
+def test_one_heartbeat_keeps_leases_alive_and_a_dead_host_s_expire_within_the_lease(
+    redis_server: RedisServer,
+):
+    alive = backend(redis_server, lease=1.5)
+    lease = alive.try_acquire("beat", "k", 5)
+    assert lease is not None
+    reader = backend(redis_server)
+    kill_holder(redis_server, 1.5)  # the whole "host": no child_exit hook
+    killed = time.monotonic()
+    assert reader.in_use("held", "k", 5) == 2
+    until(lambda: reader.in_use("held", "k", 5) == 0, timeout=2.5)
+    assert time.monotonic() - killed <= 1.5 + 1
+    time.sleep(max(0.0, 3.2 - (time.monotonic() - killed)))  # two lease times in all
+    assert reader.in_use("beat", "k", 5) == 1  # renewed by the heartbeat all along
+    lease.release()
+    assert reader.in_use("beat", "k", 5) == 0
+
+
+def test_release_owner_frees_a_killed_process_s_leases_at_once(redis_server: RedisServer):
+    pid = kill_holder(redis_server, 30)
+    reader = backend(redis_server)
+    host = reader.owner.rsplit(":", 1)[0]
+    assert reader.in_use("held", "k", 5) == 2
+    assert reader.release_owner(f"{host}:{pid}") == 2
+    assert reader.in_use("held", "k", 5) == 0
+
+
+@pytest.mark.parametrize("failure", ["hang", "stop"])
+@pytest.mark.parametrize("mode", ["local", "open", "closed"])
+def test_outage_decides_within_100_ms_applies_on_error_and_recovers(
+    redis_server: RedisServer, mode: str, failure: str, caplog: pytest.LogCaptureFixture
+):
+    local = ProcessBackend()
+    b = backend(redis_server, lease=3, on_error=mode, fallback=lambda: local)
+    assert b.try_acquire("out", "k", 1) is not None
+    getattr(redis_server, failure)()
+    caplog.set_level(logging.WARNING, logger="django_streamer.cluster")
+    decisions = []
+    for _ in range(5):
+        started = time.monotonic()
+        lease = b.try_acquire("out", "k", 1)
+        decisions.append(time.monotonic() - started)
+        if mode == "open":
+            assert lease is OPEN_LEASE
+        elif mode == "closed":
+            assert lease is None
+    assert max(decisions) < 0.1, decisions
+    if mode == "local":  # a host pool of the same limit: one admitted, then full
+        assert local.in_use("out", "k", 1) == 1
+    assert b.errors["out"] == 1  # the first call failed; the breaker kept the rest off Redis
+    if failure == "hang":
+        redis_server.resume()
+    else:
+        redis_server.start()
+    until(lambda: not b.breaker.is_open, timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 1
+    assert sum("reachable again" in m for m in messages) == 1
+    # The lease taken before the outage is in Redis again (kept, or re-registered
+    # by the heartbeat after an empty restart): the cluster limit holds.
+    until(lambda: b.in_use("out", "k", 1) == 1, timeout=2)
+    assert b.try_acquire("out", "k", 1) is None
+
+
+def test_redis_restarted_empty_gets_the_held_leases_back(redis_server: RedisServer):
+    b = backend(redis_server, lease=1.5)
+    leases = [b.try_acquire("again", "k", 5) for _ in range(3)]
+    assert all(leases)
+    redis_server.restart_empty()
+    reader = backend(redis_server)
+    until(lambda: reader.in_use("again", "k", 5) == 3, timeout=2)  # a heartbeat: lease / 3
+    leases[0].release()  # type: ignore[union-attr]
+    until(lambda: reader.in_use("again", "k", 5) == 2, timeout=1)
+
+
+def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(redis_server: RedisServer):
+    b = backend(redis_server, lease=30)
+    lease = b.try_acquire("race", "k", 1)
+    assert isinstance(lease, ClusterLease)
+    renew = redis.Redis.from_url(redis_server.url).register_script(lua.RENEW)
+    owner = f"streamer:owner:{b.owner}"
+    lease.release()  # ...while the heartbeat had already listed it for renewal
+    renew(keys=[owner], args=[30000, 90000, lease.keys.base, lease.ident])
+    assert b.in_use("race", "k", 1) == 0
+    assert b.try_acquire("race", "k", 1) is not None
+
+
+def test_a_lease_not_renewed_in_time_is_lost_logged_once_and_not_added_back(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING, logger="django_streamer.cluster")
+    b = backend(redis_server, lease=1)
+    lease = b.try_acquire("lost", "k", 5)
+    assert lease is not None
+    redis_server.hang()
+    time.sleep(1.6)
+    redis_server.resume()
+    until(lambda: not b.breaker.is_open, timeout=5)
+    time.sleep(0.5)  # a heartbeat after recovery
+    assert backend(redis_server).in_use("lost", "k", 5) == 0
+    assert sum("lost" in r.getMessage() for r in caplog.records) == 1
+    assert b.held() == 0
+
+
+def test_async_waiters_do_not_block_the_loop_and_a_cancelled_one_gives_up_its_place(
+    redis_server: RedisServer,
+):
+    b = backend(redis_server)
+    reader = redis.Redis.from_url(redis_server.url)
+    queue = b.keys("aw", "k").k("q")
+
+    async def main() -> None:
+        held = await b.aacquire("aw", "k", 1, timeout=0)
+        assert held is not None
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        quitter = asyncio.create_task(b.aacquire("aw", "k", 1, timeout=5))
+        await asyncio.sleep(0.05)
+        stayer = asyncio.create_task(b.aacquire("aw", "k", 1, timeout=5))
+        await asyncio.sleep(0.2)
+        assert reader.zcard(queue) == 2
+        quitter.cancel()
+        await asyncio.sleep(0.1)
+        assert reader.zcard(queue) == 1  # the cancelled waiter left the queue
+        held.release()
+        started = time.monotonic()
+        lease = await stayer
+        assert lease is not None and time.monotonic() - started < 0.1
+        lease.release()
+        ticker.cancel()
+        assert ticks >= 20  # the loop kept running while they waited
+
+    asyncio.run(main())
