@@ -1,7 +1,8 @@
 """The per-stream recorder seam.
 
 A :class:`~django_streamer.core.stream.Stream` calls its recorders once when it
-starts, once per chunk put on the wire (never per yielded item) and exactly
+starts, once per chunk put on the wire (never per yielded item; compressed
+streams also report the body bytes that went into the compressor) and exactly
 once when it finishes, with an :class:`Outcome`. The limiter and the metrics
 registry plug in here.
 """
@@ -34,6 +35,13 @@ class StreamRecorder:
     def chunk(self, nbytes: int) -> None:
         """``nbytes`` were handed to the server as one chunk."""
 
+    def uncompressed(self, nbytes: int) -> None:
+        """``nbytes`` of body went into the compressor (compressed streams only).
+
+        Called per chunk, before the ``chunk()`` calls for what came out, so a
+        recorder can relate body bytes to wire bytes.
+        """
+
     def finish(self, outcome: Outcome) -> None:
         """Called exactly once, however the stream ended."""
 
@@ -62,6 +70,10 @@ class Recorders(StreamRecorder):
     def chunk(self, nbytes: int) -> None:
         for recorder in self.recorders:
             recorder.chunk(nbytes)
+
+    def uncompressed(self, nbytes: int) -> None:
+        for recorder in self.recorders:
+            recorder.uncompressed(nbytes)
 
     def finish(self, outcome: Outcome) -> None:
         errors: list[Exception] = []
