@@ -20,6 +20,7 @@ from . import cluster
 from .conf import conf
 from .core import validate
 from .core.limiter import Pool, PoolLease
+from .core.metrics.names import check_name
 from .keys import KeyFunc, client_ip, key_function
 from .pools import SCOPES, get_pool
 from .rejection import Rejection, RejectionHandler, render_rejection
@@ -172,6 +173,7 @@ def limit_concurrency(
 
     def decorator(view: ViewT) -> ViewT:
         pool_name = name or f"{view.__module__}.{view.__qualname__}"
+        check_name(pool_name, what="limit_concurrency: pool")
         wrapper = _wrap(view, _Limiter(options, pool_name))
         wrapper.limit_pool_name = pool_name
         wrapper.limit_scope = options.scope

@@ -12,10 +12,11 @@ from typing import Any, cast
 
 from django.http import StreamingHttpResponse
 
-from .conf import conf
+from .conf import conf, warn_if_not_installed
 from .context import current_request, find_request, frame_name, view_name
 from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
+from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
 from .core.sendtimeout import guard_sends, set_socket_timeout
 from .core.stream import FileSender, Stream
@@ -203,10 +204,13 @@ def stream_response(
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
     """
+    warn_if_not_installed()
     caller = sys._getframe(1)
     request = find_request(caller)
     if name is None:
         name = view_name(request) or frame_name(caller)
+    else:
+        check_name(name)
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.

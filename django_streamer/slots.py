@@ -128,13 +128,15 @@ def release_leftovers(sender: object, **kwargs: Any) -> None:
 
 def hold_until_done(response: HttpResponseBase, slot: Slot) -> HttpResponseBase:
     """Tie the slot to the response's life, whatever kind of response it is."""
+    # Django offers no public hook on close() for an arbitrary response; its
+    # own FileResponse uses this list the same way.
     closers: list[Callable[[], object]] = response._resource_closers  # type: ignore[attr-defined]
     closers.append(slot.release)  # the server closes every response it sent
     if isinstance(response, StreamingResponse):
         # Also when the stream ends without close(): Django's ASGI handler
         # skips close() when the stream raised.
         slot.stream = weakref.ref(response.stream)
-        response.stream.recorders.add(slot)
+        response.add_recorder(slot)
     elif isinstance(response, StreamingHttpResponse):
         content = response.streaming_content
         if response.is_async:

@@ -106,6 +106,29 @@ def test_warn_if_not_installed_logs_one_line_per_process(caplog):
     assert warn_if_not_installed() is True  # installed again: the cache was cleared
 
 
+def test_the_first_stream_response_of_a_process_warns_once_without_the_app(caplog):
+    from django_streamer import stream_response
+
+    caplog.set_level(logging.WARNING, logger="django_streamer")
+    with override_settings(INSTALLED_APPS=WITHOUT_APP):
+        for _ in range(3):
+            response = stream_response([b"x"], name="newcomer")
+            assert b"".join(response) == b"x"
+    lines = [r for r in caplog.records if "INSTALLED_APPS" in r.getMessage()]
+    assert len(lines) == 1
+
+
+@pytest.mark.parametrize("bad", ["exp\rort", "a\x1cb", "line\u2028sep", ""])
+def test_names_with_control_characters_are_refused_where_they_enter(bad):
+    from django_streamer import limit_concurrency, stream_response
+
+    name = bad.encode().decode("unicode_escape")
+    with pytest.raises(ValueError, match="name"):
+        stream_response([b"x"], name=name)
+    with pytest.raises(ValueError, match="limit_concurrency: pool name"):
+        limit_concurrency(1, name=name)(lambda request: None)
+
+
 # -- the public API -------------------------------------------------------------------
 
 
