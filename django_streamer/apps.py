@@ -11,14 +11,13 @@ class DjangoStreamerConfig(AppConfig):
         from django.core.signals import request_finished
 
         from . import checks, metrics
-        from .response import recorder_factories
-        from .slots import limiter_recorders, release_leftovers
+        from .extensions import extensions
+        from .slots import release_leftovers
 
         request_finished.connect(release_leftovers, dispatch_uid="django_streamer.slots")
-
         checks.register()
-        if metrics.stream_recorder not in recorder_factories:
-            recorder_factories.append(metrics.stream_recorder)
-        if not any(isinstance(r, metrics.PoolRecorder) for r in limiter_recorders):
-            limiter_recorders.append(metrics.PoolRecorder())
+        # The metrics registry is one extension like any other (extensions.py).
+        extensions.add_stream_recorder(metrics.stream_recorder)
+        if not any(isinstance(r, metrics.PoolRecorder) for r in extensions.limiter_recorders):
+            extensions.add_limiter_recorder(metrics.PoolRecorder())
         metrics.register_with_prometheus()

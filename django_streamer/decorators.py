@@ -24,7 +24,7 @@ from .core.metrics.names import check_name
 from .keys import KeyFunc, client_ip, key_function
 from .pools import SCOPES, get_pool
 from .rejection import Rejection, RejectionHandler, render_rejection
-from .slots import LimiterRecorder, Slot, hold_until_done, limiter_recorders, tell_rejected
+from .slots import LimiterRecorder, Slot, hold_until_done, tell_rejected
 
 __all__ = [
     "LimiterRecorder",
@@ -32,7 +32,6 @@ __all__ = [
     "client_ip",
     "get_pool",
     "limit_concurrency",
-    "limiter_recorders",
     "render_rejection",
 ]
 

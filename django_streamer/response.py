@@ -20,14 +20,12 @@ from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
 from .core.sendtimeout import guard_sends, set_socket_timeout
 from .core.stream import FileSender, Stream
+from .extensions import extensions
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
 
 logger = logging.getLogger("django_streamer")
 
-# Called with the new stream; each may return a recorder to attach. The
-# metrics registry registers itself here in AppConfig.ready().
-recorder_factories: list[Callable[[Stream], StreamRecorder | None]] = []
 
 # Under ASGI the response waits this long at least for the first chunk, so a
 # source that is empty or fails at once is known before the headers go, even
@@ -263,7 +261,7 @@ def _response(
 
 
 def _attach_recorders(stream: Stream) -> None:
-    for factory in recorder_factories:
+    for factory in extensions.stream_recorder_factories:
         recorder = factory(stream)
         if recorder is not None:
             stream.recorders.add(recorder)

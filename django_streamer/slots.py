@@ -22,6 +22,7 @@ from django.http.response import HttpResponseBase
 from .core.limiter import Pool, PoolLease
 from .core.recorder import Outcome, StreamRecorder
 from .core.stream import Stream
+from .extensions import extensions
 from .rejection import Rejection
 from .response import StreamingResponse
 
@@ -29,7 +30,6 @@ __all__ = [
     "LimiterRecorder",
     "Slot",
     "hold_until_done",
-    "limiter_recorders",
     "release_leftovers",
     "tell_rejected",
 ]
@@ -47,9 +47,6 @@ class LimiterRecorder:
     def released(self, pool: Pool, lease: PoolLease) -> None:
         """A slot was given back."""
 
-
-# The metrics registry appends itself here in AppConfig.ready().
-limiter_recorders: list[LimiterRecorder] = []
 
 # The slots taken in this request (a WSGI thread's, or an ASGI request task's,
 # context). Weak, so a dropped response is still freed when collected.
@@ -78,7 +75,7 @@ class Slot(StreamRecorder):
         """A slot for ``lease``, the recorders told; a raising recorder frees it again."""
         slot = cls(pool, lease)
         try:
-            for recorder in limiter_recorders:
+            for recorder in extensions.limiter_recorders:
                 recorder.admitted(pool, lease)
         except BaseException:
             slot.release()
@@ -88,7 +85,7 @@ class Slot(StreamRecorder):
     def release(self) -> None:
         if self.lease.release():  # only one of two racing threads gets True
             self._slots.discard(self)
-            for recorder in limiter_recorders:
+            for recorder in extensions.limiter_recorders:
                 recorder.released(self.pool, self.lease)
 
     def abort(self) -> None:
@@ -107,7 +104,7 @@ class Slot(StreamRecorder):
 
 
 def tell_rejected(pool: Pool, rejection: Rejection) -> None:
-    for recorder in limiter_recorders:
+    for recorder in extensions.limiter_recorders:
         recorder.rejected(pool, rejection)
 
 

@@ -29,6 +29,7 @@ from django_streamer.core.limiter import Backend, HostBackend, Pool, ProcessBack
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.statedir import UnsafeStateError
 from django_streamer.decorators import LimiterRecorder, get_pool
+from django_streamer.extensions import extensions
 from django_streamer.keys import client_ip
 from django_streamer.views import access_denied
 from tests.conftest import call_asgi, wsgi_iter
@@ -268,7 +269,14 @@ def test_a_response_dropped_by_a_raising_middleware_frees_its_slot_at_once(
     from django_streamer import metrics
 
     spy = _Spy()
-    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [spy, metrics.PoolRecorder()])
+    monkeypatch.setattr(
+        extensions,
+        "limiter_recorders",
+        (
+            spy,
+            metrics.PoolRecorder(),
+        ),
+    )
     _Outcomes.seen = []
     gc.disable()  # prove it: no garbage collection may help
     try:
@@ -294,7 +302,7 @@ def test_a_response_dropped_by_a_raising_middleware_frees_its_slot_at_once(
 
 def test_a_collected_slot_tells_the_recorders(monkeypatch) -> None:
     spy = _Spy()
-    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [spy])
+    monkeypatch.setattr(extensions, "limiter_recorders", (spy,))
     name = unique()
 
     @limit_concurrency(1, name=name)
@@ -312,7 +320,7 @@ def test_a_recorder_raising_in_admitted_does_not_leak_the_lease(monkeypatch) -> 
         def admitted(self, pool: Any, lease: Any) -> None:
             raise OSError("metrics store gone")
 
-    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [Broken()])
+    monkeypatch.setattr(extensions, "limiter_recorders", (Broken(),))
     name = unique()
 
     @limit_concurrency(1, name=name)
@@ -381,7 +389,7 @@ def test_two_threads_releasing_one_slot_release_it_once(monkeypatch: pytest.Monk
     from django_streamer.core.limiter import PoolLease
 
     spy = _Spy()
-    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [spy])
+    monkeypatch.setattr(extensions, "limiter_recorders", (spy,))
     release = PoolLease.release
 
     def slow_release(self: PoolLease) -> bool:

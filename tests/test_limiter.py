@@ -20,6 +20,7 @@ from django.views import View
 from django_streamer import Rejection, limit_concurrency, stream_response
 from django_streamer.checks import check_settings
 from django_streamer.decorators import LimiterRecorder, get_pool
+from django_streamer.extensions import extensions
 
 rf = RequestFactory()
 
@@ -382,7 +383,7 @@ def test_limiter_events_reach_the_recorders(monkeypatch):
         def released(self, pool, lease):
             events.append(("released", pool.name))
 
-    monkeypatch.setattr("django_streamer.slots.limiter_recorders", [Spy()])
+    monkeypatch.setattr(extensions, "limiter_recorders", (Spy(),))
     name = unique()
 
     @limit_concurrency(1, name=name)

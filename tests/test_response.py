@@ -21,6 +21,7 @@ from django_streamer import StreamingResponse, stream_response
 from django_streamer.checks import check_settings
 from django_streamer.core.chunking import StreamSourceError
 from django_streamer.core.recorder import Outcome, StreamRecorder
+from django_streamer.extensions import extensions
 
 from .conftest import call_asgi, wsgi_iter
 
@@ -137,7 +138,6 @@ class Recorded(StreamRecorder):
 
 @pytest.fixture
 def recorded(monkeypatch):
-    from django_streamer import response as response_module
 
     recorders: list[Recorded] = []
 
@@ -146,7 +146,7 @@ def recorded(monkeypatch):
         recorders.append(rec)
         return rec
 
-    monkeypatch.setattr(response_module, "recorder_factories", [factory])
+    monkeypatch.setattr(extensions, "stream_recorder_factories", (factory,))
     return recorders
 
 

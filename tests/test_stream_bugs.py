@@ -19,6 +19,7 @@ from django.test import Client, override_settings
 from django_streamer import StreamingResponse, stream_response
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.stream import Stream
+from django_streamer.extensions import extensions
 from django_streamer.testing import fetch
 
 from .conftest import Server, call_asgi, start_gunicorn, start_uvicorn, stop_gunicorn, wsgi_iter
@@ -172,7 +173,6 @@ def test_a_slow_sync_source_under_asgi_sends_headers_with_its_first_chunk():
 
 
 def test_a_raising_recorder_factory_does_not_leak_the_opened_file(monkeypatch, tmp_path):
-    from django_streamer import response as response_module
 
     opened: list[object] = []
 
@@ -185,7 +185,7 @@ def test_a_raising_recorder_factory_does_not_leak_the_opened_file(monkeypatch, t
         raise RuntimeError("recorder factory failed")
 
     monkeypatch.setattr("django_streamer.core.sources.open", spy, raising=False)
-    monkeypatch.setattr(response_module, "recorder_factories", [factory])
+    monkeypatch.setattr(extensions, "stream_recorder_factories", (factory,))
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 100)
     with pytest.raises(RuntimeError, match="recorder factory failed"):

@@ -21,7 +21,7 @@ from django.views import View
 
 from django_streamer import limit_concurrency, stream_response
 from django_streamer.core.recorder import Outcome, StreamRecorder
-from django_streamer.response import recorder_factories
+from django_streamer.extensions import extensions
 
 EVENTS = os.environ.get("STREAMER_TEST_EVENTS")
 
@@ -47,7 +47,7 @@ class FileRecorder(StreamRecorder):
 
 
 if EVENTS:
-    recorder_factories.append(lambda stream: FileRecorder(stream.name))
+    extensions.add_stream_recorder(lambda stream: FileRecorder(stream.name))
 
 
 class Boom(RuntimeError):
