@@ -34,6 +34,13 @@ class StreamRecorder:
     def chunk(self, nbytes: int) -> None:
         """``nbytes`` were handed to the server as one chunk."""
 
+    def uncompressed(self, nbytes: int) -> None:
+        """``nbytes`` of the source went into compression for the chunks put on the wire.
+
+        Called by the compression stage only, per compressed chunk, beside
+        :meth:`chunk` (which gets the compressed size).
+        """
+
     def finish(self, outcome: Outcome) -> None:
         """Called exactly once, however the stream ended."""
 
@@ -62,6 +69,10 @@ class Recorders(StreamRecorder):
     def chunk(self, nbytes: int) -> None:
         for recorder in self.recorders:
             recorder.chunk(nbytes)
+
+    def uncompressed(self, nbytes: int) -> None:
+        for recorder in self.recorders:
+            recorder.uncompressed(nbytes)
 
     def finish(self, outcome: Outcome) -> None:
         errors: list[Exception] = []
