@@ -130,6 +130,22 @@ def test_the_mirror_looks_for_the_mode_again_after_reset(monkeypatch, metrics_di
     assert calls == [1]
 
 
+def test_the_collector_is_registered_once_and_reset_takes_it_out(metrics_dir):
+    from prometheus_client import REGISTRY, generate_latest
+
+    from django_streamer.metrics.collector import registration
+
+    def count() -> int:
+        return generate_latest(REGISTRY).decode().count("# TYPE django_streamer_bytes_total ")
+
+    metrics.register_with_prometheus()  # ready() already did: a no-op
+    assert count() == 1
+    registration.reset()
+    assert count() == 0
+    metrics.register_with_prometheus()
+    assert count() == 1
+
+
 # -- the new figures, end to end through the collector and the JSON ----------------------
 
 

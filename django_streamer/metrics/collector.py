@@ -22,6 +22,7 @@ __all__ = [
     "StreamerCollector",
     "collector",
     "register_with_prometheus",
+    "registration",
     "render",
 ]
 
@@ -178,8 +179,15 @@ class _Registration:
             registry.register(collector)
             self.registries.append(registry)
 
+    def reset(self) -> None:
+        """Take the collector out of every registry it was added to."""
+        with self.lock:
+            for registry in self.registries:
+                registry.unregister(collector)
+            self.registries.clear()
 
-_registration = _Registration()
+
+registration = _Registration()
 
 
 def register_with_prometheus() -> None:
@@ -193,7 +201,7 @@ def register_with_prometheus() -> None:
         from prometheus_client import REGISTRY
     except ImportError:
         return
-    _registration.add(REGISTRY)
+    registration.add(REGISTRY)
 
 
 def render(openmetrics: bool) -> tuple[bytes, str]:
