@@ -5,7 +5,10 @@ Screenshots land in tests/artifacts/. There is no skip: without Chromium this fa
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from django_streamer.core.metrics import Store, StreamMetrics
+from django_streamer.core.recorder import Outcome
 from django_streamer.testing import fetch
 
 from .conftest import Server, make_database, start_gunicorn, stop_gunicorn
@@ -253,3 +258,79 @@ def test_throughput_now_agrees_between_json_table_and_chart(server: Server, page
     assert seen[idle]["text"] == "0 B/s"
     for t in threads:
         t.join(30)
+
+
+def record_from_another_process(directory: Path, tag: str) -> tuple[int, int, int]:
+    """Figures the workers cannot make yet, written as another process on the host would.
+
+    A forked child: one compressed stream drained (10 000 source bytes as
+    1 000 on the wire), one still active that the active-streams table has
+    no room for (max_active=0), and one store failure. The child then waits
+    to be killed. Returns its pid and the pipe's two ends.
+    """
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        store = Store(str(directory), max_active=0)
+        rec = StreamMetrics(store, tag, "/z")
+        rec.start()
+        rec.uncompressed(10_000)
+        rec.chunk(1_000)
+        rec.finish(Outcome.DRAINED)
+        StreamMetrics(store, tag, "/held").start()
+        store.report("a test failure", OSError("disk on fire"))
+        os.write(done, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(ready, 1)
+    return pid, ready, done
+
+
+def test_the_dashboard_shows_drained_lost_compression_hidden_and_store_errors(
+    server: Server, page: Page
+):
+    base = f"http://{server.host}:{server.port}"
+    run = uuid.uuid4().hex[:4]
+    plain, zipped = f"plain-{run}", f"zipped-{run}"
+    quick_streams(server, [plain])
+    pid, ready, done = record_from_another_process(
+        server.events_path.parent / f"metrics-{server.port}", zipped
+    )
+    log_in(page, base)
+    page.goto(f"{base}/admin/streaming/")
+
+    def figure(stream: str, name: str) -> str:
+        locator = page.locator(f"td[data-stream='{stream}'][data-figure='{name}']")
+        locator.wait_for(timeout=10_000)
+        return locator.inner_text()
+
+    try:
+        assert figure(zipped, "drained") == "1" and figure(zipped, "active") == "1"
+        assert figure(zipped, "compression_ratio") == "10.00\u00d7"
+        assert figure(plain, "compression_ratio") == "\u2014"  # nothing compressed
+        assert figure(plain, "completed") == "1" and figure(plain, "drained") == "0"
+        hidden = page.locator("#streamer-active-hidden")
+        hidden.wait_for(state="visible", timeout=10_000)
+        assert hidden.inner_text().startswith("1 more active stream not shown")
+        errors = page.locator("#streamer-store-errors")
+        assert errors.is_visible() and errors.locator("[data-figure]").inner_text() == "1"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-new-figures.png"), full_page=True)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready)
+        os.close(done)
+    # Its held stream is now lost, the unlisted one gone with it: the page says so.
+    page.wait_for_function(
+        """(tag) => {
+            const cell = document.querySelector(`td[data-stream='${tag}'][data-figure='lost']`);
+            return cell && cell.textContent === "1";
+        }""",
+        arg=zipped,
+        timeout=10_000,
+    )
+    assert figure(zipped, "active") == "0" and figure(zipped, "started") == "2"
+    assert page.locator("#streamer-active-hidden").is_hidden()
+    # The failure it counted stays counted (folded into the archive).
+    assert page.locator("#streamer-store-errors [data-figure]").inner_text() == "1"

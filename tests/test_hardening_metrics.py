@@ -33,7 +33,7 @@ from django_streamer.core.metrics.layout import HEADER_SIZE, Geometry
 from django_streamer.core.recorder import Outcome
 from django_streamer.core.statedir import UnsafeStateError
 
-OUTCOMES = ("completed", "aborted", "failed", "lost")
+OUTCOMES = ("completed", "aborted", "failed", "lost", "drained")
 
 
 def stream(store: Store, name: str, chunks: list[int], outcome: Outcome) -> None:

@@ -135,11 +135,14 @@ def test_metrics_json_and_clients_agree(server: Server):
         s = data["streams"][name]
         assert s["bytes"] == m("django_streamer_bytes_total", stream=name)
         assert s["started"] == m("django_streamer_streams_started_total", stream=name)
-        for outcome in ("completed", "aborted", "failed", "lost"):
+        uncompressed = m("django_streamer_bytes_uncompressed_total", stream=name)
+        assert s["bytes_uncompressed"] == uncompressed == 0  # nothing here is compressed
+        assert s["compression_ratio"] is None
+        outcomes = ("completed", "aborted", "failed", "lost", "drained")
+        for outcome in outcomes:
             assert s[outcome] == m(finished, stream=name, outcome=outcome)
         assert s["active"] == 0
         # Every stream started ends in exactly one outcome (lost: its worker died).
-        outcomes = ("completed", "aborted", "failed", "lost")
         assert s["started"] == sum(s[o] for o in outcomes) + s["active"]
     pool = data["pools"]["e2e-reject"]
     assert (pool["in_use"], pool["limit"], pool["admitted"], pool["rejected"]) == (0, 2, 2, 4)

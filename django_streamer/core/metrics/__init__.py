@@ -14,7 +14,7 @@ are deleted. Importing this package opens no file.
 
 from __future__ import annotations
 
-from .layout import DURATION_BUCKETS, TTFB_BUCKETS, WAIT_BUCKETS, BadFile
+from .layout import DURATION_BUCKETS, OUTCOMES, TTFB_BUCKETS, WAIT_BUCKETS, BadFile
 from .names import NAME_BYTES, OTHER, check_name
 from .reading import Snapshot
 from .recorder import StreamMetrics, record_admitted, record_rejected, record_released
@@ -24,6 +24,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "NAME_BYTES",
     "OTHER",
+    "OUTCOMES",
     "TTFB_BUCKETS",
     "WAIT_BUCKETS",
     "BadFile",

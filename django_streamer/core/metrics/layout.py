@@ -11,12 +11,15 @@ import math
 import struct
 from dataclasses import dataclass
 
+from ..recorder import Outcome
+
 __all__ = [
     "ACTIVE",
     "DURATION_BUCKETS",
     "GAUGES",
     "HEADER",
     "MAXIMA",
+    "OUTCOMES",
     "POOL",
     "STREAM",
     "TTFB_BUCKETS",
@@ -29,7 +32,9 @@ __all__ = [
 ]
 
 MAGIC = b"DSM2"
-VERSION = 2
+# 3: outcome ``drained`` and ``bytes_uncompressed`` per stream. A reader refuses
+# (quarantines) any other version, so do not mix releases on one directory.
+VERSION = 3
 # magic, version, pid, max_names, max_active, (pad), created, store errors, hidden actives
 HEADER = struct.Struct("<4sIIII4xddd")
 HEADER_SIZE = 64
@@ -75,8 +80,10 @@ STREAM = Layout(
         ("aborted", 1),
         ("failed", 1),
         ("lost", 1),  # active when its process died: started == outcomes + active
+        ("drained", 1),  # ended cleanly because its worker was shutting down
         ("rejected", 1),
         ("bytes", 1),
+        ("bytes_uncompressed", 1),  # before compression, for streams that were compressed
         ("chunks", 1),
         ("chunk_max", 1),
         *_histogram("ttfb", TTFB_BUCKETS),
@@ -92,6 +99,8 @@ POOL = Layout(
         *_histogram("wait", WAIT_BUCKETS),
     ]
 )
+# Every way a stream ends, each a figure of its row: started == sum + active.
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
 GAUGES = {"active", "in_use"}  # per process: dropped with the process
 MAXIMA = {"chunk_max", "limit"}  # combined with max(), not +
 # An active stream: name row, started (wall clock), bytes so far, path.

@@ -16,6 +16,7 @@ _DURATION = STREAM.offsets["duration_buckets"]
 _DURATION_SUM = STREAM.offsets["duration_sum"]
 _DURATION_COUNT = STREAM.offsets["duration_count"]
 _BYTES = STREAM.offsets["bytes"]
+_UNCOMPRESSED = STREAM.offsets["bytes_uncompressed"]
 _CHUNKS = STREAM.offsets["chunks"]
 _CHUNK_MAX = STREAM.offsets["chunk_max"]
 _TTFB = STREAM.offsets["ttfb_buckets"]
@@ -44,9 +45,11 @@ class StreamMetrics(StreamRecorder):
         "_publish_at",
         "_published_chunks",
         "_published_sent",
+        "_published_uncompressed",
         "_sent",
         "_started",
         "_store",
+        "_uncompressed",
     )
 
     def __init__(
@@ -62,6 +65,7 @@ class StreamMetrics(StreamRecorder):
         self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
         self._sent = self._chunks = self._max = 0
         self._published_sent = self._published_chunks = 0
+        self._uncompressed = self._published_uncompressed = 0
 
     def start(self) -> None:
         values = self._file.values
@@ -78,6 +82,17 @@ class StreamMetrics(StreamRecorder):
         if now >= self._publish_at:
             self._publish(now)
 
+    def uncompressed(self, nbytes: int) -> None:
+        """``nbytes`` of the source went into compression.
+
+        The compression stage calls this per chunk it compresses, next to the
+        stream's ``chunk()`` for the compressed bytes put on the wire; it is
+        published with them. Streams that are not compressed never call it, so
+        ``bytes_uncompressed / bytes`` is the ratio of compressed streams only
+        when every stream of a name is compressed (the dashboard's column).
+        """
+        self._uncompressed += nbytes
+
     def _publish(self, now: float) -> None:
         values = self._file.values
         base = self._base
@@ -85,6 +100,7 @@ class StreamMetrics(StreamRecorder):
         with self._store.lock():
             values[base + _BYTES] += self._sent - self._published_sent
             values[base + _CHUNKS] += self._chunks - self._published_chunks
+            values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
             if self._max > values[base + _CHUNK_MAX]:
                 values[base + _CHUNK_MAX] = self._max
             if first:
@@ -94,13 +110,17 @@ class StreamMetrics(StreamRecorder):
                 values[base + _TTFB_COUNT] += 1
         self._published_sent = self._sent
         self._published_chunks = self._chunks
+        self._published_uncompressed = self._uncompressed
         self._publish_at = now + self._interval
         if self._active >= 0:
             self._file.set_active_bytes(self._active, self._sent)
 
     def finish(self, outcome: Outcome) -> None:
         now = time.monotonic()
-        if self._chunks != self._published_chunks:
+        if (self._chunks, self._uncompressed) != (
+            self._published_chunks,
+            self._published_uncompressed,
+        ):
             self._publish(now)
         values = self._file.values
         base = self._base

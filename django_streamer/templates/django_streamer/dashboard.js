@@ -33,6 +33,10 @@
     if (s === null || s === undefined) return "–";
     return s < 1 ? (s * 1000).toFixed(1) + " ms" : s.toFixed(2) + " s";
   }
+  function ratio(r) {
+    // Source bytes per byte sent; null when nothing of that stream was compressed.
+    return r === null || r === undefined ? "\u2014" : r.toFixed(2) + "\u00d7";
+  }
   function cell(text, cls, attrs) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -163,17 +167,20 @@
       const f = (k, v) => cell(v, "num", {"data-stream": name, "data-figure": k});
       const now = f("throughput", rate(s.bytes_per_second));
       now.dataset.value = s.bytes_per_second;
+      const compression = f("compression_ratio", ratio(s.compression_ratio));
+      compression.dataset.value = s.compression_ratio === null ? "" : s.compression_ratio;
       rows.push([
         cell(name, "", {"data-stream": name}), f("started", s.started), f("active", s.active),
         f("completed", s.completed), f("aborted", s.aborted), f("failed", s.failed),
-        f("rejected", s.rejected), f("bytes", bytes(s.bytes)), f("chunks", s.chunks),
+        f("lost", s.lost), f("drained", s.drained), f("rejected", s.rejected),
+        f("bytes", bytes(s.bytes)), compression, f("chunks", s.chunks),
         f("chunk_size_avg", bytes(s.chunk_size_avg)), f("chunk_size_max", bytes(s.chunk_size_max)),
         f("ttfb_avg", seconds(s.ttfb_avg)), f("duration_avg", seconds(s.duration_avg)), now,
       ]);
     }
     history.push({t: data.time, rates: rates});
     while (history.length && data.time - history[0].t > WINDOW) history.shift();
-    fill(document.getElementById("streamer-streams"), rows, "No streams yet.", 14);
+    fill(document.getElementById("streamer-streams"), rows, "No streams yet.", 17);
     const pools = Object.entries(data.pools).map(([name, p]) => [
       cell(name), cell(p.in_use, "num"), cell(p.limit, "num"), cell(p.admitted, "num"),
       cell(p.rejected, "num"), cell(seconds(p.wait_avg), "num"),
@@ -184,6 +191,14 @@
       cell(bytes(a.bytes), "num", {"data-active-bytes": a.bytes}), cell(rate(a.bytes_per_second), "num"),
     ]);
     fill(document.getElementById("streamer-active"), active, "Nothing streaming.", 6);
+    const hidden = document.getElementById("streamer-active-hidden");
+    hidden.hidden = !data.active_hidden;
+    hidden.dataset.value = data.active_hidden;
+    hidden.textContent = `${data.active_hidden} more active stream${data.active_hidden === 1 ? "" : "s"} ` +
+      "not shown: the active-streams table is full (still counted under Active above).";
+    const errors = document.getElementById("streamer-store-errors");
+    errors.hidden = !data.store_errors;
+    errors.querySelector("[data-figure]").textContent = data.store_errors;
     last = data;
     draw();
   }
