@@ -194,7 +194,7 @@ def test_without_compression_the_middleware_still_works_alone():
         request
     )
     assert isinstance(resp, StreamingHttpResponse)
-    assert gzip.decompress(b"".join(resp.streaming_content)) == DATA
+    assert gzip.decompress(b"".join(resp)) == DATA
 
 
 def test_a_plain_response_is_judged_by_its_length():
