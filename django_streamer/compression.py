@@ -71,11 +71,16 @@ def _media_type(response: HttpResponseBase) -> str:
 def should_compress(
     request: HttpRequest, response: HttpResponseBase, *, force: bool = False
 ) -> bool:
-    """Could this response be compressed at all, whatever the client accepts?
+    """May this response be compressed, whatever the client accepts?
 
     ``force`` (``compress=True``) skips the content-type allowlist and the size
     threshold, never the rules that would make the response wrong.
     """
+    return request.method != "HEAD" and _compressible(response, force=force)
+
+
+def _compressible(response: HttpResponseBase, *, force: bool) -> bool:
+    """The response's side of :func:`should_compress`; it decides ``Vary``."""
     status = response.status_code
     if status < 200 or status in _NO_BODY or status == 206:
         return False
@@ -103,13 +108,17 @@ def choose_coding(
     """The coding to send, or None; sets ``Vary: Accept-Encoding`` when it could compress.
 
     ``compress``: None follows ``STREAMER_COMPRESSION``; True or False decides
-    for this response.
+    for this response. A HEAD response varies as its GET would, but is not
+    compressed (its body is empty).
     """
+    if compress is not None and not isinstance(compress, bool):
+        raise TypeError(f"compress must be None, True or False, not {compress!r}")
     enabled = conf.STREAMER_COMPRESSION if compress is None else compress
-    if not enabled or not should_compress(request, response, force=compress is True):
+    force = compress is True
+    if not enabled or not _compressible(response, force=force):
         return None
     patch_vary_headers(response, ("Accept-Encoding",))
-    if request.method == "HEAD":
+    if not should_compress(request, response, force=force):
         return None
     coding = negotiate(request.headers.get("Accept-Encoding"), available=available_codings())
     return None if coding == IDENTITY else coding

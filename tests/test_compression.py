@@ -99,6 +99,16 @@ def test_never_compress(status, headers, expected):
     assert should_compress(rf.get("/"), response(status=status, **headers)) is expected
 
 
+def test_head_is_never_compressed():
+    assert not should_compress(rf.head("/"), response())
+    assert not should_compress(rf.head("/"), response(), force=True)
+
+
+def test_compress_must_be_none_or_a_bool():
+    with pytest.raises(TypeError, match="compress must be None, True or False, not 1"):
+        choose_coding(rf.get("/"), response(), compress=1)  # type: ignore[arg-type]
+
+
 def test_force_skips_type_and_size_never_correctness():
     req = rf.get("/")
     assert should_compress(req, response("image/png"), force=True)
