@@ -24,9 +24,6 @@ from django.views.decorators.gzip import gzip_page
 from django_http_compression.middleware import HttpCompressionMiddleware
 
 from django_streamer import stream_response
-from django_streamer.compression import start_compression
-from django_streamer.core.chunking import iter_chunks
-from django_streamer.core.compression import compress_chunks
 
 ROWS = int(os.environ.get("BENCH_COMPRESS_ROWS", "300000"))
 CHUNK = 65536
@@ -58,14 +55,9 @@ def _identity(request: HttpRequest) -> HttpResponseBase:
 
 
 def _streamer(request: HttpRequest) -> HttpResponseBase:
-    response = StreamingHttpResponse(content_type=TYPE)
-    stage = start_compression(request, response, compress=True, chunk_size=CHUNK)
-    chunks = iter_chunks(records(), chunk_size=CHUNK, flush_interval=0.1)
-    if stage is None:
-        response.streaming_content = chunks
-    else:
-        response.streaming_content = compress_chunks(((c, False) for c in chunks), stage)
-    return response
+    return stream_response(
+        records(), name="z-streamer", content_type=TYPE, chunk_size=CHUNK, compress=True
+    )
 
 
 CONTENDERS = {

@@ -10,8 +10,9 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
+from .compression import start_compression
 from .conf import conf
 from .context import current_request, find_request, frame_name, view_name
 from .core.bridge import aiter_sync, iter_async
@@ -19,6 +20,7 @@ from .core.headers import check_headers, content_disposition
 from .core.recorder import Outcome, StreamRecorder
 from .core.sendtimeout import guard_sends, set_socket_timeout
 from .core.stream import FileSender, Stream
+from .core.validate import boolean
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
 
@@ -194,6 +196,7 @@ def stream_response(
     filename: str | None = None,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    compress: bool | None = None,
 ) -> StreamingResponse:
     """Stream ``source`` in right-sized chunks.
 
@@ -202,11 +205,15 @@ def stream_response(
     path. Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
+    ``compress``: None follows ``STREAMER_COMPRESSION``, True or False decides
+    for this response (README, *Compression*).
     """
     caller = sys._getframe(1)
     request = find_request(caller)
     if name is None:
         name = view_name(request) or frame_name(caller)
+    if compress is not None:
+        compress = boolean(compress, what=f"stream {name!r}: compress")
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.
@@ -218,14 +225,16 @@ def stream_response(
         encoding=response.charset,
     )
     stream.path = request.path if request is not None else ""
+    if stream.length is not None:
+        response["Content-Length"] = str(stream.length)  # also for the size threshold
     try:
+        if request is not None:
+            _compress(request, response, stream, compress)
         _attach_recorders(stream)
     except BaseException:
         stream.discard()  # a recorder factory raised: the file a Path opened must not leak
         raise
     response.attach(stream)
-    if stream.length is not None:
-        response["Content-Length"] = str(stream.length)
     response.send_timeout = send_timeout
     if send_timeout is not None and request is not None:
         # WSGI under gunicorn: the connection's socket (sync and gthread workers).
@@ -256,6 +265,21 @@ def _response(
     if filename is not None:
         response["Content-Disposition"] = content_disposition(filename)
     return response
+
+
+def _compress(
+    request: HttpRequest, response: StreamingResponse, stream: Stream, compress: bool | None
+) -> None:
+    """Decide once per stream; when compressing, the stage sits before the driver."""
+    stage = start_compression(
+        request,
+        response,
+        compress=compress,
+        chunk_size=stream.chunk_size,
+        flush_every=stream.flush_interval == 0,
+    )
+    if stage is not None:
+        stream.compress(stage)
 
 
 def _attach_recorders(stream: Stream) -> None:

@@ -181,8 +181,8 @@ def compressed_response(request: HttpRequest, data: bytes) -> StreamingHttpRespo
     resp = StreamingHttpResponse(content_type="text/csv")
     stage = start_compression(request, resp, compress=True, chunk_size=8192)
     assert stage is not None
-    pairs = ((data[i : i + 30_000], False) for i in range(0, len(data), 30_000))
-    resp.streaming_content = compress_chunks(pairs, stage)
+    chunks = (data[i : i + 30_000] for i in range(0, len(data), 30_000))
+    resp.streaming_content = compress_chunks(chunks, stage)
     return resp
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 
 import brotli
 import pytest
@@ -28,6 +28,42 @@ def full_chunks(data: bytes, size: int = 65536) -> list[tuple[bytes, bool]]:
     return [(data[i : i + size], False) for i in range(0, len(data), size)]
 
 
+def marked(
+    pairs: Iterable[tuple[bytes, bool]], comp: Compressor
+) -> tuple[Iterator[bytes], Compressor]:
+    """``(chunk, forced)`` pairs as a chunker gives them: forced ones marked, then yielded."""
+
+    def chunks() -> Iterator[bytes]:
+        iterator = iter(pairs)
+        try:
+            for chunk, forced in iterator:
+                if forced:
+                    comp.mark_forced(chunk)
+                yield chunk
+        finally:
+            getattr(iterator, "close", lambda: None)()
+
+    return chunks(), comp
+
+
+def amarked(
+    pairs: AsyncIterable[tuple[bytes, bool]], comp: Compressor
+) -> tuple[AsyncIterator[bytes], Compressor]:
+    async def chunks() -> AsyncIterator[bytes]:
+        iterator = aiter(pairs)
+        try:
+            async for chunk, forced in iterator:
+                if forced:
+                    comp.mark_forced(chunk)
+                yield chunk
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return chunks(), comp
+
+
 def stage(coding: str, *, padding: bool = True, chunk_size: int = CHUNK) -> Compressor:
     encoder = make_encoder(coding, max_padding=100 if padding else 0)
     return Compressor(encoder, chunk_size=chunk_size)
@@ -36,7 +72,7 @@ def stage(coding: str, *, padding: bool = True, chunk_size: int = CHUNK) -> Comp
 @pytest.mark.parametrize("coding", CODINGS)
 def test_fast_stream_is_coalesced_to_chunk_size_and_decodes(coding):
     data = b"".join(rows(30_000))
-    out = list(compress_chunks(iter(full_chunks(data)), stage(coding)))
+    out = list(compress_chunks(*marked(iter(full_chunks(data)), stage(coding))))
     assert len(out) > 3
     assert all(len(c) == CHUNK for c in out[:-1])
     assert 0 < len(out[-1]) <= CHUNK
@@ -46,11 +82,11 @@ def test_fast_stream_is_coalesced_to_chunk_size_and_decodes(coding):
 def test_fast_stream_compresses_like_the_whole_body_at_once():
     data = b"".join(rows(50_000))
     comp = stage("gzip", padding=False)
-    wire = b"".join(compress_chunks(iter(full_chunks(data)), comp))
+    wire = b"".join(compress_chunks(*marked(iter(full_chunks(data)), comp)))
     whole = gzip.compress(data, compresslevel=6)
     assert abs(len(wire) - len(whole)) <= len(whole) * 0.01
     br_comp = stage("br", padding=False)
-    br_wire = b"".join(compress_chunks(iter(full_chunks(data)), br_comp))
+    br_wire = b"".join(compress_chunks(*marked(iter(full_chunks(data)), br_comp)))
     assert len(br_wire) <= len(brotli.compress(data, quality=4)) * 1.01
 
 
@@ -98,7 +134,7 @@ def test_a_forced_chunk_after_a_big_backlog_goes_out_whole():
 
 @pytest.mark.parametrize("coding", CODINGS)
 def test_empty_source_is_a_complete_empty_stream(coding):
-    out = list(compress_chunks(iter([]), stage(coding)))
+    out = list(compress_chunks(*marked(iter([]), stage(coding))))
     assert decode(coding, b"".join(out)) == b""
 
 
@@ -121,7 +157,7 @@ def test_failed_source_leaves_the_stream_unfinished(coding):
     closed: list[bool] = []
     out: list[bytes] = []
     with pytest.raises(Boom):
-        out.extend(compress_chunks(failing(data, closed), stage(coding)))
+        out.extend(compress_chunks(*marked(failing(data, closed), stage(coding))))
     dec = Decoder(coding)
     got = dec.feed(b"".join(out))
     assert data.startswith(got) and len(got) >= 50_000
@@ -139,7 +175,7 @@ def test_closing_the_stage_closes_the_source():
         finally:
             closed.append(True)
 
-    gen = compress_chunks(source(), stage("gzip"))
+    gen = compress_chunks(*marked(source(), stage("gzip")))
     next(gen)
     gen.close()
     assert closed == [True]
@@ -148,7 +184,7 @@ def test_closing_the_stage_closes_the_source():
 def test_counts_bytes_before_and_after():
     data = b"".join(rows(20_000))
     comp = stage("br")
-    wire = b"".join(compress_chunks(iter(full_chunks(data)), comp))
+    wire = b"".join(compress_chunks(*marked(iter(full_chunks(data)), comp)))
     assert comp.bytes_in == len(data)
     assert comp.bytes_out == len(wire)
     assert comp.coding == "br"
@@ -168,9 +204,9 @@ def test_async_twin_gives_the_same_bytes(coding):
 
     async def collect() -> list[bytes]:
         comp = Compressor(make_encoder(coding, max_padding=0), chunk_size=CHUNK)
-        return [c async for c in acompress_chunks(achunks(pairs), comp)]
+        return [c async for c in acompress_chunks(*amarked(achunks(pairs), comp))]
 
-    sync = list(compress_chunks(iter(pairs), stage(coding, padding=False)))
+    sync = list(compress_chunks(*marked(iter(pairs), stage(coding, padding=False))))
     assert asyncio.run(collect()) == sync
 
 
@@ -185,7 +221,7 @@ def test_async_failure_is_unfinished_and_closes_the_source():
             closed.append(True)
 
     async def collect(out: list[bytes]) -> None:
-        async for c in acompress_chunks(source(), stage("zstd")):
+        async for c in acompress_chunks(*amarked(source(), stage("zstd"))):
             out.append(c)
 
     out: list[bytes] = []

@@ -152,9 +152,11 @@ async def aiter_chunks(
     encoding: str = "utf-8",
     name: str = "stream",
     on_end: Callable[[int], None] | None = None,
+    on_forced: Callable[[bytes], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Re-chunk an async source. ``flush_interval`` holds even while the source
-    is silent: a timer sends whatever has waited that long.
+    is silent: a timer sends whatever has waited that long. ``on_forced`` is
+    told of the last chunk of each such timed flush, as in ``iter_chunks``.
 
     The source is read by a helper task, so ``aclose()`` of this generator (or
     cancellation) cancels that task and ``aclose()``s the source.
@@ -184,6 +186,8 @@ async def aiter_chunks(
                     continue
                 oldest = None
                 chunks = pump.take(whole=True, encoding=encoding, counted=False)[0]
+                if chunks and on_forced is not None:
+                    on_forced(chunks[-1])
             else:
                 await pump.wait(None)
                 oldest = loop.time()
