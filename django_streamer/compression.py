@@ -145,14 +145,14 @@ def start_compression(
     *,
     compress: bool | None,
     chunk_size: int,
-    flush_every: bool = False,
+    flush_interval: float | None = None,
 ) -> Compressor | None:
     """Decide, set the headers, and return the stage to put in front of the wire.
 
-    ``flush_every``: every chunk is flushed (a stream with ``flush_interval`` 0).
+    ``flush_interval``: the stream's; bytes held that long are flushed (0: every chunk).
     """
     coding = choose_coding(request, response, compress=compress)
     if coding is None:
         return None
     set_encoding_headers(response, coding)
-    return Compressor(make_encoder(coding), chunk_size=chunk_size, flush_every=flush_every)
+    return Compressor(make_encoder(coding), chunk_size=chunk_size, flush_interval=flush_interval)

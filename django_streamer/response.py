@@ -64,6 +64,7 @@ class StreamingResponse(StreamingHttpResponse):
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
     _replaced = False
+    _post_render: list[Callable[[Any], Any]] | None = None
 
     def attach(self, stream: Stream) -> None:
         """Serve ``stream``; the response's charset is what it encodes ``str`` with."""
@@ -107,13 +108,33 @@ class StreamingResponse(StreamingHttpResponse):
     def _render(self) -> StreamingResponse:
         if not self._replaced and self.stream.can_prepare():
             self._set_length(self.stream.prepare())
-        return self
+        return self._rendered()
 
     async def _arender(self) -> StreamingResponse:
         if not self._replaced and self.stream.can_prepare():
             wait = max(self.stream.flush_interval, FIRST_CHUNK_MIN_WAIT)
             self._set_length(await self.stream.aprepare(wait))
-        return self
+            # Its first chunk is now a future on this loop: whoever wraps the
+            # content (GZipMiddleware) must take the async side, whatever the source.
+            self.is_async = True
+        return self._rendered()
+
+    def add_post_render_callback(self, callback: Callable[[Any], Any]) -> None:
+        """Run ``callback(response)`` after ``render()``, as ``TemplateResponse`` does.
+
+        Django's ``decorator_from_middleware`` (``gzip_page``, ``cache_page``)
+        sees ``render`` and defers the middleware's ``process_response`` to here.
+        """
+        if self._post_render is None:
+            self._post_render = []
+        self._post_render.append(callback)
+
+    def _rendered(self) -> StreamingResponse:
+        response = self
+        callbacks, self._post_render = self._post_render or [], None
+        for callback in callbacks:
+            response = callback(response) or response
+        return response
 
     def _set_length(self, length: int | None) -> None:
         # The whole body was the first chunk: Content-Length, no chunked framing.
@@ -126,7 +147,7 @@ class StreamingResponse(StreamingHttpResponse):
     def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
             return cast("Iterator[bytes] | AsyncIterator[bytes]", self._iterator)
-        return self.__aiter__() if self.stream.is_async else self.__iter__()
+        return self.__aiter__() if self.is_async else self.__iter__()
 
     @streaming_content.setter
     def streaming_content(self, value: Any) -> None:
@@ -276,7 +297,7 @@ def _compress(
         response,
         compress=compress,
         chunk_size=stream.chunk_size,
-        flush_every=stream.flush_interval == 0,
+        flush_interval=stream.flush_interval,
     )
     if stage is not None:
         stream.compress(stage)

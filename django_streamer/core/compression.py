@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
 
 from .codecs import Encoder
@@ -42,18 +43,28 @@ class Compressor:
     so far, for the metrics.
     """
 
-    def __init__(self, encoder: Encoder, *, chunk_size: int, flush_every: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        chunk_size: int,
+        flush_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.encoder = encoder
         self.chunk_size = chunk_size
         self.bytes_in = 0
         self.bytes_out = 0
-        # ``flush_interval`` 0: every chunk goes out as it comes, so every
-        # chunk is forced (the pass-through chunker marks none).
-        self.flush_every = flush_every
+        # Bytes may wait in the encoder too (brotli holds ~100s of KB unflushed):
+        # a chunk that comes when the encoder has held bytes for
+        # ``flush_interval`` is forced as well. 0 forces every chunk.
+        self.flush_interval = flush_interval
+        self.clock = clock
         self.offload_at = OFFLOAD_BYTES if encoder.coding in SLOW_CODINGS else sys.maxsize
         self._buf: list[bytes] = []
         self._size = 0
         self._forced: bytes | None = None
+        self._held_since: float | None = None
 
     @property
     def coding(self) -> str:
@@ -75,10 +86,16 @@ class Compressor:
         self._forced = chunk
 
     def feed_marked(self, chunk: bytes) -> list[bytes]:
-        """:meth:`feed`, forced when the chunker marked ``chunk`` (or always, if asked)."""
-        forced = self.flush_every or chunk is self._forced
+        """:meth:`feed`, forced when the chunker marked ``chunk`` or held bytes waited too long."""
+        forced = chunk is self._forced
+        if self.flush_interval is not None:
+            now = self.clock()
+            held = self._held_since
+            if held is None:
+                self._held_since = held = now
+            forced = forced or now - held >= self.flush_interval
         if forced:
-            self._forced = None
+            self._forced = self._held_since = None
         return self.feed(chunk, forced=forced)
 
     def end(self) -> list[bytes]:
