@@ -1,4 +1,5 @@
-"""Real headless Chromium decodes our zstd, br and gzip, padding included, and a ticker as it comes.
+"""Real headless Chromium decodes our zstd, br and gzip, padding included, and a ticker as it comes:
+from the encoders served by hand, and from ``stream_response(compress=True)`` under gunicorn.
 
 The BREACH padding is the part no Python decoder can vouch for: a zstd
 skippable frame before the data frame, a brotli metadata meta-block. There is
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from django_streamer.core.codecs import (
     LEVELS,
@@ -24,6 +25,9 @@ from django_streamer.core.codecs import (
     make_encoder,
 )
 from django_streamer.core.compression import Compressor
+
+from .compression_views import DATA
+from .conftest import Server, start_gunicorn, stop_gunicorn
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -99,17 +103,23 @@ def base() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(base: str) -> Iterator[Page]:
+def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(
+        chromium = p.chromium.launch(
             executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
         )
         try:
-            pg = browser.new_page()
-            pg.goto(f"{base}/")
-            yield pg
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, base: str) -> Iterator[Page]:
+    pg = browser.new_page()
+    pg.goto(f"{base}/")
+    yield pg
+    pg.close()
 
 
 @pytest.mark.parametrize("coding", CODINGS)
@@ -135,6 +145,55 @@ def test_chromium_reads_a_compressed_ticker_tick_by_tick(page, base, coding):
     text = "".join(value for _, value in reads)
     assert text == "".join(f"tick {i}\n" for i in range(TICKS))
     # Each tick was decoded on its own, a gap after the one before it.
+    ticks = [(ms, value) for ms, value in reads if value]
+    assert [value for _, value in ticks] == [f"tick {i}\n" for i in range(TICKS)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(ticks)]
+    assert min(gaps) > TICK_GAP * 1000 * 0.5
+
+
+# -- the integrated path: stream_response(compress=True) under real gunicorn ---------
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_gunicorn(tmp_path_factory.mktemp("gthread"), "gthread")
+    yield server
+    stop_gunicorn(server)
+
+
+@pytest.fixture(scope="module")
+def streamer_page(browser: Browser, gunicorn: Server) -> Iterator[Page]:
+    pg = browser.new_page()
+    pg.goto(f"http://127.0.0.1:{gunicorn.port}/nowhere")  # any page of that origin
+    yield pg
+    pg.close()
+
+
+FETCH = """async (u) => {
+  const r = await fetch(u);
+  return [r.headers.get('content-encoding'), await r.text()];
+}"""
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_chromium_decodes_stream_response(streamer_page, coding):
+    # ``ae`` stands in for Accept-Encoding, which fetch() may not set.
+    encoding, text = streamer_page.evaluate(FETCH, f"/z/data?compress=1&ae={coding}")
+    assert encoding == coding
+    assert text.encode() == DATA
+
+
+def test_chromium_gets_zstd_when_it_offers_everything(streamer_page):
+    encoding, text = streamer_page.evaluate(FETCH, "/z/data?compress=1")
+    assert encoding == "zstd"
+    assert text.encode() == DATA
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("coding", CODINGS)
+def test_chromium_reads_a_compressed_stream_response_tick_by_tick(streamer_page, coding, kind):
+    url = f"/z/ticker?compress=1&kind={kind}&ae={coding}&n={TICKS}&gap={TICK_GAP}"
+    reads = streamer_page.evaluate(READ_TICKS, url)
     ticks = [(ms, value) for ms, value in reads if value]
     assert [value for _, value in ticks] == [f"tick {i}\n" for i in range(TICKS)]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(ticks)]
