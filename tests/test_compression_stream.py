@@ -243,3 +243,28 @@ def test_sse_keeps_identity_unless_it_compresses():
     assert compressed["Content-Encoding"] == "br"
     assert b"data: b" in decode("br", b"".join(compressed))
     assert request is not None
+
+
+def test_an_async_source_silent_after_full_chunks_is_flushed_by_the_timer():
+    """brotli holds what two full chunks made; the source then sleeps 1 s: it goes out anyway."""
+    arrivals: list[tuple[float, bytes]] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        yield BODY[:131072]
+        await asyncio.sleep(1.0)
+        yield b"end"
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stage = Compressor(make_encoder("br", max_padding=0), chunk_size=65536, flush_interval=0.05)
+        chunks = aiter_chunks(
+            source(), chunk_size=65536, flush_interval=0.05, on_forced=stage.mark_forced
+        )
+        t0 = loop.time()
+        async for wire in acompress_chunks(chunks, stage):
+            arrivals.append((loop.time() - t0, wire))
+
+    asyncio.run(run())
+    early = b"".join(wire for at, wire in arrivals if at < 0.5)
+    assert Decoder("br").feed(early) == BODY[:131072]
+    assert decode("br", b"".join(wire for _, wire in arrivals)) == BODY[:131072] + b"end"
