@@ -27,9 +27,9 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, 
 from .codecs import Encoder
 
 # Under an event loop, a chunk at least this big is compressed in a thread when
-# the coding is slow: gzip 6 takes ~1.4 ms per 64 KiB here (README,
-# *Compression*), zstd 3 and br 4 stay well under 1 ms inline. 16 KiB of gzip
-# is ~0.35 ms, about what the thread hop itself costs the loop in wake-ups.
+# the coding is slow: gzip 6 takes over 1 ms per 64 KiB, zstd 3 and br 4 a
+# tenth of that (README, *Compression*). Below it (a ticker's chunks) the
+# compression costs the loop about what the thread hop would.
 OFFLOAD_BYTES = 16 * 1024
 SLOW_CODINGS = frozenset({"gzip"})
 
