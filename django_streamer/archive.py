@@ -112,7 +112,11 @@ def _add(archive: zipstream.ZipStream, name: str, source: Any, options: Any) -> 
 
 
 def stream_zip(
-    members: Iterable[Any], *, filename: str | None = None, **kwargs: Any
+    members: Iterable[Any],
+    *,
+    filename: str | None = None,
+    compress: bool | None = None,
+    **kwargs: Any,
 ) -> StreamingResponse:
     """Stream a ZIP of ``members``: ``(name, source)`` or ``(name, source, options)``.
 
@@ -123,8 +127,18 @@ def stream_zip(
     declares an iterable's length. When every member is stored with a known
     size, the response has an exact ``Content-Length``. Names with ``..``
     parts, absolute paths or backslashes are refused.
+
+    ``compress``: only None or False. A ZIP is never compressed again: its
+    members are deflated already (the README's never-compress list), and a
+    ``Content-Encoding`` would cost the exact ``Content-Length``.
     """
     name, path = caller(sys._getframe(1))
+    if compress is not None and compress is not False:
+        raise ValueError(
+            f"stream_zip: compress must be None or False, not {compress!r}: "
+            "a ZIP's members are compressed already"
+        )
+
     kwargs.setdefault("name", name)
     kwargs.setdefault("content_type", "application/zip")
     checked = [_member(item) for item in members]
@@ -137,7 +151,7 @@ def stream_zip(
     )
     for member_name, source, options in checked:
         _add(archive, member_name, source, options)
-    response = stream_response(archive, filename=filename, **kwargs)
+    response = stream_response(archive, filename=filename, compress=False, **kwargs)
     response.stream.path = path
     if sized:
         response["Content-Length"] = str(len(archive))

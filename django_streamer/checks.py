@@ -85,6 +85,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E021",
         "Use 'local' (fall back to the host pool), 'open' or 'closed'.",
     ),
+    "STREAMER_COMPRESSION": (
+        "django_streamer.E024",
+        "True compresses streams the client accepts compressed; compress= decides per response.",
+    ),
     "STREAMER_DRAIN_TIMEOUT": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",
@@ -138,7 +142,11 @@ def check_security(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """All of the above, for tests and callers that want every message at once."""
-    return check_configuration(app_configs) + check_security(app_configs)
+    return (
+        check_configuration(app_configs)
+        + check_security(app_configs)
+        + check_compression(app_configs)
+    )
 
 
 def register() -> None:
@@ -147,6 +155,7 @@ def register() -> None:
     checks.register(check_security, checks.Tags.security)
     checks.register(check_drain, checks.Tags.compatibility)
     checks.register(check_cluster, checks.Tags.compatibility)
+    checks.register(check_compression, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
@@ -308,3 +317,45 @@ def _cluster_views() -> list[str]:
                 if getattr(candidate, "limit_scope", None) == "cluster":
                     found.append(candidate.limit_pool_name)  # type: ignore[union-attr]
     return sorted(set(found))
+
+
+# Middleware that compresses responses: Django's own, and the packages people use.
+COMPRESSING_MIDDLEWARE = (
+    "django.middleware.gzip.GZipMiddleware",
+    "django_http_compression.middleware.HttpCompressionMiddleware",
+    "compression_middleware.middleware.CompressionMiddleware",
+    "django_brotli.middleware.BrotliMiddleware",
+)
+
+
+def check_compression(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W006: a compressing middleware, redundant for our streams and stalling others."""
+    messages: list[checks.CheckMessage] = []
+    for path in getattr(settings, "MIDDLEWARE", None) or ():
+        if _compresses(path):
+            messages.append(
+                checks.Warning(
+                    f"{path} compresses responses. Streams that compress themselves pass "
+                    "through it untouched, so it is redundant for them; other streams it "
+                    "compresses with no regard for flush_interval (GZipMiddleware never "
+                    "flushes, so a live stream stalls inside it).",
+                    hint="Remove it and set STREAMER_COMPRESSION = True: stream_response() "
+                    "then compresses with a flush whenever flush_interval forces one.",
+                    id="django_streamer.W006",
+                )
+            )
+    return messages
+
+
+def _compresses(path: object) -> bool:
+    if not isinstance(path, str):
+        return False
+    if path in COMPRESSING_MIDDLEWARE:
+        return True
+    from django.middleware.gzip import GZipMiddleware
+
+    try:
+        cls = import_string(path)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, GZipMiddleware)

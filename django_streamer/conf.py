@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_FLUSH_INTERVAL": 0.1,
     "STREAMER_X_ACCEL_BUFFERING": True,
     "STREAMER_SEND_TIMEOUT": 60,
+    "STREAMER_COMPRESSION": False,
     "STREAMER_LIMITER_DIR": None,
     "STREAMER_IP_HEADER": None,
     "STREAMER_RETRY_AFTER": 5,
@@ -61,6 +62,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_CHUNK_SIZE": validate.positive_int,
     "STREAMER_FLUSH_INTERVAL": validate.non_negative_number,
     "STREAMER_X_ACCEL_BUFFERING": validate.boolean,
+    "STREAMER_COMPRESSION": validate.boolean,
     "STREAMER_LIMITER_DIR": validate.optional_path,
     "STREAMER_IP_HEADER": validate.optional_str,
     "STREAMER_RETRY_AFTER": _optional(validate.whole_seconds),
@@ -134,6 +136,12 @@ class Settings:
     def STREAMER_X_ACCEL_BUFFERING(self) -> bool:
         """Send ``X-Accel-Buffering: no`` so nginx passes chunks straight on."""
         value: bool = self._get("STREAMER_X_ACCEL_BUFFERING")
+        return value
+
+    @property
+    def STREAMER_COMPRESSION(self) -> bool:
+        """Compress streams (zstd, br, gzip) the client accepts; ``compress=`` overrides."""
+        value: bool = self._get("STREAMER_COMPRESSION")
         return value
 
     @property

@@ -10,8 +10,9 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
+from .compression import start_compression
 from .conf import conf, warn_if_not_installed
 from .context import current_request, find_request, frame_name, view_name
 from .core.bridge import aiter_sync, iter_async
@@ -20,6 +21,7 @@ from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
 from .core.sendtimeout import guard_sends, set_socket_timeout
 from .core.stream import FileSender, Stream
+from .core.validate import boolean
 from .extensions import extensions
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
@@ -61,6 +63,7 @@ class StreamingResponse(StreamingHttpResponse):
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
     _replaced = False
+    _post_render: list[Callable[[Any], Any]] | None = None
 
     def attach(self, stream: Stream) -> None:
         """Serve ``stream``; the response's charset is what it encodes ``str`` with."""
@@ -104,13 +107,33 @@ class StreamingResponse(StreamingHttpResponse):
     def _render(self) -> StreamingResponse:
         if not self._replaced and self.stream.can_prepare():
             self._set_length(self.stream.prepare())
-        return self
+        return self._rendered()
 
     async def _arender(self) -> StreamingResponse:
         if not self._replaced and self.stream.can_prepare():
             wait = max(self.stream.flush_interval, FIRST_CHUNK_MIN_WAIT)
             self._set_length(await self.stream.aprepare(wait))
-        return self
+            # Its first chunk is now a future on this loop: whoever wraps the
+            # content (GZipMiddleware) must take the async side, whatever the source.
+            self.is_async = True
+        return self._rendered()
+
+    def add_post_render_callback(self, callback: Callable[[Any], Any]) -> None:
+        """Run ``callback(response)`` after ``render()``, as ``TemplateResponse`` does.
+
+        Django's ``decorator_from_middleware`` (``gzip_page``, ``cache_page``)
+        sees ``render`` and defers the middleware's ``process_response`` to here.
+        """
+        if self._post_render is None:
+            self._post_render = []
+        self._post_render.append(callback)
+
+    def _rendered(self) -> StreamingResponse:
+        response = self
+        callbacks, self._post_render = self._post_render or [], None
+        for callback in callbacks:
+            response = callback(response) or response
+        return response
 
     def _set_length(self, length: int | None) -> None:
         # The whole body was the first chunk: Content-Length, no chunked framing.
@@ -123,7 +146,7 @@ class StreamingResponse(StreamingHttpResponse):
     def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
             return cast("Iterator[bytes] | AsyncIterator[bytes]", self._iterator)
-        return self.__aiter__() if self.stream.is_async else self.__iter__()
+        return self.__aiter__() if self.is_async else self.__iter__()
 
     @streaming_content.setter
     def streaming_content(self, value: Any) -> None:
@@ -193,6 +216,7 @@ def stream_response(
     filename: str | None = None,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    compress: bool | None = None,
 ) -> StreamingResponse:
     """Stream ``source`` in right-sized chunks.
 
@@ -201,6 +225,8 @@ def stream_response(
     path. Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
+    ``compress``: None follows ``STREAMER_COMPRESSION``, True or False decides
+    for this response (README, *Compression*).
     """
     warn_if_not_installed()
     caller = sys._getframe(1)
@@ -209,6 +235,8 @@ def stream_response(
         name = view_name(request) or frame_name(caller)
     else:
         check_name(name)
+    if compress is not None:
+        compress = boolean(compress, what=f"stream {name!r}: compress")
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.
@@ -220,14 +248,16 @@ def stream_response(
         encoding=response.charset,
     )
     stream.path = request.path if request is not None else ""
+    if stream.length is not None:
+        response["Content-Length"] = str(stream.length)  # also for the size threshold
     try:
+        if request is not None:
+            _compress(request, response, stream, compress)
         _attach_recorders(stream)
     except BaseException:
         stream.discard()  # a recorder factory raised: the file a Path opened must not leak
         raise
     response.attach(stream)
-    if stream.length is not None:
-        response["Content-Length"] = str(stream.length)
     response.send_timeout = send_timeout
     if send_timeout is not None and request is not None:
         # WSGI under gunicorn: the connection's socket (sync and gthread workers).
@@ -258,6 +288,21 @@ def _response(
     if filename is not None:
         response["Content-Disposition"] = content_disposition(filename)
     return response
+
+
+def _compress(
+    request: HttpRequest, response: StreamingResponse, stream: Stream, compress: bool | None
+) -> None:
+    """Decide once per stream; when compressing, the stage sits before the driver."""
+    stage = start_compression(
+        request,
+        response,
+        compress=compress,
+        chunk_size=stream.chunk_size,
+        flush_interval=stream.flush_interval,
+    )
+    if stage is not None:
+        stream.compress(stage)
 
 
 def _attach_recorders(stream: Stream) -> None:

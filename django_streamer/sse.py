@@ -28,6 +28,7 @@ def sse_response(
     name: str | None = None,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    compress: bool | None = None,
 ) -> StreamingResponse:
     """Stream ``events`` as ``text/event-stream``, each event written as it comes.
 
@@ -37,6 +38,8 @@ def sse_response(
     client's reconnection delay. After ``max_duration`` seconds, or when the
     worker drains, the stream ends cleanly with a ``retry:`` hint, so the
     client reconnects, with ``Last-Event-ID``, to whichever worker is free.
+    ``compress`` is :func:`stream_response`'s: every event is flushed, so a
+    compressed stream is still read event by event.
     """
     if ping is not None:
         ping = positive_number(ping, what="sse_response: ping")
@@ -60,15 +63,7 @@ def sse_response(
             "sse_response: events must be a sync or async iterable of events, "
             f"not {type(events).__name__}"
         )
-    extra = {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-        # GZipMiddleware leaves a response alone when it has a Content-Encoding
-        # (its documented opt-out); for a sync stream it would otherwise hold
-        # events in gzip's buffer indefinitely (compress_sequence never flushes).
-        "Content-Encoding": "identity",
-        **(headers or {}),
-    }
+    extra = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
     view_name, path = _caller(sys._getframe(1))
     response = stream_response(
         source,
@@ -77,7 +72,12 @@ def sse_response(
         flush_interval=0,
         status=status,
         headers=extra,
+        compress=compress,
     )
+    # Not compressed here: GZipMiddleware leaves a response alone when it has a
+    # Content-Encoding (its documented opt-out); for a sync stream it would
+    # otherwise hold events in gzip's buffer indefinitely (it never flushes).
+    response.setdefault("Content-Encoding", "identity")
     response.stream.path = path
     return response
 

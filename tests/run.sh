@@ -14,6 +14,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v jq >/dev/null || missing+=(jq)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v 7z >/dev/null || missing+=(p7zip-full)  # Debian's p7zip-full gives 7z
+command -v curl >/dev/null || missing+=(curl)  # built with brotli and zstd on Debian 12+
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2

@@ -66,3 +66,5 @@ STREAMER_SEND_TIMEOUT = float(os.environ.get("STREAMER_TEST_SEND_TIMEOUT", "60")
 STREAMER_REDIS_URL = os.environ.get("STREAMER_TEST_REDIS_URL") or None
 STREAMER_CLUSTER_LEASE = float(os.environ.get("STREAMER_TEST_CLUSTER_LEASE", "10"))
 STREAMER_CLUSTER_ON_ERROR = os.environ.get("STREAMER_TEST_CLUSTER_ON_ERROR", "local")
+# Off unless a server test turns it on (compress=None then compresses).
+STREAMER_COMPRESSION = os.environ.get("STREAMER_TEST_COMPRESSION") == "1"

@@ -19,4 +19,5 @@ urlpatterns = [
     path("limited/abort/", views.limited_abort),
     path("limited/kill/", views.limited_kill),
     path("sse/", include("tests.sse_views")),
+    path("z/", include("tests.compression_views")),
 ]

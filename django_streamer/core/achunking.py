@@ -152,9 +152,13 @@ async def aiter_chunks(
     encoding: str = "utf-8",
     name: str = "stream",
     on_end: Callable[[int], None] | None = None,
+    on_forced: Callable[[bytes], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Re-chunk an async source. ``flush_interval`` holds even while the source
-    is silent: a timer sends whatever has waited that long.
+    is silent: a timer sends whatever has waited that long. ``on_forced`` is
+    told of the last chunk of each such timed flush, as in ``iter_chunks``; with
+    ``on_forced``, a source silent for ``flush_interval`` after full chunks gets
+    an empty forced chunk, so what a compressor made of them goes out too.
 
     The source is read by a helper task, so ``aclose()`` of this generator (or
     cancellation) cancels that task and ``aclose()``s the source.
@@ -169,10 +173,12 @@ async def aiter_chunks(
     pump = _Pump(source, chunk_size, name)
     task = loop.create_task(pump.run())
     oldest: float | None = None  # when the oldest buffered byte was first seen
+    sent_full = False  # full chunks went out since the last timed flush
     try:
         while not pump.done:
             if pump.total - pump.taken >= chunk_size:
                 chunks, rest = pump.take(whole=False, encoding=encoding)
+                sent_full = True
                 if not rest:
                     oldest = None
             elif pump.pieces or pump.carry:
@@ -184,7 +190,20 @@ async def aiter_chunks(
                     continue
                 oldest = None
                 chunks = pump.take(whole=True, encoding=encoding, counted=False)[0]
+                if chunks and on_forced is not None:
+                    on_forced(chunks[-1])
+                sent_full = False
             else:
+                if sent_full and on_forced is not None:
+                    # A compressing stage may still hold what the full chunks
+                    # made: once the source has been silent for flush_interval,
+                    # an empty forced chunk makes it flush.
+                    await pump.wait(flush_interval)
+                    if not (pump.pieces or pump.carry or pump.done):
+                        sent_full = False
+                        on_forced(b"")
+                        yield b""
+                    continue
                 await pump.wait(None)
                 oldest = loop.time()
                 continue

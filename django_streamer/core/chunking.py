@@ -124,14 +124,22 @@ class _Coalescer:
         "last_probe",
         "name",
         "oldest",
+        "on_forced",
         "seen_at_probe",
         "stride",
     )
 
     def __init__(
-        self, chunk_size: int, flush_interval: float, encoding: str, name: str, clock: Clock
+        self,
+        chunk_size: int,
+        flush_interval: float,
+        encoding: str,
+        name: str,
+        clock: Clock,
+        on_forced: Callable[[bytes], None] | None = None,
     ) -> None:
         self.buf: list[Piece] = []
+        self.on_forced = on_forced
         # The encoded tail of the last chunk, kept apart from buf so that a
         # stream of str pieces stays all-str for join_pieces' fast path.
         self.carry = b""
@@ -175,6 +183,8 @@ class _Coalescer:
         if now - self.oldest >= self.flush_interval:
             # Split: a str counted in characters can encode to over chunk_size bytes.
             chunks = split_all(self.take(), self.chunk_size)
+            if chunks and self.on_forced is not None:
+                self.on_forced(chunks[-1])
             self.drained += size
             size = 0
             self.oldest = now
@@ -200,6 +210,7 @@ def iter_chunks(
     name: str = "stream",
     clock: Clock = time.monotonic,
     on_end: Callable[[int], None] | None = None,
+    on_forced: Callable[[bytes], None] | None = None,
 ) -> Iterator[bytes]:
     """Re-chunk a sync source into bytes chunks of exactly ``chunk_size``.
 
@@ -219,6 +230,9 @@ def iter_chunks(
     The source is closed (``close()``) when this generator ends or is closed.
     ``on_end(n)`` is called once the source is exhausted, with the number of
     bytes still to be yielded (with ``flush_interval`` 0, only for an empty source).
+    ``on_forced(chunk)`` is called, before ``chunk`` is yielded, with the last
+    chunk of each flush that ``flush_interval`` forced (at a probe, so never per
+    item); not with ``flush_interval`` 0, where every chunk is forced.
     """
     if flush_interval == 0:
         yield from _passthrough(
@@ -226,7 +240,7 @@ def iter_chunks(
         )
         return
     iterator = iter(source)
-    state = _Coalescer(chunk_size, flush_interval, encoding, name, clock)
+    state = _Coalescer(chunk_size, flush_interval, encoding, name, clock, on_forced)
     append = state.buf.append
     size = 0  # bytes of carry plus len() units (chars for str) in buf
     threshold = 1

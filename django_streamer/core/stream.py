@@ -12,6 +12,7 @@ from typing import Any
 from .achunking import aiter_chunks
 from .bridge import aiter_sync, iter_async
 from .chunking import Piece, iter_chunks
+from .compression import Compressor, acompress_chunks, compress_chunks
 from .drivers import close_quietly as _close
 from .drivers import drive_async, drive_sync, prepended
 from .lifecycle import Lifecycle, State
@@ -70,6 +71,7 @@ class Stream:
         self.outcome: Outcome | None = None
         self.lifecycle = Lifecycle(name)
         self._source: Any = classified.items
+        self.compressor: Compressor | None = None  # the compressing stage, if any
         self._outcome_lock = threading.Lock()
         self._sender: FileSender | None = None
         self._sync: Iterator[bytes] | None = None  # the sync driver, once made
@@ -83,13 +85,23 @@ class Stream:
 
     # -- before the response starts -------------------------------------
 
+    def compress(self, compressor: Compressor) -> None:
+        """Put ``compressor`` between the chunker and the driver (before any chunk).
+
+        A binary file is then read through it, never sent with sendfile.
+        """
+        if self.state is not State.NEW:
+            raise RuntimeError(f"stream {self.name!r}: compress before it starts")
+        self.compressor = compressor
+        self.length = None  # the body's length is not the wire's
+
     def can_prepare(self) -> bool:
         """Whether the first chunk may be made before the response starts.
 
-        Not for binary files: their length is known, and the sendfile path
-        must stay open.
+        Not for uncompressed binary files: their length is known, and the
+        sendfile path must stay open.
         """
-        return self.state is State.NEW and not self.binary_file
+        return self.state is State.NEW and (not self.binary_file or self.compressor is not None)
 
     def prepare(self) -> int | None:
         """Make the first chunk now (blocking), before the headers go.
@@ -182,7 +194,9 @@ class Stream:
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
-        if not self.binary_file or not self.lifecycle.try_move(State.SENDFILE):
+        if self.compressor is not None or not self.binary_file:
+            return None
+        if not self.lifecycle.try_move(State.SENDFILE):
             return None
         self._sender = FileSender(
             self.file, on_start=self._sendfile_started, on_progress=self._sent, on_close=self.close
@@ -206,11 +220,19 @@ class Stream:
 
     def _rechunk_sync(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
         source: Iterable[Piece] = self._source
-        return iter_chunks(source, on_end=on_end, **self._options())
+        stage = self.compressor
+        if stage is None:
+            return iter_chunks(source, on_end=on_end, **self._options())
+        chunks = iter_chunks(source, on_forced=stage.mark_forced, **self._options())
+        return compress_chunks(chunks, stage, on_body=self.recorders.uncompressed, on_end=on_end)
 
     def _rechunk_async(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
         source: AsyncIterable[Piece] = self._source
-        return aiter_chunks(source, on_end=on_end, **self._options())
+        stage = self.compressor
+        if stage is None:
+            return aiter_chunks(source, on_end=on_end, **self._options())
+        chunks = aiter_chunks(source, on_forced=stage.mark_forced, **self._options())
+        return acompress_chunks(chunks, stage, on_body=self.recorders.uncompressed, on_end=on_end)
 
     def _options(self) -> dict[str, Any]:
         return {
