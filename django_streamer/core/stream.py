@@ -222,6 +222,16 @@ class Stream:
 
     # -- ending ---------------------------------------------------------
 
+    def clean_end(self) -> Outcome:
+        """The outcome of a source read to its end: ``drained`` if the source says so.
+
+        A source that ends itself because the worker drains (the SSE sources,
+        or any iterator object) sets ``outcome = Outcome.DRAINED`` before it
+        stops; read once per stream, at its end.
+        """
+        said = getattr(self._source, "outcome", None)
+        return Outcome.DRAINED if said is Outcome.DRAINED else Outcome.COMPLETED
+
     def add_recorder(self, recorder: StreamRecorder) -> None:
         """Tell ``recorder`` of every later chunk and of the outcome, exactly once.
 
