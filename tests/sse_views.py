@@ -17,8 +17,20 @@ from django.http.response import HttpResponseBase
 from django.urls import path
 
 from django_streamer import Event, last_event_id, sse_response
+from django_streamer.core.stream import Stream
+from django_streamer.response import recorder_factories
 
-from .views import event
+from .views import EVENTS, event
+
+
+def _log_name_and_path(stream: Stream) -> None:
+    # What every recorder (the active-streams table too) reads when it is made.
+    if stream.name.startswith("tests.sse_views."):
+        event(f"recorded {stream.name} {stream.path}")
+
+
+if EVENTS:
+    recorder_factories.append(_log_name_and_path)
 
 
 def _options(request: HttpRequest) -> dict[str, Any]:
@@ -107,6 +119,11 @@ source.onmessage = (e) => { window.received.push(Number(e.data)); };
 </script>"""
 
 
+def unnamed(request: HttpRequest) -> HttpResponseBase:
+    """No ``name``: the stream is named after this view."""
+    return sse_response(iter(["a"]))
+
+
 def page(request: HttpRequest) -> HttpResponseBase:
     return HttpResponse(PAGE)
 
@@ -116,4 +133,5 @@ urlpatterns = [
     path("frames/", frames),
     path("idle/", idle),
     path("ticks/", ticks),
+    path("unnamed/", unnamed),
 ]
