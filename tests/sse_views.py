@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
-from django_streamer import Event, last_event_id, sse_response
+from django_streamer import Event, last_event_id, limit_concurrency, sse_response, stream_response
 from django_streamer.core.stream import Stream
 from django_streamer.response import recorder_factories
 
@@ -124,6 +124,15 @@ def unnamed(request: HttpRequest) -> HttpResponseBase:
     return sse_response(iter(["a"]))
 
 
+@limit_concurrency(1, scope="host", name="t-slow-view")
+def slow_view(request: HttpRequest) -> HttpResponseBase:
+    """A view that takes ``view_delay`` seconds before it returns its stream."""
+    tag = request.GET.get("tag", "slow")
+    event(f"serving {tag}")
+    threading.Event().wait(float(request.GET.get("view_delay", 0.3)))
+    return stream_response(iter([b"row\n"]), name=tag)
+
+
 def page(request: HttpRequest) -> HttpResponseBase:
     return HttpResponse(PAGE)
 
@@ -134,4 +143,5 @@ urlpatterns = [
     path("idle/", idle),
     path("ticks/", ticks),
     path("unnamed/", unnamed),
+    path("slow-view/", slow_view),
 ]

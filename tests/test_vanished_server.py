@@ -48,3 +48,19 @@ def test_a_client_gone_while_the_first_chunk_is_made_frees_the_stream(asgi_serve
     wire = fetch(srv.host, srv.port, "/limited/kill/?kind=sync&items=1")
     assert wire.status == 200 and wire.complete
     assert "Traceback" not in srv.log(), srv.log()
+
+
+def test_a_client_gone_while_the_view_runs_frees_the_stream(asgi_server: Server):
+    # The handler drops the response the view returns into a cancelled task;
+    # it ends (aborted) when collected, and its slot is freed.
+    srv = asgi_server
+    for _ in range(3):
+        t = "w" + uuid.uuid4().hex[:10]
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(f"GET /sse/slow-view/?tag={t} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        srv.wait_for_event("serving", t)
+        sock.close()
+        assert srv.wait_for_event("finish", t, timeout=3)[3] == "aborted"
+    wire = fetch(srv.host, srv.port, "/sse/slow-view/?view_delay=0")
+    assert wire.status == 200 and wire.complete
+    assert "Traceback" not in srv.log(), srv.log()
