@@ -20,7 +20,10 @@ logger = logging.getLogger("django_streamer")
 
 
 class Drain:
-    """One drain state: a flag that only goes up, and callbacks run once when it does.
+    """One drain state: flags that only go up, and callbacks run once when it starts.
+
+    ``started``: streams should end. ``refusing``: limited views refuse new
+    requests too (not while the worker only recycles itself, see :meth:`start`).
 
     Callbacks run in the thread that called :meth:`start` (never inside a
     signal handler: see :mod:`django_streamer.drain_hooks`), so they must be
