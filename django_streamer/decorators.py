@@ -19,6 +19,7 @@ from django.http.response import HttpResponseBase
 from . import cluster
 from .conf import conf
 from .core import validate
+from .core.drain import process_drain
 from .core.limiter import Pool, PoolLease
 from .core.metrics.names import check_name
 from .keys import KeyFunc, client_ip, key_function
@@ -94,25 +95,40 @@ class _Limiter:
         self.timeout = options.wait or 0.0
         self._pool: Pool | None = None
 
-    def enter(self, args: tuple[Any, ...]) -> tuple[HttpRequest, Pool, str | None]:
-        """The request, the pool and the slot key (None: this request is not limited)."""
+    def enter(
+        self, args: tuple[Any, ...]
+    ) -> tuple[HttpRequest, Pool, str | None, HttpResponseBase | None]:
+        """The request, the pool, the slot key (None: this request is not limited)
+        and the refusal to answer with at once (the worker is draining), if any.
+        """
         request = _find_request(args)
         key_of = self.options.key_of
         key = "" if key_of is None else key_of(request)
         pool = self._pool
         if pool is None:  # settings are read on first use, not at import
             pool = self._pool = get_pool(self.options.scope, self.pool_name, self.options.limit)
-        return request, pool, None if key is None else str(key)
+        if key is None:
+            return request, pool, None, None
+        if process_drain.refusing:  # one attribute read per request
+            return request, pool, str(key), self.reject(request, pool, str(key), draining=True)
+        return request, pool, str(key), None
 
-    def reject(self, request: HttpRequest, pool: Pool, key: str) -> HttpResponseBase:
+    def reject(
+        self, request: HttpRequest, pool: Pool, key: str, *, draining: bool = False
+    ) -> HttpResponseBase:
         o = self.options
+        retry_after = conf.STREAMER_RETRY_AFTER if o.retry_after is None else o.retry_after
         rejection = Rejection(
             pool=pool.name,
             key=key,
             limit=o.limit,
-            status=o.status,
-            retry_after=conf.STREAMER_RETRY_AFTER if o.retry_after is None else o.retry_after,
-            waited=self.timeout,
+            # A drain is a server condition, whatever the view's own status
+            # for "too many": 503, and always a Retry-After (another worker
+            # takes over within seconds).
+            status=503 if draining else o.status,
+            retry_after=(retry_after or 1) if draining else retry_after,
+            waited=0.0 if draining else self.timeout,
+            draining=draining,
         )
         tell_rejected(pool, rejection)
         return render_rejection(request, rejection, o.handler)
@@ -185,7 +201,9 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
     if iscoroutinefunction(view):
 
         async def ainner(*args: Any, **kwargs: Any) -> Any:
-            request, pool, key = limiter.enter(args)
+            request, pool, key, refused = limiter.enter(args)
+            if refused is not None:
+                return refused
             if key is None:
                 return await view(*args, **kwargs)
             lease = await limiter.atake(pool, key)
@@ -201,7 +219,9 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
         return markcoroutinefunction(functools.wraps(view)(ainner))
 
     def inner(*args: Any, **kwargs: Any) -> Any:
-        request, pool, key = limiter.enter(args)
+        request, pool, key, refused = limiter.enter(args)
+        if refused is not None:
+            return refused
         if key is None:
             return view(*args, **kwargs)
         lease = limiter.take(pool, key)

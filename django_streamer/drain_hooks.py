@@ -9,6 +9,13 @@ moment (``worker_int`` is ``SIGINT``/``SIGQUIT``, a quick exit;
 worker's own ``SIGTERM`` handler: gunicorn stops accepting as before, and
 this process's drain starts.
 
+A worker also stops itself after ``max_requests`` (gunicorn's recycling): it
+sets ``worker.alive = False``, with no signal and no hook (gunicorn 27: the
+sync and gthread workers while accepting the request that trips the limit,
+the asgi worker after serving it). :func:`drain_on_recycle` sees that
+assignment and drains without refusing: the worker still serves the request
+that tripped it, and accepts no new connection anyway.
+
 uvicorn stops on ``SIGTERM`` or ``SIGINT``: it closes its listeners and
 waits for every open response to end (forever, unless
 ``--timeout-graceful-shutdown``); its ASGI lifespan ``shutdown`` comes only
@@ -21,13 +28,14 @@ its first call, the lifespan startup, which runs in the main thread.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
 from .core.drain import start_drain
 
-__all__ = ["DrainOnSignals", "chain_signal_handlers", "drain_on_sigterm"]
+__all__ = ["DrainOnSignals", "chain_signal_handlers", "drain_on_recycle", "drain_on_sigterm"]
 
 
 def drain_on_sigterm(worker: Any) -> None:
@@ -43,6 +51,55 @@ def drain_on_sigterm(worker: Any) -> None:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         return
     chain_signal_handlers(signal.SIGTERM)
+
+
+def drain_on_recycle(worker: Any) -> None:
+    """Make this gunicorn worker drain when it recycles itself (``max_requests``).
+
+    The worker's class is swapped for a subclass whose ``alive`` attribute is
+    a descriptor: gunicorn reads and writes it as before, and the write that
+    stops a worker past ``max_requests`` starts the drain.
+    """
+    cls = type(worker)
+    if not isinstance(cls.__dict__.get("alive"), _Alive):
+        worker.__class__ = _recycling(cls)
+
+
+class _Alive:
+    """``worker.alive``, stored where gunicorn stored it; going False past max_requests drains."""
+
+    def __get__(self, worker: Any, owner: type | None = None) -> Any:
+        if worker is None:
+            return self
+        return worker.__dict__.get("alive", False)
+
+    def __set__(self, worker: Any, value: Any) -> None:
+        was = worker.__dict__.get("alive", False)
+        worker.__dict__["alive"] = value
+        if was and not value and _past_max_requests(worker):
+            # In a thread: a stop signal may also set this, inside its handler.
+            name = "django-streamer-drain"
+            threading.Thread(target=_recycle_drain, name=name, daemon=True).start()
+
+
+def _past_max_requests(worker: Any) -> bool:
+    # gunicorn sets max_requests to sys.maxsize when recycling is off.
+    return bool(getattr(worker, "nr", 0) >= getattr(worker, "max_requests", sys.maxsize))
+
+
+def _recycle_drain() -> None:
+    start_drain(refuse=False)
+
+
+_recycling_classes: dict[type, type] = {}
+
+
+def _recycling(cls: type) -> type:
+    sub = _recycling_classes.get(cls)
+    if sub is None:
+        sub = type(cls.__name__, (cls,), {"alive": _Alive(), "__module__": cls.__module__})
+        _recycling_classes[cls] = sub
+    return sub
 
 
 def chain_signal_handlers(*signums: int) -> None:

@@ -84,7 +84,11 @@ def _release_cluster_slots(server: object, pid: int) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """Drain on SIGTERM: long-lived streams end cleanly, limited views refuse new requests."""
-    from django_streamer.drain_hooks import drain_on_sigterm
+    """Drain on SIGTERM: long-lived streams end cleanly, limited views refuse new requests.
+
+    And when the worker recycles itself (``max_requests``): streams end cleanly.
+    """
+    from django_streamer.drain_hooks import drain_on_recycle, drain_on_sigterm
 
     drain_on_sigterm(worker)
+    drain_on_recycle(worker)

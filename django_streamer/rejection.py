@@ -24,6 +24,7 @@ class Rejection:
     status: int
     retry_after: int | None
     waited: float
+    draining: bool = False  # refused because the worker is shutting down, not for the limit
 
 
 RejectionHandler = Callable[[HttpRequest, Rejection], HttpResponseBase]
@@ -42,8 +43,13 @@ def render_rejection(
     if handler is not None:
         result = handler(request, rejection)
     else:
+        text = (
+            "The server is restarting; try again shortly.\n"
+            if rejection.draining
+            else "Too many concurrent requests; try again later.\n"
+        )
         result = HttpResponse(
-            "Too many concurrent requests; try again later.\n",
+            text,
             status=rejection.status,
             content_type="text/plain; charset=utf-8",
         )

@@ -7,6 +7,7 @@ import logging
 import mimetypes
 import os
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
@@ -69,6 +70,10 @@ class StreamingResponse(StreamingHttpResponse):
         """Serve ``stream``; the response's charset is what it encodes ``str`` with."""
         self.stream = stream
         self._resource_closers.append(stream.close)
+        # Last resort: a response nobody sends or closes still ends its stream
+        # (aborted) when collected. Django's ASGI handler drops the response
+        # when the client went away while the view ran. Not at exit.
+        weakref.finalize(self, stream.close).atexit = False
         self.is_async = stream.is_async
         sender = stream.sendfile()
         if sender is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
 
 from django.db import connections
 from django.http import HttpRequest
 
 from .conf import conf
+from .context import find_request, frame_name, view_name
 from .core.drain import process_drain
 from .core.sse_schedule import Schedule
 from .core.sse_source import AsyncEvents, SyncEvents
@@ -64,10 +64,16 @@ def sse_response(
             f"not {type(events).__name__}"
         )
     extra = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
-    view_name, path = _caller(sys._getframe(1))
+    if name is None:
+        # Named as stream_response() names streams, but from our caller's
+        # frame: without a resolved view, the name is the view that called us,
+        # not sse_response. The path comes from the same request, found again
+        # by stream_response() before any recorder reads it.
+        caller = sys._getframe(1)
+        name = view_name(find_request(caller)) or frame_name(caller)
     response = stream_response(
         source,
-        name=name or view_name,
+        name=name,
         content_type="text/event-stream; charset=utf-8",
         flush_interval=0,
         status=status,
@@ -78,16 +84,7 @@ def sse_response(
     # Content-Encoding (its documented opt-out); for a sync stream it would
     # otherwise hold events in gzip's buffer indefinitely (it never flushes).
     response.setdefault("Content-Encoding", "identity")
-    response.stream.path = path
     return response
-
-
-def _caller(frame: Any) -> tuple[str, str]:
-    code = frame.f_code
-    qualname = getattr(code, "co_qualname", code.co_name)
-    request = frame.f_locals.get("request")
-    path = request.path if isinstance(request, HttpRequest) else ""
-    return f"{frame.f_globals.get('__name__', '?')}.{qualname}", path
 
 
 def last_event_id(request: HttpRequest) -> str | None:

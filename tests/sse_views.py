@@ -16,9 +16,21 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
-from django_streamer import Event, last_event_id, sse_response
+from django_streamer import Event, last_event_id, limit_concurrency, sse_response, stream_response
+from django_streamer.core.stream import Stream
+from django_streamer.extensions import extensions
 
-from .views import event
+from .views import EVENTS, event
+
+
+def _log_name_and_path(stream: Stream) -> None:
+    # What every recorder (the active-streams table too) reads when it is made.
+    if stream.name.startswith("tests.sse_views."):
+        event(f"recorded {stream.name} {stream.path}")
+
+
+if EVENTS:
+    extensions.add_stream_recorder(_log_name_and_path)
 
 
 def _options(request: HttpRequest) -> dict[str, Any]:
@@ -107,6 +119,20 @@ source.onmessage = (e) => { window.received.push(Number(e.data)); };
 </script>"""
 
 
+def unnamed(request: HttpRequest) -> HttpResponseBase:
+    """No ``name``: the stream is named after this view."""
+    return sse_response(iter(["a"]))
+
+
+@limit_concurrency(1, scope="host", name="t-slow-view")
+def slow_view(request: HttpRequest) -> HttpResponseBase:
+    """A view that takes ``view_delay`` seconds before it returns its stream."""
+    tag = request.GET.get("tag", "slow")
+    event(f"serving {tag}")
+    threading.Event().wait(float(request.GET.get("view_delay", 0.3)))
+    return stream_response(iter([b"row\n"]), name=tag)
+
+
 def page(request: HttpRequest) -> HttpResponseBase:
     return HttpResponse(PAGE)
 
@@ -116,4 +142,6 @@ urlpatterns = [
     path("frames/", frames),
     path("idle/", idle),
     path("ticks/", ticks),
+    path("unnamed/", unnamed),
+    path("slow-view/", slow_view),
 ]

@@ -67,11 +67,6 @@ def test_after_a_drain_every_started_stream_has_exactly_one_outcome(
         assert entry["started"] == sum(entry[o] for o in OUTCOMES) + entry["active"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/stream.py finishes every clean end as completed: it does not yet pass the "
-    "SSE source's own outcome (SyncEvents/AsyncEvents.outcome == drained) to its recorders",
-)
 def test_an_sse_stream_ended_by_the_drain_counts_as_drained(drained: tuple[Streams, str, str]):
     streams, sse, _ = drained
     assert (streams[sse]["drained"], streams[sse]["completed"]) == (1, 0)

@@ -192,6 +192,10 @@ def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: P
         assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 2, ids
         # The drain spreads endings over STREAMER_DRAIN_TIMEOUT (1 s here).
         assert ended[f"sse{i}"] - signalled < 1.5, ended[f"sse{i}"] - signalled
+    # Counted apart: the SSE streams as drained, the finite ones as completed.
+    outcomes = {ev[2]: ev[3] for ev in srv.events() if ev[1] == "finish"}
+    assert [outcomes.get(f"{t}s{i}") for i in range(2)] == ["drained"] * 2, outcomes
+    assert [outcomes.get(f"{t}f{i}") for i in range(4)] == ["completed"] * 4, outcomes
 
 
 def test_sigterm_drains_a_sync_worker(tmp_path: Path):

@@ -20,7 +20,10 @@ logger = logging.getLogger("django_streamer")
 
 
 class Drain:
-    """One drain state: a flag that only goes up, and callbacks run once when it does.
+    """One drain state: flags that only go up, and callbacks run once when it starts.
+
+    ``started``: streams should end. ``refusing``: limited views refuse new
+    requests too (not while the worker only recycles itself, see :meth:`start`).
 
     Callbacks run in the thread that called :meth:`start` (never inside a
     signal handler: see :mod:`django_streamer.drain_hooks`), so they must be
@@ -29,13 +32,15 @@ class Drain:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._started = False
+        # Read-only outside this class; plain attributes, so a check per
+        # request costs one read.
+        self.started = False  # streams should end
+        self.refusing = False  # limited views refuse new requests (503)
         self._callbacks: dict[int, Callable[[], None]] = {}
         self._next_key = 0
 
     def draining(self) -> bool:
-        # A plain attribute read: cheap enough for a check per request.
-        return self._started
+        return self.started
 
     def on_drain(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` when the drain starts (at once if it has).
@@ -44,7 +49,7 @@ class Drain:
         so a long-lived worker does not collect callbacks.
         """
         with self._lock:
-            if not self._started:
+            if not self.started:
                 key = self._next_key
                 self._next_key += 1
                 self._callbacks[key] = callback
@@ -56,12 +61,19 @@ class Drain:
         with self._lock:
             self._callbacks.pop(key, None)
 
-    def start(self) -> None:
-        """Start the drain; later calls do nothing."""
+    def start(self, *, refuse: bool = True) -> None:
+        """Start the drain; later calls only turn refusing on.
+
+        ``refuse=False`` for a worker that recycles itself (gunicorn's
+        ``max_requests``): it decides so while accepting the request that
+        trips the limit, which it still serves, so it must not refuse it.
+        """
         with self._lock:
-            if self._started:
+            if refuse:
+                self.refusing = True
+            if self.started:
                 return
-            self._started = True
+            self.started = True
             callbacks = list(self._callbacks.values())
             self._callbacks.clear()
         for callback in callbacks:
@@ -94,6 +106,6 @@ def on_drain(callback: Callable[[], None]) -> Callable[[], None]:
     return process_drain.on_drain(callback)
 
 
-def start_drain() -> None:
+def start_drain(*, refuse: bool = True) -> None:
     """Start draining this process (the server hooks call this)."""
-    process_drain.start()
+    process_drain.start(refuse=refuse)

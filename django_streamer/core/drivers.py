@@ -32,7 +32,7 @@ def drive_sync(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
                 stream.sent_bytes += len(chunk)
                 on_chunk(len(chunk))
                 yield chunk
-        outcome = Outcome.COMPLETED
+        outcome = stream.clean_end()
     except Exception:
         outcome = Outcome.FAILED
         log_failure(stream)
@@ -52,7 +52,7 @@ async def drive_async(stream: Stream, chunks: AsyncIterator[bytes]) -> AsyncIter
             stream.sent_bytes += len(chunk)
             on_chunk(len(chunk))
             yield chunk
-        outcome = Outcome.COMPLETED
+        outcome = stream.clean_end()
     except Exception:
         outcome = Outcome.FAILED
         log_failure(stream)

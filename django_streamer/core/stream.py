@@ -128,12 +128,37 @@ class Stream:
         ended: list[int] = []
         self._async = self._async_driver(ended.append)
         first = self._pending = asyncio.ensure_future(anext(self._async))
-        await asyncio.wait({first}, timeout=wait)
+        try:
+            await asyncio.wait({first}, timeout=wait)
+        except asyncio.CancelledError:
+            # The client went away during the wait (Django's ASGI handler
+            # cancels the request's task): nobody will send or close this
+            # response, so end the stream here, or its source, its slot and
+            # its metrics stay open for good.
+            await self._abandon()
+            raise
         if first.done() and not first.cancelled():
             error = first.exception()
             if error is not None and not isinstance(error, StopAsyncIteration):
                 raise error
         return ended[0] if ended else None
+
+    async def _abandon(self) -> None:
+        """End a stream whose request was cancelled while ``aprepare()`` waited.
+
+        The first chunk's task is cancelled and awaited: a sync source's
+        bridge then closes the driver in its own thread once the ``next()``
+        running there returns (closing it from here would raise "generator
+        already executing"). The driver records the outcome (aborted).
+        """
+        first, rest = self._pending, self._async
+        if first is not None and not first.done():
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        self.close()
 
     # -- the chunks -----------------------------------------------------
 
@@ -243,6 +268,16 @@ class Stream:
         }
 
     # -- ending ---------------------------------------------------------
+
+    def clean_end(self) -> Outcome:
+        """The outcome of a source read to its end: ``drained`` if the source says so.
+
+        A source that ends itself because the worker drains (the SSE sources,
+        or any iterator object) sets ``outcome = Outcome.DRAINED`` before it
+        stops; read once per stream, at its end.
+        """
+        said = getattr(self._source, "outcome", None)
+        return Outcome.DRAINED if said is Outcome.DRAINED else Outcome.COMPLETED
 
     def add_recorder(self, recorder: StreamRecorder) -> None:
         """Tell ``recorder`` of every later chunk and of the outcome, exactly once.
