@@ -52,7 +52,7 @@ def one_shot_size(coding: str, body: bytes) -> int:
         return len(gzip.compress(body, compresslevel=6, mtime=0))
     if coding == "br":
         return len(brotli.compress(body, quality=4))
-    from django_streamer.core.codecs import make_encoder
+    from django_streamer.core.compression.codecs import make_encoder
 
     encoder = make_encoder("zstd", max_padding=0)
     return len(encoder.compress(body) + encoder.finish())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-from django_streamer.core.codecs import available_codings, make_encoder
+from django_streamer.core.compression.codecs import available_codings, make_encoder
 
 CHUNK = 65536
 LEVELS = {"gzip": (1, 4, 6), "br": (3, 4, 5), "zstd": (1, 3, 6)}

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django_streamer.core.drain import Drain
-from django_streamer.core.sse_schedule import Schedule
-from django_streamer.core.sse_source import SyncEvents
+from django_streamer.core.sse.schedule import Schedule
+from django_streamer.core.sse.source import SyncEvents
 
 STREAMS = 200
 EVENTS = 50_000

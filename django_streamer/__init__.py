@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from .archive import stream_zip
     from .core.chunking import StreamSourceError
     from .core.drain import draining
-    from .core.handoff import StreamClosed
     from .core.recorder import Outcome, StreamRecorder
-    from .core.sse import Event
+    from .core.sse.events import Event
+    from .core.writer.handoff import StreamClosed
     from .decorators import Rejection, limit_concurrency
     from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .writer import stream_writer
 
 _LAZY = {
-    "Event": "django_streamer.core.sse",
+    "Event": "django_streamer.core.sse.events",
     "draining": "django_streamer.core.drain",
     "last_event_id": "django_streamer.sse",
     "sse_response": "django_streamer.sse",
@@ -49,7 +49,7 @@ _LAZY = {
     "limit_concurrency": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
-    "StreamClosed": "django_streamer.core.handoff",
+    "StreamClosed": "django_streamer.core.writer.handoff",
     "stream_writer": "django_streamer.writer",
     "stream_csv": "django_streamer.formats",
     "stream_jsonl": "django_streamer.formats",

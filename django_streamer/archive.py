@@ -20,10 +20,10 @@ import zipstream
 from asgiref.sync import iscoroutinefunction
 
 from .conf import conf
-from .core.awriter import async_writer_chunks
 from .core.bridge import iter_async
-from .core.handoff import HandOff
-from .core.writer import ThreadWriter
+from .core.writer.handoff import HandOff
+from .core.writer.task import async_writer_chunks
+from .core.writer.thread import ThreadWriter
 from .response import StreamingResponse, stream_response
 from .writer import caller
 

@@ -1,6 +1,6 @@
 """Django wiring of cluster-scope pools: settings to a Redis backend, and its waits.
 
-The backend (``core/cluster.py``) is made on first use from
+The backend (``core/limiter/cluster/``) is made on first use from
 ``STREAMER_REDIS_URL``, ``STREAMER_CLUSTER_LEASE`` and
 ``STREAMER_CLUSTER_ON_ERROR``; its fallback is the host-scope backend, so with
 ``"local"`` each host keeps the same limit for itself while Redis is away.
@@ -14,8 +14,8 @@ from typing import cast
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
-from .core.cluster import ClusterBackend
 from .core.limiter import Backend, Pool, PoolLease
+from .core.limiter.cluster.backend import ClusterBackend
 
 _lock = threading.Lock()
 _backends: dict[tuple[str, float, str], ClusterBackend] = {}

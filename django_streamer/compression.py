@@ -24,9 +24,9 @@ from django.http.response import HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
 from .conf import conf
-from .core.codecs import available_codings, make_encoder
-from .core.compression import Compressor
-from .core.negotiate import IDENTITY, negotiate
+from .core.compression.codecs import available_codings, make_encoder
+from .core.compression.negotiate import IDENTITY, negotiate
+from .core.compression.stage import Compressor
 
 __all__ = [
     "COMPRESSIBLE_TYPES",

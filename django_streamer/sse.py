@@ -11,8 +11,8 @@ from django.http import HttpRequest
 from .conf import conf
 from .context import find_request, frame_name, view_name
 from .core.drain import process_drain
-from .core.sse_schedule import Schedule
-from .core.sse_source import AsyncEvents, SyncEvents
+from .core.sse.schedule import Schedule
+from .core.sse.source import AsyncEvents, SyncEvents
 from .core.validate import non_negative_int, positive_number
 from .response import StreamingResponse, stream_response
 

@@ -11,10 +11,10 @@ from django.db import connections
 from django.http import HttpRequest
 
 from .conf import conf
-from .core.awriter import async_writer_chunks
-from .core.handoff import HandOff, StreamClosed
 from .core.validate import non_negative_number, positive_int
-from .core.writer import ThreadWriter
+from .core.writer.handoff import HandOff, StreamClosed
+from .core.writer.task import async_writer_chunks
+from .core.writer.thread import ThreadWriter
 from .response import StreamingResponse, stream_response
 
 __all__ = ["StreamClosed", "caller", "stream_writer"]

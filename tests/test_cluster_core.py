@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from django_streamer.core import cluster_scripts as lua
-from django_streamer.core.cluster import OPEN_LEASE, ClusterBackend
-from django_streamer.core.cluster_leases import ClusterLease
 from django_streamer.core.limiter import ProcessBackend
+from django_streamer.core.limiter.cluster import scripts as lua
+from django_streamer.core.limiter.cluster.backend import OPEN_LEASE, ClusterBackend
+from django_streamer.core.limiter.cluster.leases import ClusterLease
 
 from .conftest import ROOT
 from .redisd import RedisServer, running_redis
 
 HAMMER = """
 import sys, threading, time, redis
-from django_streamer.core.cluster import ClusterBackend
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
 url, limit = sys.argv[1], int(sys.argv[2])
 backend = ClusterBackend(url, lease=5, on_error="closed")
 probe = redis.Redis.from_url(url)
@@ -50,7 +50,7 @@ print(peak[0], admitted[0], backend.breaker.errors)
 
 HOLD = """
 import sys, time
-from django_streamer.core.cluster import ClusterBackend
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
 backend = ClusterBackend(sys.argv[1], lease=float(sys.argv[2]), on_error="closed")
 leases = [backend.try_acquire("held", "k", 5) for _ in range(2)]
 assert all(leases)

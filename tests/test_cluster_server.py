@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from django_streamer.core.cluster import ClusterBackend
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
 from django_streamer.testing import WireResponse, fetch
 
 from .conftest import Server, start_gunicorn, stop_gunicorn

@@ -23,8 +23,8 @@ else:
 
     STDLIB_ZSTD = "backports.zstd"
 
-from django_streamer.core import codecs
-from django_streamer.core.codecs import (
+from django_streamer.core.compression import codecs
+from django_streamer.core.compression.codecs import (
     BrotliEncoder,
     GzipEncoder,
     ZstdEncoder,

@@ -20,7 +20,7 @@ from django_streamer.compression import (
     should_compress,
     start_compression,
 )
-from django_streamer.core.compression import compress_chunks
+from django_streamer.core.compression.stage import compress_chunks
 
 from .decoders import decode
 

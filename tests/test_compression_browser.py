@@ -17,14 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from django_streamer.core.codecs import (
+from django_streamer.core.compression.codecs import (
     LEVELS,
     BrotliEncoder,
     GzipEncoder,
     ZstdEncoder,
     make_encoder,
 )
-from django_streamer.core.compression import Compressor
+from django_streamer.core.compression.stage import Compressor
 
 from .compression_views import DATA
 from .conftest import Server, start_gunicorn, stop_gunicorn

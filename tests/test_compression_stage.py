@@ -10,8 +10,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 import brotli
 import pytest
 
-from django_streamer.core.codecs import make_encoder
-from django_streamer.core.compression import Compressor, acompress_chunks, compress_chunks
+from django_streamer.core.compression.codecs import make_encoder
+from django_streamer.core.compression.stage import Compressor, acompress_chunks, compress_chunks
 
 from .decoders import Decoder, decode
 

@@ -14,8 +14,8 @@ from django_streamer import sse_response, stream_csv, stream_jsonl, stream_respo
 from django_streamer.archive import stream_zip
 from django_streamer.core.achunking import aiter_chunks
 from django_streamer.core.chunking import iter_chunks
-from django_streamer.core.codecs import make_encoder
-from django_streamer.core.compression import Compressor, acompress_chunks
+from django_streamer.core.compression.codecs import make_encoder
+from django_streamer.core.compression.stage import Compressor, acompress_chunks
 from django_streamer.core.recorder import StreamRecorder
 
 from .decoders import Decoder, decode

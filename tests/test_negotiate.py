@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_streamer.core.negotiate import MAX_HEADER, negotiate, parse_accept_encoding
+from django_streamer.core.compression.negotiate import MAX_HEADER, negotiate, parse_accept_encoding
 
 ALL = ("zstd", "br", "gzip")
 

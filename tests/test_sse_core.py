@@ -11,9 +11,9 @@ import pytest
 
 from django_streamer.core.drain import Drain
 from django_streamer.core.recorder import Outcome
-from django_streamer.core.sse import Event, comment, encode, retry_hint
-from django_streamer.core.sse_schedule import Schedule
-from django_streamer.core.sse_source import AsyncEvents, SyncEvents
+from django_streamer.core.sse.events import Event, comment, encode, retry_hint
+from django_streamer.core.sse.schedule import Schedule
+from django_streamer.core.sse.source import AsyncEvents, SyncEvents
 
 
 def test_event_fields_and_multi_line_data():
@@ -246,7 +246,7 @@ def test_the_core_modules_import_no_django():
     import sys
 
     code = (
-        "import sys, django_streamer.core.sse_source, django_streamer.core.drain;"
+        "import sys, django_streamer.core.sse.source, django_streamer.core.drain;"
         "assert not [m for m in sys.modules if m.startswith('django.')], 'django imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from django_streamer.core.awriter import async_writer_chunks
-from django_streamer.core.handoff import HandOff, StreamClosed
-from django_streamer.core.writer import ThreadWriter
+from django_streamer.core.writer.handoff import HandOff, StreamClosed
+from django_streamer.core.writer.task import async_writer_chunks
+from django_streamer.core.writer.thread import ThreadWriter
 
 
 def hand(chunk_size=10, flush_interval=60.0, limit=100):

@@ -12,7 +12,7 @@ from typing import Any
 from .achunking import aiter_chunks
 from .bridge import aiter_sync, iter_async
 from .chunking import Piece, iter_chunks
-from .compression import Compressor, acompress_chunks, compress_chunks
+from .compression.stage import Compressor, acompress_chunks, compress_chunks
 from .drivers import close_quietly as _close
 from .drivers import drive_async, drive_sync, prepended
 from .lifecycle import Lifecycle, State

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .validate import non_negative_int
+from ..validate import non_negative_int
 
 __all__ = ["Event", "comment", "encode", "retry_hint"]
 

@@ -1,7 +1,7 @@
 """The bounded hand-off between a writer-style producer and the server.
 
 Plain Python, no Django: only state and decisions. The sync twin
-(:mod:`.writer`, a producer thread) and the async twin (:mod:`.awriter`, a
+(:mod:`.thread`, a producer thread) and the async twin (:mod:`.task`, a
 producer task) add the waiting. Chunks come out already sized:
 ``chunk_size`` bytes, or fewer when the producer flushes, ends, or the oldest
 buffered byte has waited ``flush_interval``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from .chunking import Piece, join_pieces, split_exact
+from ..chunking import Piece, join_pieces, split_exact
 
 
 class StreamClosed(BrokenPipeError):

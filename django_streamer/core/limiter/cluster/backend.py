@@ -3,7 +3,7 @@
 :class:`ClusterBackend` implements the :class:`~.limiter.Backend` protocol
 (``try_acquire``, ``in_use``) and adds its own waits, ``acquire`` and
 ``aacquire``, since a fair wait across hosts needs a queue in Redis rather than
-the pool's per-process one (see ``cluster_scripts`` for the Lua).
+the pool's per-process one (see ``scripts.py`` for the Lua).
 
 Round trips: one at admission, one at release, and per process one renewal of
 all its leases every ``lease / 3`` seconds. A lease lives ``lease`` seconds
@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import cluster_scripts as lua
-from .cluster_async import AsyncSide
-from .cluster_heartbeat import Breaker, Heartbeat, Wakeups
-from .cluster_leases import ClusterLease, Keys, LeaseBook
-from .limiter import Backend, Lease
+from .. import Backend, Lease
+from . import scripts as lua
+from .aio import AsyncSide
+from .heartbeat import Breaker, Heartbeat, Wakeups
+from .leases import ClusterLease, Keys, LeaseBook
 
 ON_ERROR = ("local", "open", "closed")
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up

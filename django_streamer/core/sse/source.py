@@ -4,7 +4,7 @@
 :class:`~django_streamer.core.stream.Stream` serves (with ``flush_interval=0``,
 so each block they yield is written at once). Both send a comment every
 ``ping`` seconds while the source is silent, end after ``max_duration`` and
-end when the process drains; :class:`~.sse_schedule.Schedule` holds those
+end when the process drains; :class:`~.schedule.Schedule` holds those
 rules for both.
 A ping that cannot be written is how a vanished client is noticed: the
 server's write fails and it closes the stream, which closes this source.
@@ -20,10 +20,10 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import Any
 
-from .drain import Drain
-from .recorder import Outcome
-from .sse import comment, encode
-from .sse_schedule import Schedule
+from ..drain import Drain
+from ..recorder import Outcome
+from .events import comment, encode
+from .schedule import Schedule
 
 __all__ = ["AsyncEvents", "SourceClosed", "SyncEvents"]
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .chunking import Piece
+from ..chunking import Piece
 from .handoff import HandOff, StreamClosed, check_piece
 
 __all__ = ["JOIN_TIMEOUT", "HandOff", "Out", "StreamClosed", "ThreadWriter"]

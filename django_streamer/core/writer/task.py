@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
-from .chunking import Piece
+from ..chunking import Piece
 from .handoff import HandOff, StreamClosed, check_piece
-from .writer import JOIN_TIMEOUT
+from .thread import JOIN_TIMEOUT
 
 
 class AsyncOut:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .cluster_heartbeat import log
+from .heartbeat import log
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import random
 import time
 from collections.abc import Callable
 
-from .recorder import Outcome
-from .sse import comment, retry_hint
+from ..recorder import Outcome
+from .events import comment, retry_hint
 
 __all__ = ["DEFAULT_RETRY", "Schedule"]
 

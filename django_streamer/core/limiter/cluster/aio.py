@@ -11,12 +11,12 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from . import cluster_scripts as lua
+from . import scripts as lua
 
 if TYPE_CHECKING:
-    from .cluster import ClusterBackend
-    from .cluster_leases import ClusterLease, Keys
-    from .limiter import Lease
+    from .. import Lease
+    from .backend import ClusterBackend
+    from .leases import ClusterLease, Keys
 
 SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP")
 

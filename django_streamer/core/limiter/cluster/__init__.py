@@ -1,0 +1,1 @@
+"""The cluster backend: concurrency slots shared by every host through one Redis (redis-py)."""
