@@ -60,6 +60,7 @@ class ClusterBackend:
         lease: float = 10.0,
         on_error: str = "local",
         fallback: Callable[[], Backend] | None = None,
+        on_failure: Callable[[str], None] | None = None,
         prefix: str = "streamer:",
         timeout: float = 0.08,
         probe: float = 0.25,
@@ -77,6 +78,7 @@ class ClusterBackend:
         self.lease = float(lease)
         self.on_error = on_error
         self._fallback = fallback
+        self.on_failure = on_failure  # told the pool of each admission Redis failed
         self.prefix = prefix
         self.channel = prefix + "wake"
         self.clock = clock
@@ -150,6 +152,8 @@ class ClusterBackend:
     def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:
             self.errors[pool] = self.errors.get(pool, 0) + 1
+            if self.on_failure is not None:
+                self.on_failure(pool)
         self.breaker.failed(exc)
         self.heartbeat.ensure_running()
         self.heartbeat.poke()
@@ -309,6 +313,28 @@ class ClusterBackend:
         if self.on_error == "local" and self._fallback is not None:
             return self._fallback().in_use(pool, key, limit)
         return 0
+
+    def in_use_many(self, pools: list[str]) -> dict[str, int] | None:
+        """The unkeyed slots held cluster-wide of each pool, in one round trip.
+
+        None while Redis cannot be reached (the breaker is open, or this call
+        failed): the caller shows the pools as running on their fallback.
+        """
+        import redis
+
+        if self.breaker.is_open:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for pool in pools:
+            self._scripts["IN_USE"](keys=[self.keys(pool, "").k("h")], client=pipe)
+        if not pools:
+            pipe.ping()  # still ask: the answer says whether Redis is there
+        try:
+            replies = pipe.execute()[: len(pools)]
+        except redis.RedisError as exc:
+            self.failed(None, exc)
+            return None
+        return {pool: int(n) for pool, n in zip(pools, replies, strict=True)}
 
     def release_owner(self, owner: str) -> int:
         """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""

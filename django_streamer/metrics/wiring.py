@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..conf import conf
+from ..core.cluster import ClusterBackend
 from ..core.limiter import Pool, PoolLease
 from ..core.metrics import (
     StreamMetrics,
     check_name,
     record_admitted,
+    record_backend_error,
     record_rejected,
     record_released,
 )
@@ -23,7 +25,7 @@ from ..decorators import LimiterRecorder, Rejection
 from .mirror import mirror
 from .store import get_store
 
-__all__ = ["PoolRecorder", "stream_recorder"]
+__all__ = ["PoolRecorder", "backend_error", "stream_recorder"]
 
 
 def stream_recorder(stream: Stream) -> StreamMetrics | None:
@@ -48,28 +50,43 @@ def stream_recorder(stream: Stream) -> StreamMetrics | None:
         return None
 
 
+def _cluster(pool: Pool, key: str) -> int:
+    """The pool's ``cluster`` figure: 0 not a cluster pool, 1 one, 2 one used with a key."""
+    if not isinstance(pool.backend, ClusterBackend):
+        return 0
+    return 2 if key else 1
+
+
 class PoolRecorder(LimiterRecorder):
     """Limiter figures; like streams, a store failure drops them and is logged once."""
 
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            _safely(record_admitted, pool.name, pool.limit, lease.waited)
+            cluster = _cluster(pool, lease.key)
+            _safely(record_admitted, pool.name, pool.limit, lease.waited, cluster=cluster)
 
     def rejected(self, pool: Pool, rejection: Rejection) -> None:
         # The rejection is counted on both the stream and the limiter row: a
         # rejected request has no stream yet, so its stream label is the
         # limiter's (pool's) name, as the README's metrics table says.
         if conf.STREAMER_METRICS:
-            _safely(record_rejected, rejection.pool, rejection.pool)
+            cluster = _cluster(pool, rejection.key)
+            _safely(record_rejected, rejection.pool, rejection.pool, cluster=cluster)
 
     def released(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
             _safely(record_released, pool.name)
 
 
-def _safely(record: Any, *args: Any) -> None:
+def backend_error(pool: str) -> None:
+    """A cluster pool's admission failed to reach Redis: counted host-wide."""
+    if conf.STREAMER_METRICS:
+        _safely(record_backend_error, pool)
+
+
+def _safely(record: Any, *args: Any, **kwargs: Any) -> None:
     store = get_store()
     try:
-        record(store, *args)
+        record(store, *args, **kwargs)
     except Exception as exc:
         store.report(f"recording a limiter event ({type(exc).__name__})", exc)
