@@ -85,6 +85,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E021",
         "Use 'local' (fall back to the host pool), 'open' or 'closed'.",
     ),
+    "STREAMER_FLEET_HOST": (
+        "django_streamer.E024",
+        "Give a name that tells this host from the others, e.g. 'web-2', or None.",
+    ),
     "STREAMER_DRAIN_TIMEOUT": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",

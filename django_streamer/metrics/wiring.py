@@ -22,6 +22,7 @@ from ..core.metrics import (
 )
 from ..core.stream import Stream
 from ..decorators import LimiterRecorder, Rejection
+from .fleet import publisher
 from .mirror import mirror
 from .store import get_store
 
@@ -39,6 +40,7 @@ def stream_recorder(stream: Stream) -> StreamMetrics | None:
     store = get_store()
     try:
         mirror.start_once()
+        publisher.start_once()
         try:
             name = check_name(stream.name)
         except ValueError as exc:
