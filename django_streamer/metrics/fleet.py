@@ -22,11 +22,21 @@ from typing import Any, cast
 from ..conf import conf
 from ..core.metrics import Snapshot
 from ..core.metrics.layout import MAXIMA
-from ..core.statedir import open_private_file
+from ..core.statedir import ensure_private_dir, open_private_file
 from .dashboard import RateTracker, rates, render_json
 from .store import get_store, read_snapshot
 
-__all__ = ["EXPIRY", "INTERVAL", "Publisher", "fleet_json", "host_name", "publisher"]
+__all__ = [
+    "EXPIRY",
+    "INTERVAL",
+    "Publisher",
+    "elect",
+    "fleet_json",
+    "host_name",
+    "open_lock",
+    "publish",
+    "publisher",
+]
 
 log = logging.getLogger("django_streamer")
 INTERVAL = 1.0
@@ -145,7 +155,7 @@ class Publisher:
         self._checked_pid = 0
 
     def _loop(self) -> None:
-        tracker, lock, failing = RateTracker(), -1, False
+        tracker, lock, leader, failing = RateTracker(), -1, False, False
         while True:
             time.sleep(INTERVAL)
             url = conf.STREAMER_REDIS_URL
@@ -153,8 +163,10 @@ class Publisher:
                 continue
             try:
                 if lock < 0:
-                    lock = _elect()
-                    if lock < 0:
+                    lock = open_lock()
+                if not leader:
+                    leader = elect(lock)
+                    if not leader:
                         continue
                 publish(url, tracker)
                 if failing:
@@ -166,19 +178,23 @@ class Publisher:
                 failing = True
 
 
-def _elect() -> int:
-    """The lock's descriptor if this process is the host's publisher now, else -1.
+def open_lock() -> int:
+    store = get_store()
+    ensure_private_dir(store.directory, owned_from=store.owned_from)
+    return open_private_file(os.path.join(store.directory, ".fleet.lock"))
 
-    Held until the process exits; then another process of the host takes over.
+
+def elect(lock: int) -> bool:
+    """Whether this process is the host's publisher now.
+
+    The lock is held until the process exits; then another process of the
+    host takes it within a second.
     """
-    get_store().snapshot()  # the directory exists (and is private) before the lock file
-    fd = open_private_file(os.path.join(get_store().directory, ".fleet.lock"))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        os.close(fd)
-        return -1
-    return fd
+        return False
+    return True
 
 
 publisher = Publisher()
