@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -117,3 +118,27 @@ def test_a_bad_host_name_is_check_error_e024(settings: Any):
     settings.STREAMER_FLEET_HOST = 5
     errors = [m for m in run_checks() if m.id == "django_streamer.E024"]
     assert len(errors) == 1 and "STREAMER_FLEET_HOST" in errors[0].msg
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_publisher() -> Iterator[None]:
+    """A publisher thread started here must not read later tests' settings."""
+    yield
+    fleet.publisher.reset()
+
+
+def test_reset_stops_the_thread_and_the_next_stream_starts_one(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    as_host(settings, tmp_path, "me")
+    stream("t", 1)
+    alive = lambda: [t for t in threading.enumerate() if t.name == "django-streamer-fleet"]  # noqa: E731
+    assert len(alive()) == 1
+    fleet.publisher.reset()
+    deadline = time.monotonic() + 3
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() == []
+    stream("t", 1)
+    assert len(alive()) == 1

@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Any, cast
 
 from ..conf import conf
@@ -133,6 +132,7 @@ class Publisher:
         self._checked_pid = 0
         self._started_pid = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def start_once(self) -> None:
         """Per stream: one pid comparison once this process has looked."""
@@ -148,16 +148,21 @@ class Publisher:
             if self._started_pid == pid:
                 return
             self._started_pid = pid
-        threading.Thread(target=self._loop, name="django-streamer-fleet", daemon=True).start()
+        stop = self._stop
+        threading.Thread(
+            target=self._loop, args=(stop,), name="django-streamer-fleet", daemon=True
+        ).start()
 
     def reset(self) -> None:
-        """Look at the settings again on the next stream (a started thread runs on)."""
-        self._checked_pid = 0
+        """Stop this process's thread (within a second); the next stream starts another."""
+        with self._lock:
+            self._stop.set()
+            self._stop = threading.Event()
+            self._checked_pid = self._started_pid = 0
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         tracker, lock, leader, failing = RateTracker(), -1, False, False
-        while True:
-            time.sleep(INTERVAL)
+        while not stop.wait(INTERVAL):
             url = conf.STREAMER_REDIS_URL
             if not url:
                 continue
@@ -176,6 +181,8 @@ class Publisher:
                 if not failing:
                     log.warning("django-streamer fleet: cannot publish this host: %s", exc)
                 failing = True
+        if lock >= 0:
+            os.close(lock)  # gives up the election
 
 
 def open_lock() -> int:
