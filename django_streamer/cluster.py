@@ -100,19 +100,16 @@ def scrape(pools: dict[str, dict[str, Any]]) -> None:
     """Overlay the cluster pools' figures on a host snapshot's ``pools``, at scrape time.
 
     Pools the host's processes marked as cluster pools (the store's ``cluster``
-    figure) get ``in_use`` counted cluster-wide in one Redis round trip, and
-    ``fallback`` 1 when Redis cannot be reached from here now. A keyed pool
-    keeps the host's count: its slots are spread over one set per key, and
-    counting them all would need a scan.
+    figure) get ``in_use`` counted cluster-wide, over all their keys, in one
+    Redis round trip, and ``fallback`` 1 when Redis cannot be reached from here.
     """
     marked = sorted(name for name, entry in pools.items() if entry.get("cluster"))
     if not marked or not conf.STREAMER_REDIS_URL:
         return
-    unkeyed = [name for name in marked if pools[name].get("cluster") == 1]
-    held = get_backend().in_use_many(unkeyed)
+    held = get_backend().in_use_many(marked)
     for name in marked:
         pools[name]["fallback"] = 1.0 if held is None else 0.0
-        if held is not None and name in held:
+        if held is not None:
             pools[name]["in_use"] = float(held[name])
 
 

@@ -101,3 +101,27 @@ def test_backend_errors_are_counted_host_wide_not_per_process(redis_server: Redi
     assert os.waitstatus_to_exitcode(status) == 0
     backend_error(name)
     assert scraped(name)["django_streamer_limiter_backend_errors_total"] == 3
+
+
+def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: RedisServer):
+    name = "k" + uuid.uuid4().hex[:8]
+
+    @limit_concurrency(1, scope="cluster", name=name, key=lambda r: r.GET["who"])
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    held = [view(RequestFactory().get("/", {"who": who})) for who in ("ann", "bob")]
+    assert [r.status_code for r in held] == [200, 200]
+    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    try:
+        lease = other_host.try_acquire(name, "cy", 1)
+        assert lease is not None
+        assert scraped(name)["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        lease.release()
+        for response in held:
+            response.close()
+        assert scraped(name)["django_streamer_limiter_in_use"] == 0
+        index = other_host.keys(name, "").index
+        assert other_host.client.zcard(index) == 0  # keys nothing holds are dropped
+    finally:
+        other_host.close()

@@ -37,7 +37,7 @@ from .limiter import Backend, Lease
 ON_ERROR = ("local", "open", "closed")
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up
 FALLBACK_POLL = 0.05  # the same for a wait on the fallback pool during an outage
-SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE")
+SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE", "IN_USE_POOL")
 
 
 class _OpenLease:
@@ -119,7 +119,10 @@ class ClusterBackend:
 
     def keys(self, pool: str, key: str) -> Keys:
         digest = hashlib.sha256(f"{pool}\0{key}".encode()).hexdigest()[:24]
-        return Keys(base=f"{self.prefix}{{{digest}}}", digest=digest)
+        return Keys(base=f"{self.prefix}{{{digest}}}", digest=digest, index=self._index(pool))
+
+    def _index(self, pool: str) -> str:
+        return f"{self.prefix}pool:{hashlib.sha256(pool.encode()).hexdigest()[:24]}"
 
     def _owner_key(self, owner: str | None = None) -> str:
         return f"{self.prefix}owner:{owner or self.owner}"
@@ -128,7 +131,7 @@ class ClusterBackend:
         return int(max(self.lease, 3.0) * 3000)
 
     def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
-        names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key()]
+        names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key(), keys.index]
         args = [ident, limit, int(self.lease * 1000), int(wait), self._keep_ms(), keys.base]
         return {"keys": names, "args": [*args, self.channel, keys.digest]}
 
@@ -315,7 +318,7 @@ class ClusterBackend:
         return 0
 
     def in_use_many(self, pools: list[str]) -> dict[str, int] | None:
-        """The unkeyed slots held cluster-wide of each pool, in one round trip.
+        """The slots held cluster-wide of each pool, over all its keys, in one round trip.
 
         None while Redis cannot be reached (the breaker is open, or this call
         failed): the caller shows the pools as running on their fallback.
@@ -326,7 +329,7 @@ class ClusterBackend:
             return None
         pipe = self.client.pipeline(transaction=False)
         for pool in pools:
-            self._scripts["IN_USE"](keys=[self.keys(pool, "").k("h")], client=pipe)
+            self._scripts["IN_USE_POOL"](keys=[self._index(pool)], client=pipe)
         if not pools:
             pipe.ping()  # still ask: the answer says whether Redis is there
         try:

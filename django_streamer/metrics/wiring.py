@@ -52,11 +52,9 @@ def stream_recorder(stream: Stream) -> StreamMetrics | None:
         return None
 
 
-def _cluster(pool: Pool, key: str) -> int:
-    """The pool's ``cluster`` figure: 0 not a cluster pool, 1 one, 2 one used with a key."""
-    if not isinstance(pool.backend, ClusterBackend):
-        return 0
-    return 2 if key else 1
+def _cluster(pool: Pool) -> int:
+    """The pool's ``cluster`` figure: 1 for a cluster pool (the scrape reads Redis for it)."""
+    return 1 if isinstance(pool.backend, ClusterBackend) else 0
 
 
 class PoolRecorder(LimiterRecorder):
@@ -64,7 +62,7 @@ class PoolRecorder(LimiterRecorder):
 
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            cluster = _cluster(pool, lease.key)
+            cluster = _cluster(pool)
             _safely(record_admitted, pool.name, pool.limit, lease.waited, cluster=cluster)
 
     def rejected(self, pool: Pool, rejection: Rejection) -> None:
@@ -72,7 +70,7 @@ class PoolRecorder(LimiterRecorder):
         # rejected request has no stream yet, so its stream label is the
         # limiter's (pool's) name, as the README's metrics table says.
         if conf.STREAMER_METRICS:
-            cluster = _cluster(pool, rejection.key)
+            cluster = _cluster(pool)
             _safely(record_rejected, rejection.pool, rejection.pool, cluster=cluster)
 
     def released(self, pool: Pool, lease: PoolLease) -> None:

@@ -98,8 +98,8 @@ POOL = Layout(
         ("in_use", 1),
         ("limit", 1),
         ("backend_errors", 1),  # cluster pools: Redis calls that failed at admission
-        # 1 for a cluster pool, 2 once one was used with a key: tells the scrape
-        # which pools to read from Redis, in any process of the host.
+        # 1 for a cluster pool: tells the scrape, in any process of the host,
+        # which pools to read from Redis.
         ("cluster", 1),
         *_histogram("wait", WAIT_BUCKETS),
     ]

@@ -142,13 +142,12 @@ class StreamMetrics(StreamRecorder):
 
 
 def _mark_cluster(values: memoryview[float], at: int, cluster: int) -> None:
-    # A maximum: once keyed (2), a pool stays keyed.
     if cluster > values[at]:
         values[at] = cluster
 
 
 def record_rejected(store: Store, stream: str, pool: str, *, cluster: int = 0) -> None:
-    """``cluster``: 0 for a process or host pool, 1 a cluster pool, 2 one used with a key."""
+    """``cluster``: 1 for a cluster pool, else 0."""
     f = store.file()
     row = store.pool_row(pool)
     with store.lock():
