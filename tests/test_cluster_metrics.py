@@ -20,6 +20,10 @@ from django_streamer.metrics.wiring import backend_error
 
 from .redisd import RedisServer, running_redis
 
+# The test client reconnects Django's close_old_connections, so closing a held
+# response after a scrape checks the database connection.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
