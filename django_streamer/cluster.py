@@ -9,7 +9,7 @@ The backend (``core/limiter/cluster/``) is made on first use from
 from __future__ import annotations
 
 import threading
-from typing import cast
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,9 +52,19 @@ def get_backend() -> ClusterBackend:
         backend = _backends.get(config)
         if backend is None:
             backend = _backends[config] = ClusterBackend(
-                url, lease=config[1], on_error=config[2], fallback=_host_backend
+                url,
+                lease=config[1],
+                on_error=config[2],
+                fallback=_host_backend,
+                on_failure=_count_failure,
             )
     return backend
+
+
+def _count_failure(pool: str) -> None:
+    from .metrics.wiring import backend_error  # the metrics import the limiter: not at import
+
+    backend_error(pool)
 
 
 def _host_backend() -> Backend:
@@ -84,6 +94,23 @@ def release_dead_worker(pid: int) -> int:
         return 0
     backend = get_backend()
     return backend.release_owner(f"{backend.owner.rsplit(':', 1)[0]}:{pid}")
+
+
+def scrape(pools: dict[str, dict[str, Any]]) -> None:
+    """Overlay the cluster pools' figures on a host snapshot's ``pools``, at scrape time.
+
+    Pools the host's processes marked as cluster pools (the store's ``cluster``
+    figure) get ``in_use`` counted cluster-wide, over all their keys, in one
+    Redis round trip, and ``fallback`` 1 when Redis cannot be reached from here.
+    """
+    marked = sorted(name for name, entry in pools.items() if entry.get("cluster"))
+    if not marked or not conf.STREAMER_REDIS_URL:
+        return
+    held = get_backend().in_use_many(marked)
+    for name in marked:
+        pools[name]["fallback"] = 1.0 if held is None else 0.0
+        if held is not None:
+            pools[name]["in_use"] = float(held[name])
 
 
 def figures() -> dict[str, dict[str, float]]:

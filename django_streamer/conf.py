@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_REDIS_URL": None,
     "STREAMER_CLUSTER_LEASE": 10,
     "STREAMER_CLUSTER_ON_ERROR": "local",
+    "STREAMER_FLEET_HOST": None,
 }
 
 Validator = Callable[..., Any]
@@ -81,6 +82,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_CLUSTER_ON_ERROR": lambda value, *, what: validate.one_of(
         value, ("local", "open", "closed"), what=what
     ),
+    "STREAMER_FLEET_HOST": validate.optional_str,
 }
 
 
@@ -232,6 +234,12 @@ class Settings:
     def STREAMER_CLUSTER_ON_ERROR(self) -> str:
         """While Redis is unreachable: ``"local"`` (host pool), ``"open"`` or ``"closed"``."""
         value: str = self._get("STREAMER_CLUSTER_ON_ERROR")
+        return value
+
+    @property
+    def STREAMER_FLEET_HOST(self) -> str | None:
+        """This host's name in the dashboard's fleet view; None: the machine's host name."""
+        value: str | None = self._get("STREAMER_FLEET_HOST")
         return value
 
 

@@ -92,3 +92,16 @@ def post_worker_init(worker: object) -> None:
 
     drain_on_sigterm(worker)
     drain_on_recycle(worker)
+    _start_fleet_publisher(worker)
+
+
+def _start_fleet_publisher(worker: object) -> None:
+    """With STREAMER_REDIS_URL set, list this host in the fleet view from its first second."""
+    try:
+        from django_streamer.metrics.fleet import publisher
+
+        publisher.start_once()
+    except Exception as exc:  # a worker must boot even if the settings are wrong
+        log = getattr(worker, "log", None)
+        if log is not None:
+            log.warning("django-streamer: the fleet publisher did not start: %s", exc)

@@ -219,3 +219,36 @@ def test_redis_restarted_empty_gets_the_held_slots_re_registered(hosts: Hosts):
         until(lambda: hosts.in_use("c-reject", 3) == 2, timeout=LEASE / 3 + 0.8)
         assert all(h.result().complete for h in holders)
     until(lambda: hosts.in_use("c-reject", 3) == 0, timeout=2)
+
+
+def limiter_figures(server: Server, pool: str) -> dict[str, float]:
+    """This host's endpoint: the limiter samples of ``pool``, by metric name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = fetch(server.host, server.port, "/streaming/metrics/").body.decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.labels.get("limiter") == pool and sample.name.startswith("django_streamer_lim")
+    }
+
+
+def test_each_host_s_endpoint_reports_the_cluster_wide_in_use(hosts: Hosts):
+    with ThreadPoolExecutor(3) as pool:
+        pairs = [(hosts.a, tag()), (hosts.a, tag()), (hosts.b, tag())]
+        path = "/cluster/reject/?kind=sync&items=30&delay=0.05&flush=0&tag="
+        running = [pool.submit(fetch, s.host, s.port, path + t, timeout=30) for s, t in pairs]
+        for server, t in pairs:
+            server.wait_for_event("admitted", t)
+        a, b = limiter_figures(hosts.a, "c-reject"), limiter_figures(hosts.b, "c-reject")
+        assert [r.result().status for r in running] == [200] * 3
+    # Two slots held on a, one on b: either endpoint says 3, read from Redis.
+    assert a["django_streamer_limiter_in_use"] == b["django_streamer_limiter_in_use"] == 3
+    assert a["django_streamer_limiter_fallback"] == b["django_streamer_limiter_fallback"] == 0
+    assert a["django_streamer_limiter_backend_errors_total"] == 0
+    hosts.redis.stop()
+    assert fetch(hosts.a.host, hosts.a.port, "/cluster/reject/?items=1").status == 200  # local
+    down = limiter_figures(hosts.a, "c-reject")
+    assert down["django_streamer_limiter_fallback"] == 1
+    assert down["django_streamer_limiter_backend_errors_total"] == 1

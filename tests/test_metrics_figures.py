@@ -33,7 +33,7 @@ def compressed_stream(
 
 def test_outcomes_are_every_way_a_stream_ends():
     assert OUTCOMES == ("completed", "aborted", "failed", "lost", "drained")
-    assert VERSION == 3
+    assert VERSION == 4
 
 
 def test_a_drained_stream_is_its_own_outcome_and_keeps_the_identity(tmp_path: Path):

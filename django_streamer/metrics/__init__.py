@@ -5,7 +5,8 @@
   ``AppConfig.ready()`` plugs into streams and limiter pools;
 - :mod:`.dashboard`: the admin dashboard's JSON (:func:`snapshot_json`);
 - :mod:`.collector`: the Prometheus collector and the endpoint's body;
-- :mod:`.mirror`: prometheus_client's multiprocess mode.
+- :mod:`.mirror`: prometheus_client's multiprocess mode;
+- :mod:`.fleet`: the dashboard's fleet view, every host through Redis.
 
 Nothing here runs at import: no file is opened and no thread started until
 the first stream. The figures themselves live in :mod:`django_streamer.core.metrics`.

@@ -69,10 +69,22 @@ STREAM_FAMILIES = (
     ),
 )
 POOL_FAMILIES = (
-    Family("gauge", "limiter_in_use", "Slots held now.", "in_use"),
+    Family("gauge", "limiter_in_use", "Slots held now (cluster pools: cluster-wide).", "in_use"),
     Family("gauge", "limiter_limit", "Slots in the pool.", "limit"),
     Family("counter", "limiter_admitted", "Requests given a slot.", "admitted"),
     Family("counter", "limiter_rejected", "Requests turned away.", "rejected"),
+    Family(
+        "counter",
+        "limiter_backend_errors",
+        "Cluster pools: admissions that could not reach Redis.",
+        "backend_errors",
+    ),
+    Family(
+        "gauge",
+        "limiter_fallback",
+        "Cluster pools: 1 while Redis cannot be reached and STREAMER_CLUSTER_ON_ERROR applies.",
+        "fallback",
+    ),
     Family(
         "histogram", "limiter_wait_seconds", "Time spent waiting for a slot.", "wait", WAIT_BUCKETS
     ),
@@ -156,6 +168,9 @@ class StreamerCollector:
 
     def collect(self) -> Iterator[Any]:
         snap = read_snapshot()
+        from ..cluster import scrape  # the cluster wiring imports the limiter: not at import
+
+        scrape(snap.pools)
         yield from _families(STREAM_FAMILIES, "stream", snap.streams)
         yield _finished(snap)
         yield from _families(POOL_FAMILIES, "limiter", snap.pools)

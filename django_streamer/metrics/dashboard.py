@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+from ..conf import conf
 from ..core.metrics import OUTCOMES, Snapshot
 from .store import read_snapshot
 
-__all__ = ["RateTracker", "active_rates", "rates", "snapshot_json"]
+__all__ = ["RateTracker", "active_rates", "rates", "render_json", "snapshot_json"]
 
 _Key = tuple[object, object, object]
 
@@ -93,10 +94,8 @@ def _pool(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
-    """The dashboard's JSON API (documented in the README)."""
-    snap = snapshot or read_snapshot()
-    active = rates.active(snap)
+def render_json(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON of figures ``snap`` and its ``active`` streams (with their rates)."""
     throughput: dict[str, float] = {}
     for a in active:
         throughput[a["stream"]] = throughput.get(a["stream"], 0.0) + a["bytes_per_second"]
@@ -111,3 +110,13 @@ def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
         "active_hidden": snap.active_hidden,
         "store_errors": snap.store_errors,
     }
+
+
+def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
+    """The dashboard's JSON API (documented in the README): this host, or the fleet."""
+    snap = snapshot or read_snapshot()
+    if conf.STREAMER_REDIS_URL:
+        from .fleet import fleet_json  # the fleet view builds on this module
+
+        return fleet_json(snap)
+    return render_json(snap, rates.active(snap))

@@ -17,7 +17,13 @@ from __future__ import annotations
 from .layout import DURATION_BUCKETS, OUTCOMES, TTFB_BUCKETS, WAIT_BUCKETS, BadFile
 from .names import NAME_BYTES, OTHER, check_name
 from .reading import Snapshot
-from .recorder import StreamMetrics, record_admitted, record_rejected, record_released
+from .recorder import (
+    StreamMetrics,
+    record_admitted,
+    record_backend_error,
+    record_rejected,
+    record_released,
+)
 from .store import Store
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "StreamMetrics",
     "check_name",
     "record_admitted",
+    "record_backend_error",
     "record_rejected",
     "record_released",
 ]

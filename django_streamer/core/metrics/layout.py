@@ -32,9 +32,10 @@ __all__ = [
 ]
 
 MAGIC = b"DSM2"
-# 3: outcome ``drained`` and ``bytes_uncompressed`` per stream. A reader refuses
-# (quarantines) any other version, so do not mix releases on one directory.
-VERSION = 3
+# 3: outcome ``drained`` and ``bytes_uncompressed`` per stream; 4: a pool's
+# ``backend_errors`` and ``cluster`` flag. A reader refuses (quarantines) any
+# other version, so do not mix releases on one directory.
+VERSION = 4
 # magic, version, pid, max_names, max_active, (pad), created, store errors, hidden actives
 HEADER = struct.Struct("<4sIIII4xddd")
 HEADER_SIZE = 64
@@ -96,13 +97,17 @@ POOL = Layout(
         ("rejected", 1),
         ("in_use", 1),
         ("limit", 1),
+        ("backend_errors", 1),  # cluster pools: Redis calls that failed at admission
+        # 1 for a cluster pool: tells the scrape, in any process of the host,
+        # which pools to read from Redis.
+        ("cluster", 1),
         *_histogram("wait", WAIT_BUCKETS),
     ]
 )
 # Every way a stream ends, each a figure of its row: started == sum + active.
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
 GAUGES = {"active", "in_use"}  # per process: dropped with the process
-MAXIMA = {"chunk_max", "limit"}  # combined with max(), not +
+MAXIMA = {"chunk_max", "limit", "cluster"}  # combined with max(), not +
 # An active stream: name row, started (wall clock), bytes so far, path.
 ACTIVE = struct.Struct("<i4xdd200s")
 

@@ -8,7 +8,13 @@ from ..recorder import Outcome, StreamRecorder
 from .layout import DURATION_BUCKETS, STREAM, TTFB_BUCKETS, WAIT_BUCKETS, bucket
 from .store import Store
 
-__all__ = ["StreamMetrics", "record_admitted", "record_rejected", "record_released"]
+__all__ = [
+    "StreamMetrics",
+    "record_admitted",
+    "record_backend_error",
+    "record_rejected",
+    "record_released",
+]
 
 _STARTED = STREAM.offsets["started"]
 _ACTIVE = STREAM.offsets["active"]
@@ -135,18 +141,38 @@ class StreamMetrics(StreamRecorder):
         self._active = -1
 
 
-def record_rejected(store: Store, stream: str, pool: str) -> None:
+def _mark_cluster(values: memoryview[float], at: int, cluster: int) -> None:
+    if cluster > values[at]:
+        values[at] = cluster
+
+
+def record_rejected(store: Store, stream: str, pool: str, *, cluster: int = 0) -> None:
+    """``cluster``: 1 for a cluster pool, else 0."""
     f = store.file()
+    row = store.pool_row(pool)
     with store.lock():
         f.values[f.stream_at(store.stream_row(stream), "rejected")] += 1
-        f.values[f.pool_at(store.pool_row(pool), "rejected")] += 1
+        f.values[f.pool_at(row, "rejected")] += 1
+        _mark_cluster(f.values, f.pool_at(row, "cluster"), cluster)
 
 
-def record_admitted(store: Store, pool: str, limit: int, waited: float) -> None:
+def record_backend_error(store: Store, pool: str) -> None:
+    """A cluster pool's admission could not reach Redis."""
+    f = store.file()
+    row = store.pool_row(pool)
+    with store.lock():
+        f.values[f.pool_at(row, "backend_errors")] += 1
+        _mark_cluster(f.values, f.pool_at(row, "cluster"), 1)
+
+
+def record_admitted(
+    store: Store, pool: str, limit: int, waited: float, *, cluster: int = 0
+) -> None:
     f = store.file()
     row = store.pool_row(pool)
     values = f.values
     with store.lock():
+        _mark_cluster(values, f.pool_at(row, "cluster"), cluster)
         values[f.pool_at(row, "admitted")] += 1
         values[f.pool_at(row, "in_use")] += 1
         values[f.pool_at(row, "limit")] = limit

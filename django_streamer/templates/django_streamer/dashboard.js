@@ -187,7 +187,7 @@
     ]);
     fill(document.getElementById("streamer-pools"), pools, "No limited views used yet.", 6);
     const active = data.active.map(a => [
-      cell(a.stream), cell(a.path), cell(a.pid, "num"), cell(new Date(a.started * 1000).toLocaleTimeString()),
+      cell(a.stream), cell(a.path), cell(a.host === undefined ? a.pid : `${a.host}:${a.pid}`, "num"), cell(new Date(a.started * 1000).toLocaleTimeString()),
       cell(bytes(a.bytes), "num", {"data-active-bytes": a.bytes}), cell(rate(a.bytes_per_second), "num"),
     ]);
     fill(document.getElementById("streamer-active"), active, "Nothing streaming.", 6);
@@ -199,8 +199,26 @@
     const errors = document.getElementById("streamer-store-errors");
     errors.hidden = !data.store_errors;
     errors.querySelector("[data-figure]").textContent = data.store_errors;
+    fleet(data);
     last = data;
     draw();
+  }
+  function fleet(data) {
+    // Only with STREAMER_REDIS_URL: the JSON then has "hosts", and its figures are totals.
+    const section = document.getElementById("streamer-hosts-section");
+    section.hidden = !data.hosts;
+    document.getElementById("streamer-scope").textContent =
+      data.hosts && !data.fleet ? `Fleet-wide over ${data.hosts.length} host(s)` : "Host-wide";
+    const error = document.getElementById("streamer-fleet-error");
+    error.hidden = !data.fleet;
+    error.querySelector("[data-figure]").textContent = data.fleet || "";
+    if (!data.hosts) return;
+    const rows = data.hosts.map(h => [
+      cell(h.host, "", {"data-host": h.host}), cell(h.processes, "num"),
+      cell(h.active, "num", {"data-host-active": h.host}), cell(rate(h.bytes_per_second), "num"),
+      cell(seconds(h.last_seen), "num"),
+    ]);
+    fill(document.getElementById("streamer-hosts"), rows, "No host yet.", 5);
   }
   // For the browser test: what the page was given, and what the chart drew.
   window.streamerDashboard = {last: () => last, series: series};

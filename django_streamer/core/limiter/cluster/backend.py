@@ -37,7 +37,7 @@ from .leases import ClusterLease, Keys, LeaseBook
 ON_ERROR = ("local", "open", "closed")
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up
 FALLBACK_POLL = 0.05  # the same for a wait on the fallback pool during an outage
-SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE")
+SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE", "IN_USE_POOL")
 
 
 class _OpenLease:
@@ -60,6 +60,7 @@ class ClusterBackend:
         lease: float = 10.0,
         on_error: str = "local",
         fallback: Callable[[], Backend] | None = None,
+        on_failure: Callable[[str], None] | None = None,
         prefix: str = "streamer:",
         timeout: float = 0.08,
         probe: float = 0.25,
@@ -77,6 +78,7 @@ class ClusterBackend:
         self.lease = float(lease)
         self.on_error = on_error
         self._fallback = fallback
+        self.on_failure = on_failure  # told the pool of each admission Redis failed
         self.prefix = prefix
         self.channel = prefix + "wake"
         self.clock = clock
@@ -117,7 +119,10 @@ class ClusterBackend:
 
     def keys(self, pool: str, key: str) -> Keys:
         digest = hashlib.sha256(f"{pool}\0{key}".encode()).hexdigest()[:24]
-        return Keys(base=f"{self.prefix}{{{digest}}}", digest=digest)
+        return Keys(base=f"{self.prefix}{{{digest}}}", digest=digest, index=self._index(pool))
+
+    def _index(self, pool: str) -> str:
+        return f"{self.prefix}pool:{hashlib.sha256(pool.encode()).hexdigest()[:24]}"
 
     def _owner_key(self, owner: str | None = None) -> str:
         return f"{self.prefix}owner:{owner or self.owner}"
@@ -126,7 +131,7 @@ class ClusterBackend:
         return int(max(self.lease, 3.0) * 3000)
 
     def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
-        names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key()]
+        names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key(), keys.index]
         args = [ident, limit, int(self.lease * 1000), int(wait), self._keep_ms(), keys.base]
         return {"keys": names, "args": [*args, self.channel, keys.digest]}
 
@@ -150,6 +155,8 @@ class ClusterBackend:
     def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:
             self.errors[pool] = self.errors.get(pool, 0) + 1
+            if self.on_failure is not None:
+                self.on_failure(pool)
         self.breaker.failed(exc)
         self.heartbeat.ensure_running()
         self.heartbeat.poke()
@@ -309,6 +316,28 @@ class ClusterBackend:
         if self.on_error == "local" and self._fallback is not None:
             return self._fallback().in_use(pool, key, limit)
         return 0
+
+    def in_use_many(self, pools: list[str]) -> dict[str, int] | None:
+        """The slots held cluster-wide of each pool, over all its keys, in one round trip.
+
+        None while Redis cannot be reached (the breaker is open, or this call
+        failed): the caller shows the pools as running on their fallback.
+        """
+        import redis
+
+        if self.breaker.is_open:
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        for pool in pools:
+            self._scripts["IN_USE_POOL"](keys=[self._index(pool)], client=pipe)
+        if not pools:
+            pipe.ping()  # still ask: the answer says whether Redis is there
+        try:
+            replies = pipe.execute()[: len(pools)]
+        except redis.RedisError as exc:
+            self.failed(None, exc)
+            return None
+        return {pool: int(n) for pool, n in zip(pools, replies, strict=True)}
 
     def release_owner(self, owner: str) -> int:
         """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""

@@ -13,6 +13,7 @@ from .heartbeat import log
 class Keys:
     base: str  # prefix{digest}: the hash tag keeps a pool key's Redis keys together
     digest: str
+    index: str = ""  # the pool's index of its pool keys (for counting a keyed pool)
 
     def k(self, suffix: str) -> str:
         return f"{self.base}:{suffix}"

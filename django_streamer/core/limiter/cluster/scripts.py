@@ -13,7 +13,9 @@ plus the waiters ahead of it are fewer than the limit, so order across hosts is
 first come, first served; a request that does not wait counts every waiter as
 ahead of it. A process's leases are also listed in an owner set
 (``owner:<host>:<pid>``, members ``base|lease`` and a marker) so the gunicorn arbiter can
-drop a dead worker's leases in one call. Every key expires some time after its
+drop a dead worker's leases in one call, and each pool keeps an index of its keys
+(``pool:<digest>``, bases scored by their last admission) so the metrics can count a
+keyed pool's slots in one call. Every key expires some time after its
 last write, so keys of per-client pools do not pile up.
 
 Times come from Redis's ``TIME``: hosts' clocks never enter a comparison.
@@ -26,8 +28,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: h, q, e, n, owner. ARGV: lease id, limit, lease ms, wait (0/1), keep ms,
-# base, channel, digest. Returns {admitted 0/1, held after}.
+# KEYS: h, q, e, n, owner, pool index. ARGV: lease id, limit, lease ms, wait (0/1),
+# keep ms, base, channel, digest. Returns {admitted 0/1, held after}.
 ACQUIRE = (
     _NOW
     + """
@@ -71,6 +73,10 @@ redis.call('ZADD', h, now + lease, id)
 redis.call('PEXPIRE', h, keep)
 redis.call('SADD', owner, ARGV[6] .. '|' .. id, '*')
 redis.call('PEXPIRE', owner, keep)
+-- The pool's index of its keys, for IN_USE_POOL. It outlives any lease (a day
+-- after the last admission); IN_USE_POOL drops the keys nothing holds.
+redis.call('ZADD', KEYS[6], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[6], 86400000)
 return {1, held + 1}
 """
 )
@@ -147,5 +153,23 @@ IN_USE = (
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+# Slots held now over every key of a pool (the metrics' scrape). KEYS: pool index.
+IN_USE_POOL = (
+    _NOW
+    + """
+local total = 0
+for _, base in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local h = base .. ':h'
+  redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
+  local held = redis.call('ZCARD', h)
+  if held == 0 then
+    redis.call('ZREM', KEYS[1], base)
+  end
+  total = total + held
+end
+return total
 """
 )

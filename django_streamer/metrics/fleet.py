@@ -1,0 +1,277 @@
+"""The dashboard's fleet view: every host's figures, through Redis.
+
+With ``STREAMER_REDIS_URL`` set, one process per host (elected by a lock
+file in the metrics directory, as the multiprocess mirror is) publishes the
+host's snapshot every :data:`INTERVAL` seconds. Each publication is stamped
+with Redis's clock, so hosts' clocks need not agree, and a host unheard for
+:data:`EXPIRY` seconds is dropped by the next read. The dashboard's JSON then
+sums every host's figures (:func:`fleet_json`); Prometheus stays per host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+from typing import Any, cast
+
+from ..conf import conf
+from ..core.metrics import Snapshot
+from ..core.metrics.layout import MAXIMA
+from ..core.statedir import ensure_private_dir, open_private_file
+from .dashboard import RateTracker, rates, render_json
+from .store import get_store, read_snapshot
+
+__all__ = [
+    "EXPIRY",
+    "INTERVAL",
+    "Publisher",
+    "elect",
+    "fleet_json",
+    "host_name",
+    "open_lock",
+    "publish",
+    "publisher",
+]
+
+log = logging.getLogger("django_streamer")
+INTERVAL = 1.0
+EXPIRY = 5.0  # seconds a host stays listed after its last publication
+TIMEOUT = 0.25  # a dashboard poll or a publication never waits longer on Redis
+SNAPSHOTS = "streamer:{fleet}:snapshots"  # hash: host -> its snapshot (JSON)
+SEEN = "streamer:{fleet}:seen"  # sorted set: host -> when Redis last heard it (ms)
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS: snapshots, seen. ARGV: host, snapshot, keep ms (the keys, if every host stops).
+PUBLISH = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return now
+"""
+)
+# KEYS: snapshots, seen. ARGV: expiry ms. Drops hosts unheard for that long;
+# returns {now, host, last seen, snapshot, host, ...}.
+READ = (
+    _NOW
+    + """
+local cutoff = now - tonumber(ARGV[1])
+for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do
+  redis.call('HDEL', KEYS[1], host)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+local out = {now}
+local seen = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #seen, 2 do
+  out[#out + 1] = seen[i]
+  out[#out + 1] = seen[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[1], seen[i]) or ''
+end
+return out
+"""
+)
+
+
+def host_name() -> str:
+    return conf.STREAMER_FLEET_HOST or socket.gethostname()
+
+
+_clients: dict[str, Any] = {}
+
+
+def _client(url: str) -> Any:
+    """A client with short timeouts and no retries; redis-py reconnects after a fork."""
+    client = _clients.get(url)
+    if client is None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = _clients[url] = redis.Redis.from_url(
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0)
+        )
+    return client
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+def _raw(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a host publishes: its summable figures, and its active streams with rates."""
+    return {
+        "processes": snap.processes,
+        "streams": snap.streams,
+        "pools": snap.pools,
+        "active_hidden": snap.active_hidden,
+        "store_errors": snap.store_errors,
+        "active": active,
+    }
+
+
+def publish(url: str, tracker: RateTracker) -> None:
+    """Publish this host's snapshot once (the elected process calls it every second)."""
+    snap = read_snapshot()
+    body = json.dumps(_raw(snap, tracker.active(snap)))
+    keep = int(EXPIRY * 1000 * 12)
+    _client(url).eval(PUBLISH, 2, SNAPSHOTS, SEEN, host_name(), body, keep)
+
+
+class Publisher:
+    """Starts the publishing thread once per process; the lock elects one per host."""
+
+    def __init__(self) -> None:
+        self._checked_pid = 0
+        self._started_pid = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start_once(self) -> None:
+        """Per stream: one pid comparison once this process has looked."""
+        if self._checked_pid != os.getpid():
+            self.ensure()
+
+    def ensure(self) -> None:
+        pid = os.getpid()
+        self._checked_pid = pid
+        if not conf.STREAMER_REDIS_URL:
+            return
+        with self._lock:
+            if self._started_pid == pid:
+                return
+            self._started_pid = pid
+        stop = self._stop
+        threading.Thread(
+            target=self._loop, args=(stop,), name="django-streamer-fleet", daemon=True
+        ).start()
+
+    def reset(self) -> None:
+        """Stop this process's thread (within a second); the next stream starts another."""
+        with self._lock:
+            self._stop.set()
+            self._stop = threading.Event()
+            self._checked_pid = self._started_pid = 0
+
+    def _loop(self, stop: threading.Event) -> None:
+        tracker, lock, leader, failing = RateTracker(), -1, False, False
+        while not stop.wait(INTERVAL):
+            url = conf.STREAMER_REDIS_URL
+            if not url:
+                continue
+            try:
+                if lock < 0:
+                    lock = open_lock()
+                if not leader:
+                    leader = elect(lock)
+                    if not leader:
+                        continue
+                publish(url, tracker)
+                if failing:
+                    log.warning("django-streamer fleet: publishing to Redis again")
+                failing = False
+            except Exception as exc:  # a bad tick must not end the thread; logged once
+                if not failing:
+                    log.warning("django-streamer fleet: cannot publish this host: %s", exc)
+                failing = True
+        if lock >= 0:
+            os.close(lock)  # gives up the election
+
+
+def open_lock() -> int:
+    store = get_store()
+    ensure_private_dir(store.directory, owned_from=store.owned_from)
+    return open_private_file(os.path.join(store.directory, ".fleet.lock"))
+
+
+def elect(lock: int) -> bool:
+    """Whether this process is the host's publisher now.
+
+    The lock is held until the process exits; then another process of the
+    host takes it within a second.
+    """
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+publisher = Publisher()
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _hosts(url: str) -> list[tuple[str, float, dict[str, Any]]]:
+    """Every listed host: (name, seconds since Redis last heard it, its snapshot)."""
+    reply = _client(url).eval(READ, 2, SNAPSHOTS, SEEN, int(EXPIRY * 1000))
+    now = float(reply[0])
+    found = []
+    for i in range(1, len(reply), 3):
+        name, seen, body = reply[i].decode(), float(reply[i + 1]), reply[i + 2]
+        if body:
+            found.append((name, max(now - seen, 0.0) / 1000, json.loads(body)))
+    return found
+
+
+def _merge(into: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
+    for name, entry in rows.items():
+        target = into.setdefault(name, {})
+        for figure, value in entry.items():
+            old = target.get(figure)
+            if isinstance(value, list):
+                old_list = old if isinstance(old, list) else [0.0] * len(value)
+                target[figure] = [a + b for a, b in zip(old_list, value, strict=False)]
+            elif figure in MAXIMA:
+                target[figure] = max(float(old or 0.0), float(value))
+            else:
+                target[figure] = float(old or 0.0) + float(value)
+
+
+def _row(name: str, age: float, raw: dict[str, Any]) -> dict[str, Any]:
+    active = cast(list[dict[str, Any]], raw["active"])
+    return {
+        "host": name,
+        "processes": raw["processes"],
+        "active": sum(int(e.get("active", 0)) for e in raw["streams"].values()),
+        "bytes_per_second": sum(a["bytes_per_second"] for a in active),
+        "last_seen": age,
+    }
+
+
+def fleet_json(snap: Snapshot) -> dict[str, Any]:
+    """The dashboard's JSON over every host: fleet totals, ``hosts``, every active stream.
+
+    This host's figures are read now rather than taken from Redis. With Redis
+    unreachable it is this host alone, and ``fleet`` says why.
+    """
+    publisher.start_once()  # a host with no stream yet is listed once its dashboard is read
+    me = host_name()
+    own = _raw(snap, [{**a, "host": me} for a in rates.active(snap)])
+    try:
+        others = [h for h in _hosts(cast(str, conf.STREAMER_REDIS_URL)) if h[0] != me]
+        problem = None
+    except Exception as exc:  # the dashboard shows this host rather than fail
+        others, problem = [], f"unavailable: {type(exc).__name__}: {exc}"
+    hosts = [(me, 0.0, own), *sorted(others, key=lambda h: h[0])]
+    merged = Snapshot(taken_at=snap.taken_at)
+    active: list[dict[str, Any]] = []
+    for name, _, raw in hosts:
+        _merge(merged.streams, raw["streams"])
+        _merge(merged.pools, raw["pools"])
+        merged.processes += int(raw["processes"])
+        merged.active_hidden += int(raw["active_hidden"])
+        merged.store_errors += int(raw["store_errors"])
+        active += [{**a, "host": name} for a in raw["active"]]
+    body = render_json(merged, sorted(active, key=lambda a: cast(float, a["started"])))
+    body["hosts"] = [_row(name, age, raw) for name, age, raw in hosts]
+    body["fleet"] = problem
+    return body

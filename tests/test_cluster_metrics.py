@@ -1,0 +1,131 @@
+"""Cluster pools on the Prometheus endpoint: the cluster-wide count, errors and fallback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, RequestFactory, override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_streamer import limit_concurrency
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
+from django_streamer.metrics import get_store
+from django_streamer.metrics.wiring import backend_error
+
+from .redisd import RedisServer, running_redis
+
+# The test client reconnects Django's close_old_connections, so closing a held
+# response after a scrape checks the database connection.
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
+    settings.STREAMER_METRICS_DIR = str(tmp_path / "metrics")
+    for server in running_redis(tmp_path):
+        settings.STREAMER_REDIS_URL = server.url
+        yield server
+
+
+def cluster_view(limit: int) -> Any:
+    @limit_concurrency(limit, scope="cluster", name="m" + uuid.uuid4().hex[:8])
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    return view
+
+
+def scraped(pool: str) -> dict[str, float]:
+    """The endpoint's pool samples for ``pool``: family name -> value."""
+    body = Client().get("/streaming/metrics/").content.decode()
+    found = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.labels.get("limiter") == pool and not sample.name.endswith(
+                ("_bucket", "_sum", "_count", "_created")
+            ):
+                found[sample.name] = sample.value
+    return found
+
+
+def test_in_use_is_cluster_wide_and_errors_and_fallback_are_zero(redis_server: RedisServer):
+    view = cluster_view(3)
+    held = view(RequestFactory().get("/"))
+    assert held.status_code == 200
+    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    try:
+        lease = other_host.try_acquire(view.limit_pool_name, "", 3)  # held elsewhere
+        assert lease is not None
+        figures = scraped(view.limit_pool_name)
+        assert figures["django_streamer_limiter_in_use"] == 2  # this host holds 1
+        assert figures["django_streamer_limiter_fallback"] == 0
+        assert figures["django_streamer_limiter_backend_errors_total"] == 0
+        lease.release()
+        held.close()
+        assert scraped(view.limit_pool_name)["django_streamer_limiter_in_use"] == 0
+    finally:
+        other_host.close()
+
+
+def test_redis_down_counts_backend_errors_and_shows_the_fallback(redis_server: RedisServer):
+    view = cluster_view(2)
+    view(RequestFactory().get("/")).close()
+    redis_server.stop()
+    with override_settings(STREAMER_CLUSTER_ON_ERROR="local"):
+        response = view(RequestFactory().get("/"))
+        assert response.status_code == 200  # the host pool admitted it
+        figures = scraped(view.limit_pool_name)
+        response.close()
+    assert figures["django_streamer_limiter_backend_errors_total"] == 1
+    assert figures["django_streamer_limiter_fallback"] == 1
+    assert figures["django_streamer_limiter_in_use"] == 1  # the host's own count
+
+
+def test_backend_errors_are_counted_host_wide_not_per_process(redis_server: RedisServer):
+    name = "m" + uuid.uuid4().hex[:8]
+    view = cluster_view(1)
+    view(RequestFactory().get("/")).close()  # a cluster pool this host knows
+    get_store().file()  # the parent's file exists before the fork
+    pid = os.fork()
+    if pid == 0:  # another worker of this host: two errors, then it dies
+        code = 1
+        try:
+            backend_error(name)
+            backend_error(name)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    backend_error(name)
+    assert scraped(name)["django_streamer_limiter_backend_errors_total"] == 3
+
+
+def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: RedisServer):
+    name = "k" + uuid.uuid4().hex[:8]
+
+    @limit_concurrency(1, scope="cluster", name=name, key=lambda r: r.GET["who"])
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    held = [view(RequestFactory().get("/", {"who": who})) for who in ("ann", "bob")]
+    assert [r.status_code for r in held] == [200, 200]
+    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    try:
+        lease = other_host.try_acquire(name, "cy", 1)
+        assert lease is not None
+        assert scraped(name)["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        lease.release()
+        for response in held:
+            response.close()
+        assert scraped(name)["django_streamer_limiter_in_use"] == 0
+        index = other_host.keys(name, "").index
+        assert other_host.client.zcard(index) == 0  # keys nothing holds are dropped
+    finally:
+        other_host.close()

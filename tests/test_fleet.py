@@ -1,0 +1,144 @@
+"""The fleet view in one process: merging hosts, expiry, Redis away, election, settings."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+
+from django_streamer.core.recorder import Outcome
+from django_streamer.metrics import fleet, get_store, snapshot_json
+from django_streamer.metrics.dashboard import RateTracker
+from django_streamer.metrics.wiring import stream_recorder
+
+from .conftest import free_port
+from .redisd import RedisServer, running_redis
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name, self.path = name, "/x/"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path)
+
+
+def stream(name: str, nbytes: int, *, finish: bool = True) -> Any:
+    rec = stream_recorder(_Named(name))  # type: ignore[arg-type]
+    assert rec is not None
+    rec.start()
+    rec.chunk(nbytes)
+    if finish:
+        rec.finish(Outcome.COMPLETED)
+    return rec
+
+
+def as_host(settings: Any, tmp_path: Path, host: str) -> None:
+    settings.STREAMER_METRICS_DIR = str(tmp_path / f"metrics-{host}")
+    settings.STREAMER_FLEET_HOST = host
+
+
+def test_without_redis_the_json_is_this_host_s_as_before(settings: Any, tmp_path: Path):
+    settings.STREAMER_METRICS_DIR = str(tmp_path / "m")
+    settings.STREAMER_REDIS_URL = None
+    stream("solo", 10)
+    data = snapshot_json()
+    assert "hosts" not in data and "fleet" not in data
+    assert data["streams"]["solo"]["bytes"] == 10
+
+
+def test_hosts_are_listed_and_their_figures_summed(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    name = "s" + uuid.uuid4().hex[:6]
+    as_host(settings, tmp_path, "other")
+    stream(name, 100)
+    running = stream(name, 7, finish=False)
+    fleet.publish(redis_server.url, RateTracker())
+    as_host(settings, tmp_path, "me")
+    stream(name, 1000)
+    data = snapshot_json()
+    assert data["fleet"] is None
+    assert [(h["host"], h["active"]) for h in data["hosts"]] == [("me", 0), ("other", 1)]
+    figures = data["streams"][name]
+    assert (figures["started"], figures["completed"], figures["active"]) == (3, 2, 1)
+    assert figures["bytes"] == 1107 and figures["chunk_size_max"] == 1000
+    assert [(a["host"], a["bytes"]) for a in data["active"]] == [("other", 7)]
+    running.finish(Outcome.COMPLETED)
+
+
+def test_a_host_unheard_for_the_expiry_drops_out(
+    settings: Any, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(fleet, "EXPIRY", 0.3)
+    settings.STREAMER_REDIS_URL = redis_server.url
+    as_host(settings, tmp_path, "gone")
+    fleet.publish(redis_server.url, RateTracker())
+    as_host(settings, tmp_path, "me")
+    assert [h["host"] for h in snapshot_json()["hosts"]] == ["me", "gone"]
+    time.sleep(0.4)
+    assert [h["host"] for h in snapshot_json()["hosts"]] == ["me"]
+
+
+def test_redis_unreachable_shows_this_host_and_says_why(settings: Any, tmp_path: Path):
+    settings.STREAMER_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens
+    as_host(settings, tmp_path, "me")
+    stream("here", 5)
+    started = time.monotonic()
+    data = snapshot_json()
+    assert time.monotonic() - started < 0.5
+    assert [h["host"] for h in data["hosts"]] == ["me"]
+    assert data["fleet"].startswith("unavailable: ConnectionError")
+    assert data["streams"]["here"]["bytes"] == 5
+
+
+def test_one_lock_holder_per_metrics_directory(settings: Any, tmp_path: Path):
+    settings.STREAMER_METRICS_DIR = str(tmp_path / "m")
+    first, second = fleet.open_lock(), fleet.open_lock()
+    try:
+        assert fleet.elect(first) and not fleet.elect(second)
+        os.close(first)  # the publisher's process exits
+        assert fleet.elect(second)
+        assert os.stat(os.path.join(get_store().directory, ".fleet.lock")).st_mode & 0o077 == 0
+    finally:
+        os.close(second)
+
+
+def test_a_bad_host_name_is_check_error_e024(settings: Any):
+    settings.STREAMER_FLEET_HOST = 5
+    errors = [m for m in run_checks() if m.id == "django_streamer.E025"]
+    assert len(errors) == 1 and "STREAMER_FLEET_HOST" in errors[0].msg
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_publisher() -> Iterator[None]:
+    """A publisher thread started here must not read later tests' settings."""
+    yield
+    fleet.publisher.reset()
+
+
+def test_reset_stops_the_thread_and_the_next_stream_starts_one(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    as_host(settings, tmp_path, "me")
+    stream("t", 1)
+    alive = lambda: [t for t in threading.enumerate() if t.name == "django-streamer-fleet"]  # noqa: E731
+    assert len(alive()) == 1
+    fleet.publisher.reset()
+    deadline = time.monotonic() + 3
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive() == []
+    stream("t", 1)
+    assert len(alive()) == 1
