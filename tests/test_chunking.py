@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -198,6 +199,30 @@ def test_async_bad_item_names_the_stream():
     with pytest.raises(StreamSourceError, match="stream 'feed'"):
         bad: list[Any] = [b"a", 3]
         asyncio.run(collect(aiter_chunks(arange(bad), chunk_size=8, flush_interval=1, name="feed")))
+
+
+def test_async_source_type_error_is_not_called_a_bad_item():
+    async def source() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise TypeError("the source's own bug")
+
+    with pytest.raises(TypeError, match="the source's own bug") as caught:
+        asyncio.run(collect(aiter_chunks(source(), chunk_size=8, flush_interval=1)))
+    assert not isinstance(caught.value, StreamSourceError)
+
+
+def test_async_chunks_stay_exact_when_len_is_not_bytes():
+    # The one-chunk cut counts len(): a memoryview of 4-byte items and str
+    # pieces count items and characters, so the cut must fall back.
+    wide = memoryview(array.array("i", [1, 2, 3]))
+    pieces: list[Any] = [wide, b"abcdefgh", b"fg", "\u00e9\u00e9", bytearray(b"hij"), b"k" * 9]
+    pieces.append(wide)
+    expected = b"".join(bytes(p) if not isinstance(p, str) else p.encode() for p in pieces)
+    for size in (3, 4, 7, 8, 13):
+        out = asyncio.run(collect(aiter_chunks(arange(pieces), chunk_size=size, flush_interval=5)))
+        assert b"".join(out) == expected
+        assert all(len(c) == size for c in out[:-1]), size
+        assert 0 < len(out[-1]) <= size
 
 
 def test_async_error_is_raised_after_the_bytes_before_it():
