@@ -71,11 +71,11 @@ class _Pump:
         chunk_size = self.chunk_size
         iterator = aiter(self.source)
         total = 0
-        piece: object = b""
+        piece: object = b""  # bound for the error path, should the source yield nothing
         try:
             async for piece in iterator:
-                total += len(piece)  # type: ignore[arg-type]
-                pieces.append(piece)  # type: ignore[arg-type]
+                total += len(piece)
+                pieces.append(piece)
                 if total >= self.limit:
                     self.total = total
                     self.wake()
