@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from django_streamer.core.achunking import aiter_chunks
+from django_streamer.core.apump import AHEAD
 from django_streamer.core.chunking import StreamSourceError, iter_chunks
 
 
@@ -188,6 +189,54 @@ def test_async_flush_happens_while_the_source_is_silent():
     seen = asyncio.run(main())
     assert [c for _, c in seen] == [b"first", b"second"]
     assert seen[0][0] < 1.0  # flushed by the timer, not by the source
+
+
+def test_async_flush_holds_after_a_fast_burst_when_the_source_goes_silent():
+    # Many chunks at once (the pump reads ahead in batches), then a partial
+    # chunk and silence: the partial one must still go out by the timer.
+    async def main() -> tuple[bytes, float]:
+        release = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            for _ in range(200):
+                yield b"abc"
+            await release.wait()
+            yield b"end"
+
+        got = b""
+        start = time.monotonic()
+        async for chunk in aiter_chunks(source(), chunk_size=64, flush_interval=0.05):
+            got += chunk
+            if len(got) == 600:  # everything before the silence, the partial tail included
+                waited = time.monotonic() - start
+                release.set()
+        return got, waited
+
+    got, waited = asyncio.run(asyncio.wait_for(main(), 5))  # a lost flush fails, not hangs
+    assert got == b"abc" * 200 + b"end"
+    assert waited < 1.0
+
+
+def test_async_pump_reads_ahead_a_bounded_amount():
+    made = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(10_000):
+            made += 1
+            yield b"x" * 10
+
+    async def main() -> int:
+        gen = aiter_chunks(source(), chunk_size=100, flush_interval=5)
+        await anext(gen)
+        await asyncio.sleep(0.05)  # a client that accepts nothing for a while
+        ahead = made
+        await gen.aclose()  # type: ignore[attr-defined]
+        return ahead
+
+    ahead = asyncio.run(main())
+    # The chunk sent, AHEAD chunks buffered, and the piece that crossed.
+    assert ahead <= 10 * (1 + AHEAD) + 1, ahead
 
 
 def test_async_flush_interval_zero_passes_pieces_through():
