@@ -66,6 +66,20 @@ def naive_rechunk(source: Iterator[bytes | str], size: int = 65536) -> Iterator[
         yield b"".join(buf)
 
 
+async def anaive_rechunk(source: AsyncIterator[bytes], size: int = 65536) -> AsyncIterator[bytes]:
+    """The async twin of ``naive_rechunk``: no time bound at all."""
+    buf: list[bytes] = []
+    n = 0
+    async for piece in source:
+        buf.append(piece)
+        n += len(piece)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
 def bench_file() -> Path:
     path = Path(tempfile.gettempdir()) / "django-streamer-bench-64MiB.bin"
     if not path.exists() or path.stat().st_size != 64 << 20:
@@ -105,6 +119,8 @@ def dispatch(request: HttpRequest, scenario: str, impl: str) -> HttpResponseBase
         return StreamingHttpResponse([b"".join(source)])  # type: ignore[arg-type]
     if impl == "naive":
         return StreamingHttpResponse(naive_rechunk(source))  # type: ignore[arg-type]
+    if impl == "anaive":
+        return StreamingHttpResponse(anaive_rechunk(source))  # type: ignore[arg-type]
     # Only the sweep passes ?chunk=; building request.GET costs ~8 us, which
     # the plain contenders would not pay.
     chunk = int(request.GET["chunk"]) if request.META.get("QUERY_STRING") else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from django_streamer.core.achunking import aiter_chunks
+from django_streamer.core.apump import AHEAD
 from django_streamer.core.chunking import StreamSourceError, iter_chunks
 
 
@@ -189,6 +191,54 @@ def test_async_flush_happens_while_the_source_is_silent():
     assert seen[0][0] < 1.0  # flushed by the timer, not by the source
 
 
+def test_async_flush_holds_after_a_fast_burst_when_the_source_goes_silent():
+    # Many chunks at once (the pump reads ahead in batches), then a partial
+    # chunk and silence: the partial one must still go out by the timer.
+    async def main() -> tuple[bytes, float]:
+        release = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            for _ in range(200):
+                yield b"abc"
+            await release.wait()
+            yield b"end"
+
+        got = b""
+        start = time.monotonic()
+        async for chunk in aiter_chunks(source(), chunk_size=64, flush_interval=0.05):
+            got += chunk
+            if len(got) == 600:  # everything before the silence, the partial tail included
+                waited = time.monotonic() - start
+                release.set()
+        return got, waited
+
+    got, waited = asyncio.run(asyncio.wait_for(main(), 5))  # a lost flush fails, not hangs
+    assert got == b"abc" * 200 + b"end"
+    assert waited < 1.0
+
+
+def test_async_pump_reads_ahead_a_bounded_amount():
+    made = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(10_000):
+            made += 1
+            yield b"x" * 10
+
+    async def main() -> int:
+        gen = aiter_chunks(source(), chunk_size=100, flush_interval=5)
+        await anext(gen)
+        await asyncio.sleep(0.05)  # a client that accepts nothing for a while
+        ahead = made
+        await gen.aclose()  # type: ignore[attr-defined]
+        return ahead
+
+    ahead = asyncio.run(main())
+    # The chunk sent, AHEAD chunks buffered, and the piece that crossed.
+    assert ahead <= 10 * (1 + AHEAD) + 1, ahead
+
+
 def test_async_flush_interval_zero_passes_pieces_through():
     out = asyncio.run(collect(aiter_chunks(arange([b"a", "b"]), chunk_size=8, flush_interval=0)))
     assert out == [b"a", b"b"]
@@ -198,6 +248,30 @@ def test_async_bad_item_names_the_stream():
     with pytest.raises(StreamSourceError, match="stream 'feed'"):
         bad: list[Any] = [b"a", 3]
         asyncio.run(collect(aiter_chunks(arange(bad), chunk_size=8, flush_interval=1, name="feed")))
+
+
+def test_async_source_type_error_is_not_called_a_bad_item():
+    async def source() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise TypeError("the source's own bug")
+
+    with pytest.raises(TypeError, match="the source's own bug") as caught:
+        asyncio.run(collect(aiter_chunks(source(), chunk_size=8, flush_interval=1)))
+    assert not isinstance(caught.value, StreamSourceError)
+
+
+def test_async_chunks_stay_exact_when_len_is_not_bytes():
+    # The one-chunk cut counts len(): a memoryview of 4-byte items and str
+    # pieces count items and characters, so the cut must fall back.
+    wide = memoryview(array.array("i", [1, 2, 3]))
+    pieces: list[Any] = [wide, b"abcdefgh", b"fg", "\u00e9\u00e9", bytearray(b"hij"), b"k" * 9]
+    pieces.append(wide)
+    expected = b"".join(bytes(p) if not isinstance(p, str) else p.encode() for p in pieces)
+    for size in (3, 4, 7, 8, 13):
+        out = asyncio.run(collect(aiter_chunks(arange(pieces), chunk_size=size, flush_interval=5)))
+        assert b"".join(out) == expected
+        assert all(len(c) == size for c in out[:-1]), size
+        assert 0 < len(out[-1]) <= size
 
 
 def test_async_error_is_raised_after_the_bytes_before_it():

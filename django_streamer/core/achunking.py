@@ -1,7 +1,8 @@
 """Right-sizing of stream chunks for async sources.
 
-The source is read by a pump task, so ``flush_interval`` holds even while the
-source is silent. Chunks are cut with the helpers the sync re-chunker uses.
+The source is read by a pump task (``apump.py``), so ``flush_interval`` holds
+even while the source is silent. Chunks are cut with the helpers the sync
+re-chunker uses.
 """
 
 from __future__ import annotations
@@ -9,139 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
-from .chunking import Piece, bad_item, split_all, split_exact, take_pieces, to_bytes
-
-
-class _Pump:
-    """Reads an async source into a buffer in its own task.
-
-    Book-keeping is in ``len()`` units (bytes, or chars for ``str``) as
-    running totals: the pump owns ``total`` (appended so far) and the consumer
-    owns ``taken``; what is buffered is ``total - taken``. Per item the pump
-    compares its local total with one attribute, ``limit``, which the consumer
-    sets to ``taken + 1`` while it waits for anything and to
-    ``taken + chunk_size`` otherwise. So the consumer is woken per chunk, at
-    the end, or by the first piece after an empty buffer; never per item.
-    """
-
-    __slots__ = (
-        "carry",
-        "chunk_size",
-        "done",
-        "error",
-        "limit",
-        "name",
-        "pieces",
-        "source",
-        "space",
-        "taken",
-        "total",
-        "waiter",
-    )
-
-    def __init__(self, source: AsyncIterable[Piece], chunk_size: int, name: str) -> None:
-        self.source = source
-        self.chunk_size = chunk_size
-        self.name = name
-        self.pieces: list[Piece] = []
-        self.carry = b""  # encoded tail of the last chunk, counted in ``taken``'s complement
-        self.total = 0  # published by the pump whenever it wakes the consumer
-        self.taken = 0
-        self.limit = 1
-        self.done = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.space: asyncio.Future[None] | None = None
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def make_room(self) -> None:
-        space = self.space
-        if space is not None and not space.done():
-            space.set_result(None)
-
-    async def run(self) -> None:
-        append = self.pieces.append
-        chunk_size = self.chunk_size
-        iterator = aiter(self.source)
-        total = 0
-        try:
-            async for piece in iterator:
-                try:
-                    total += len(piece)
-                except TypeError:
-                    raise bad_item(self.name, piece) from None
-                append(piece)
-                if total >= self.limit:
-                    self.total = total
-                    self.wake()
-                    if total - self.taken >= chunk_size:
-                        self.space = asyncio.get_running_loop().create_future()
-                        await self.space
-                    else:
-                        self.limit = self.taken + chunk_size
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.total = total
-            self.done = True
-            self.wake()
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    def take(
-        self, *, whole: bool, encoding: str, counted: bool = True
-    ) -> tuple[list[bytes], bytes]:
-        """Take the buffer: full chunks (and, if ``whole``, the rest as well).
-
-        ``counted``: ``total`` is up to date (the pump published it and is
-        suspended, or it finished); otherwise count what is buffered. Runs
-        without awaiting, so the pump cannot append meanwhile.
-        """
-        pieces = self.pieces
-        carried = len(self.carry)
-        units = self.total - self.taken - carried if counted else sum(map(len, pieces))
-        data = take_pieces(pieces, self.carry, encoding, self.name)
-        chunks, rest = split_exact(data, self.chunk_size)
-        if whole and rest:
-            chunks.append(rest)
-            rest = b""
-        self.carry = rest
-        # ``taken`` + ``len(carry)`` is what the pump's total has handed over.
-        self.taken += units + carried - len(rest)
-        self.limit = self.taken + (self.chunk_size if rest else 1)
-        self.make_room()
-        return chunks, rest
-
-    def last(self, encoding: str, on_end: Callable[[int], None] | None) -> list[bytes]:
-        """Once the source ended: what is left, as chunks (``on_end`` told, unless it failed)."""
-        chunks = self.take(whole=True, encoding=encoding)[0] if self.pieces or self.carry else []
-        if on_end is not None and self.error is None:
-            on_end(sum(map(len, chunks)))
-        return chunks
-
-    async def wait(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self.waiter = waiter
-        handle = None
-        if timeout is not None:
-            handle = loop.call_later(timeout, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-            if handle is not None:
-                handle.cancel()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+from .apump import Pump
+from .chunking import Piece, split_all, to_bytes
 
 
 async def aiter_chunks(
@@ -170,18 +40,20 @@ async def aiter_chunks(
             yield chunk
         return
     loop = asyncio.get_running_loop()
-    pump = _Pump(source, chunk_size, name)
+    pump = Pump(source, chunk_size, name)
     task = loop.create_task(pump.run())
     oldest: float | None = None  # when the oldest buffered byte was first seen
     sent_full = False  # full chunks went out since the last timed flush
     try:
         while not pump.done:
-            if pump.total - pump.taken >= chunk_size:
-                chunks, rest = pump.take(whole=False, encoding=encoding)
+            if pump.batches:
+                chunks = pump.take_batch(encoding)
                 sent_full = True
-                if not rest:
+                if not pump.carry and not pump.pieces:
                     oldest = None
             elif pump.pieces or pump.carry:
+                # Only now is the clock read and a timer armed: a source that
+                # keeps a batch coming never gets here.
                 now = loop.time()
                 oldest = now if oldest is None else oldest
                 remaining = oldest + flush_interval - now
@@ -189,7 +61,7 @@ async def aiter_chunks(
                     await pump.wait(remaining)
                     continue
                 oldest = None
-                chunks = pump.take(whole=True, encoding=encoding, counted=False)[0]
+                chunks = pump.take_all(encoding)
                 if chunks and on_forced is not None:
                     on_forced(chunks[-1])
                 sent_full = False
@@ -216,8 +88,10 @@ async def aiter_chunks(
     finally:
         if not task.done():
             task.cancel()
-        # The pump closes the source in its own ``finally``; wait for that.
-        await asyncio.gather(task, return_exceptions=True)
+            # The pump closes the source in its own ``finally``; wait for that.
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled():
+            task.exception()  # retrieved: the pump keeps what it caught in ``error``
 
 
 async def _apassthrough(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 Piece = bytes | bytearray | memoryview | str
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+PIECE_TYPES = (*_BYTES_LIKE, str)
 
 # A probe happens at least every this many items of the current size.
 _PROBE_ITEMS = 64

@@ -17,7 +17,8 @@ never let two holders take one slot through two inodes:
 
 A released slot's descriptor is kept for the next acquire (at most ``spare``
 for all keys together), so a hot key costs two ``fcntl()`` calls and one
-``lstat``; a descriptor that does not fit is closed, and its file removed if free.
+``statx``, none of which gives up the GIL; a descriptor that does not fit is
+closed, and its file removed if free.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import threading
 import time
 
-from .. import ofdlock, statedir
+from .. import inode, ofdlock, statedir
 from .backend import Lease, after_fork_in_child
 
 # Seconds to keep retrying a key whose file is being removed by another process:
@@ -231,11 +232,8 @@ class HostBackend:
 
 
 def _names(path: str, ino: int) -> bool:
-    """True while ``path`` still names the file with inode ``ino``."""
-    try:
-        return os.lstat(path).st_ino == ino
-    except FileNotFoundError:
-        return False
+    """True while ``path`` still names the file with inode ``ino`` (keeping the GIL)."""
+    return inode.names_inode(path, ino)
 
 
 def _discard(path: str, fd: int, ino: int) -> None:

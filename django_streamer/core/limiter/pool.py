@@ -64,7 +64,10 @@ class PoolLease:
 
     def release(self) -> bool:
         """Give the slot back; True for the one call that did (of any threads)."""
-        if not self._pool._mark_released(self):
+        # Unlocked peek: a slot is released up to three times per request (the
+        # stream's end, the response's close, the request's end); only the
+        # first needs the lock. ``released`` never goes back to False.
+        if self.released or not self._pool._mark_released(self):
             return False
         self._inner.release()
         self._pool._wake(self.key)  # after the slot is really free

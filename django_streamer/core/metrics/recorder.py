@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..recorder import Outcome, StreamRecorder
-from .layout import DURATION_BUCKETS, STREAM, TTFB_BUCKETS, WAIT_BUCKETS, bucket
+from .layout import DURATION_BUCKETS, POOL, STREAM, TTFB_BUCKETS, WAIT_BUCKETS, bucket
 from .store import Store
 
 __all__ = [
@@ -28,6 +28,14 @@ _CHUNK_MAX = STREAM.offsets["chunk_max"]
 _TTFB = STREAM.offsets["ttfb_buckets"]
 _TTFB_SUM = STREAM.offsets["ttfb_sum"]
 _TTFB_COUNT = STREAM.offsets["ttfb_count"]
+# A limiter event is per request: one row base, then fixed offsets.
+_ADMITTED = POOL.offsets["admitted"]
+_IN_USE = POOL.offsets["in_use"]
+_LIMIT = POOL.offsets["limit"]
+_WAIT = POOL.offsets["wait_buckets"]
+_WAIT_SUM = POOL.offsets["wait_sum"]
+_WAIT_COUNT = POOL.offsets["wait_count"]
+_CLUSTER = POOL.offsets["cluster"]
 
 
 class StreamMetrics(StreamRecorder):
@@ -169,19 +177,21 @@ def record_admitted(
     store: Store, pool: str, limit: int, waited: float, *, cluster: int = 0
 ) -> None:
     f = store.file()
-    row = store.pool_row(pool)
+    base = f.pool_at(store.pool_row(pool), "admitted") - _ADMITTED
     values = f.values
+    wait = base + _WAIT + bucket(waited, WAIT_BUCKETS)
     with store.lock():
-        _mark_cluster(values, f.pool_at(row, "cluster"), cluster)
-        values[f.pool_at(row, "admitted")] += 1
-        values[f.pool_at(row, "in_use")] += 1
-        values[f.pool_at(row, "limit")] = limit
-        values[f.pool_at(row, "wait_buckets") + bucket(waited, WAIT_BUCKETS)] += 1
-        values[f.pool_at(row, "wait_sum")] += waited
-        values[f.pool_at(row, "wait_count")] += 1
+        _mark_cluster(values, base + _CLUSTER, cluster)
+        values[base + _ADMITTED] += 1
+        values[base + _IN_USE] += 1
+        values[base + _LIMIT] = limit
+        values[wait] += 1
+        values[base + _WAIT_SUM] += waited
+        values[base + _WAIT_COUNT] += 1
 
 
 def record_released(store: Store, pool: str) -> None:
     f = store.file()
+    at = f.pool_at(store.pool_row(pool), "in_use")
     with store.lock():
-        f.values[f.pool_at(store.pool_row(pool), "in_use")] -= 1
+        f.values[at] -= 1
