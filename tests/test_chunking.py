@@ -94,6 +94,33 @@ def test_slow_producer_gets_each_record_out_as_it_arrives():
     assert [t for t, _ in sent_at] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
+def test_a_producer_that_yields_then_waits_is_streamed_not_held_to_the_end():
+    # The first record comes at once, so the first rate estimate is absurdly
+    # fast; the probe spacing must not jump to 64 records on that guess (a
+    # newcomer's 6-record feed came out in one piece after 3 s).
+    clock = FakeClock()
+    sent_at: list[tuple[float, bytes]] = []
+
+    def ticking() -> float:  # real clocks move between two reads
+        clock.now += 2e-6
+        return clock.now
+
+    def producer() -> Iterator[bytes]:
+        for i in range(6):
+            yield b"rec%d;" % i
+            clock.now += 0.5  # then wait for the next record
+
+    for chunk in iter_chunks(producer(), chunk_size=1 << 16, flush_interval=0.1, clock=ticking):
+        sent_at.append((clock.now, chunk))
+    assert b"".join(c for _, c in sent_at) == b"".join(b"rec%d;" % i for i in range(6))
+    # A sync source cannot be interrupted while it waits: each record goes out
+    # when the next one arrives at the latest, never later.
+    for i in range(5):
+        record = b"rec%d;" % i
+        when = next(t for t, c in sent_at if record in c)
+        assert when <= (i + 1) * 0.5 + 0.001, (record, when)
+
+
 def test_fast_burst_is_coalesced_then_flushed_at_the_deadline():
     clock = FakeClock()
 

@@ -196,7 +196,11 @@ class _Coalescer:
         else:
             rate = (seen - self.seen_at_probe) / elapsed
             stride = int(rate * self.flush_interval / 4)
-            self.stride = max(1, min(stride, _PROBE_ITEMS * len(piece)))
+            # At most doubling per probe: a rate measured over microseconds
+            # (the first item of a producer that then waits) says nothing, and
+            # jumping to 64 items on it held a slow feed back until its end.
+            cap = max(2 * self.stride, len(piece))
+            self.stride = max(1, min(stride, cap, _PROBE_ITEMS * len(piece)))
         self.last_probe = now
         self.seen_at_probe = seen
         return chunks, size, min(self.chunk_size, size + self.stride)
@@ -224,9 +228,11 @@ def iter_chunks(
       producer), every following item is probed, so a producer of one record a
       second gets each record sent as it arrives.
     * Probes happen at least every 64 items and, at the rate seen at the last
-      probe, at least four times per ``flush_interval``. A producer that
-      abruptly slows down after a fast burst can therefore hold back at most
-      64 items before the slowdown is seen.
+      probe, at least four times per ``flush_interval``; the spacing at most
+      doubles from one probe to the next, starting from one item. A producer
+      that abruptly slows down after a fast burst can therefore hold back at
+      most 64 items before the slowdown is seen, and one that is slow from its
+      start has each item sent when the next arrives, at the latest.
 
     The source is closed (``close()``) when this generator ends or is closed.
     ``on_end(n)`` is called once the source is exhausted, with the number of
