@@ -67,7 +67,6 @@ def start_gunicorn(
     app: str | None = None,
 ) -> Server:
     port = free_port()
-    events = tmp_path / f"events-{port}.log"
     log = tmp_path / f"gunicorn-{port}.log"
     if app is None:
         app = "tests.asgi:application" if worker == "asgi" else "tests.wsgi:application"
@@ -89,7 +88,30 @@ def start_gunicorn(
         *(extra or []),
         app,
     ]
+    proc, limiter_dir, events = _launch(cmd, tmp_path, port, log, env)
+    server = Server(
+        port=port,
+        worker=worker,
+        events_path=events,
+        proc=proc,
+        log_path=log,
+        limiter_dir=limiter_dir,
+    )
+    deadline = time.monotonic() + 20
+    while len(server.worker_pids()) < workers:  # the arbiter listens before they boot
+        if time.monotonic() > deadline:
+            stop_gunicorn(server)
+            raise RuntimeError(f"gunicorn did not boot {workers} workers:\n{log.read_text()}")
+        time.sleep(0.05)
+    return server
+
+
+def _launch(
+    cmd: list[str], tmp_path: Path, port: int, log: Path, env: dict[str, str] | None
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start a server with this test's own state directories; return once it listens."""
     limiter_dir = tmp_path / f"pools-{port}"
+    events = tmp_path / f"events-{port}.log"
     full_env = {
         **os.environ,
         "STREAMER_TEST_LIMITER_DIR": str(limiter_dir),
@@ -99,34 +121,20 @@ def start_gunicorn(
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
+    name = Path(cmd[2]).name  # gunicorn or uvicorn
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log_file, stderr=log_file)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{log.read_text()}")
+            raise RuntimeError(f"{name} exited early:\n{log.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+                return proc, limiter_dir, events
         except OSError:
             time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"gunicorn did not listen:\n{log.read_text()}")
-    server = Server(
-        port=port,
-        worker=worker,
-        events_path=events,
-        proc=proc,
-        log_path=log,
-        limiter_dir=limiter_dir,
-    )
-    while len(server.worker_pids()) < workers:  # the arbiter listens before they boot
-        if time.monotonic() > deadline:
-            stop_gunicorn(server)
-            raise RuntimeError(f"gunicorn did not boot {workers} workers:\n{log.read_text()}")
-        time.sleep(0.05)
-    return server
+    proc.kill()
+    raise RuntimeError(f"{name} did not listen:\n{log.read_text()}")
 
 
 def stop_gunicorn(server: Server) -> None:
@@ -146,37 +154,19 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     stop_gunicorn(srv)
 
 
-def start_uvicorn(tmp_path: Path, *, env: dict[str, str] | None = None) -> Server:
-    """uvicorn serving tests.asgi in one process (no workers), as ``Server(worker="uvicorn")``."""
+def start_uvicorn(
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    app: str = "tests.asgi:application",
+    extra: list[str] | None = None,
+) -> Server:
+    """uvicorn serving ``app`` in one process (no workers), as ``Server(worker="uvicorn")``."""
     port = free_port()
-    events = tmp_path / f"events-{port}.log"
     log = tmp_path / f"uvicorn-{port}.log"
-    limiter_dir = tmp_path / f"pools-{port}"
     cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--no-access-log", "tests.asgi:application"]
-    full_env = {
-        **os.environ,
-        "STREAMER_TEST_LIMITER_DIR": str(limiter_dir),
-        "STREAMER_TEST_METRICS_DIR": str(tmp_path / f"metrics-{port}"),
-        "STREAMER_TEST_EVENTS": str(events),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        **(env or {}),
-    }
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log_file, stderr=log_file)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited early:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"uvicorn did not listen:\n{log.read_text()}")
+    cmd += ["--no-access-log", *(extra or []), app]
+    proc, limiter_dir, events = _launch(cmd, tmp_path, port, log, env)
     return Server(port, "uvicorn", events, proc, log, limiter_dir)
 
 

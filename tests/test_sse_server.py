@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,7 +15,8 @@ import pytest
 
 from django_streamer.testing import WireResponse, fetch
 
-from .conftest import ROOT, Server, free_port, start_gunicorn, stop_gunicorn
+from .conftest import Server, start_gunicorn, stop_gunicorn
+from .conftest import start_uvicorn as conftest_start_uvicorn
 
 pytestmark = pytest.mark.server
 ROW = b"x" * 32 + b"\n"
@@ -38,37 +36,13 @@ def tag() -> str:
 def start_uvicorn(
     tmp_path: Path, *, graceful: float = 8, env: dict[str, str] | None = None
 ) -> Server:
-    """uvicorn serving ``tests.asgi_uvicorn``, set up as ``start_gunicorn`` sets gunicorn up."""
-    port = free_port()
-    log = tmp_path / f"uvicorn-{port}.log"
-    cmd = [sys.executable, "-m", "uvicorn", "tests.asgi_uvicorn:application"]
-    cmd += ["--port", str(port), "--timeout-graceful-shutdown", str(graceful)]
-    full_env = {
-        **os.environ,
-        "STREAMER_TEST_LIMITER_DIR": str(tmp_path / f"pools-{port}"),
-        "STREAMER_TEST_METRICS_DIR": str(tmp_path / f"metrics-{port}"),
-        "STREAMER_TEST_EVENTS": str(tmp_path / f"events-{port}.log"),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(ROOT),
-        **(env or {}),
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited early:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"uvicorn did not listen:\n{log.read_text()}")
-    events = Path(full_env["STREAMER_TEST_EVENTS"])
-    limiter = Path(full_env["STREAMER_TEST_LIMITER_DIR"])
-    return Server(port, "uvicorn", events, proc, log, limiter)
+    """uvicorn serving ``tests.asgi_uvicorn`` (it drains on SIGTERM)."""
+    return conftest_start_uvicorn(
+        tmp_path,
+        env=env,
+        app="tests.asgi_uvicorn:application",
+        extra=["--timeout-graceful-shutdown", str(graceful)],
+    )
 
 
 def start(
