@@ -182,11 +182,12 @@ def test_django_prometheus_in_multiprocess_mode_shows_host_wide_figures(tmp_path
         expected = f'django_streamer_bytes_total{{stream="{tag}"}} {9 * 30 * 33}.0'
         deadline = time.monotonic() + 10
         while True:
-            text = fetch(server.host, server.port, "/metrics").body.decode()
+            wire = fetch(server.host, server.port, "/metrics")
+            text = wire.body.decode()
             if expected in text or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert text.count(expected) == 1
+        assert text.count(expected) == 1, (wire.status, wire.error, text[-2000:])
         assert text.count(f'django_streamer_streams_started_total{{stream="{tag}"}} 9.0') == 1
     finally:
         stop_gunicorn(server)

@@ -88,12 +88,16 @@ def open_mirror_lock() -> int:
 
 
 def _mirror_loop(directory: str) -> None:
-    lock = open_mirror_lock()
+    lock: int | None = None
     leader = False
     while True:
         time.sleep(MIRROR_INTERVAL)
         if not leader:
             try:
+                # Opened here, not before the loop: the thread starts with the
+                # first stream, before that stream has made the store directory.
+                if lock is None:
+                    lock = open_mirror_lock()
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 leader = True  # held until this process exits; then another takes over
             except OSError:
