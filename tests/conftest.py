@@ -197,17 +197,10 @@ class AsgiResult:
         return b"".join(self.bodies)
 
 
-async def call_asgi(
-    path: str, *, disconnect_after: int | None = None, on_body: Any = None
-) -> AsgiResult:
-    """Serve ``path`` through Django's ASGIHandler, as an ASGI server would."""
-    from django.core.handlers.asgi import ASGIHandler
-
-    handler = ASGIHandler()
-    query = ""
-    if "?" in path:
-        path, query = path.split("?", 1)
-    scope = {
+def asgi_scope(path: str) -> dict[str, Any]:
+    """The HTTP scope an ASGI server would hand Django for ``GET path``."""
+    path, _, query = path.partition("?")
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -221,6 +214,16 @@ async def call_asgi(
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
+
+
+async def call_asgi(
+    path: str, *, disconnect_after: int | None = None, on_body: Any = None
+) -> AsgiResult:
+    """Serve ``path`` through Django's ASGIHandler, as an ASGI server would."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    handler = ASGIHandler()
+    scope = asgi_scope(path)
     result = AsgiResult()
     gone = asyncio.Event()
     sent_request = False

@@ -22,7 +22,15 @@ from django_streamer.core.stream import Stream
 from django_streamer.extensions import extensions
 from django_streamer.testing import fetch
 
-from .conftest import Server, call_asgi, start_gunicorn, start_uvicorn, stop_gunicorn, wsgi_iter
+from .conftest import (
+    Server,
+    asgi_scope,
+    call_asgi,
+    start_gunicorn,
+    start_uvicorn,
+    stop_gunicorn,
+    wsgi_iter,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,21 +124,7 @@ async def _asgi_times(path: str) -> tuple[float, float]:
 
     began = time.monotonic()
     times: dict[str, float] = {}
-    path, query = path.split("?", 1)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope(path)
     never = asyncio.Event()
 
     async def receive() -> dict[str, object]:
