@@ -292,11 +292,11 @@ def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     id="django_streamer.E022",
                 )
             )
-    elif _cluster_views():
+    elif views := _cluster_views():
         errors.append(
             checks.Error(
-                f"{', '.join(_cluster_views())} use limit_concurrency(scope='cluster') "
-                "but STREAMER_REDIS_URL is not set.",
+                f"{', '.join(views)} {'uses' if len(views) == 1 else 'use'} "
+                "limit_concurrency(scope='cluster') but STREAMER_REDIS_URL is not set.",
                 hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or use scope='host'.",
                 id="django_streamer.E023",
             )
