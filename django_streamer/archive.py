@@ -20,12 +20,12 @@ import zipstream
 from asgiref.sync import iscoroutinefunction
 
 from .conf import conf
+from .context import stream_name
 from .core.bridge import iter_async
 from .core.writer.handoff import HandOff
 from .core.writer.task import async_writer_chunks
 from .core.writer.thread import ThreadWriter
 from .response import StreamingResponse, stream_response
-from .writer import caller
 
 __all__ = ["check_member_name", "stream_zip"]
 
@@ -132,7 +132,7 @@ def stream_zip(
     members are deflated already (the README's never-compress list), and a
     ``Content-Encoding`` would cost the exact ``Content-Length``.
     """
-    name, path = caller(sys._getframe(1))
+    name = stream_name(sys._getframe(1))
     if compress is not None and compress is not False:
         raise ValueError(
             f"stream_zip: compress must be None or False, not {compress!r}: "
@@ -152,7 +152,6 @@ def stream_zip(
     for member_name, source, options in checked:
         _add(archive, member_name, source, options)
     response = stream_response(archive, filename=filename, compress=False, **kwargs)
-    response.stream.path = path
     if sized:
         response["Content-Length"] = str(len(archive))
     return response

@@ -100,3 +100,11 @@ def frame_name(frame: FrameType) -> str:
     code = frame.f_code
     qualname = getattr(code, "co_qualname", code.co_name)
     return f"{frame.f_globals.get('__name__', '?')}.{qualname}"
+
+
+def stream_name(frame: FrameType) -> str:
+    """The name a stream made from ``frame``'s function gets: the resolved view, else the caller.
+
+    One rule for ``stream_response()`` and every factory built on it.
+    """
+    return view_name(find_request(frame)) or frame_name(frame)

@@ -19,8 +19,8 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import conf
+from .context import stream_name
 from .response import StreamingResponse, stream_response
-from .writer import caller
 
 __all__ = ["stream_csv", "stream_json_array", "stream_jsonl"]
 
@@ -92,7 +92,7 @@ def stream_csv(
     keyword arguments are :func:`stream_response`'s.
     """
     csv.writer(io.StringIO(), dialect)  # a bad dialect fails here, in the view
-    kwargs.setdefault("name", caller(sys._getframe(1))[0])
+    kwargs.setdefault("name", stream_name(sys._getframe(1)))
     kwargs.setdefault("content_type", "text/csv; charset=utf-8")
     target = kwargs.get("chunk_size") or conf.STREAMER_CHUNK_SIZE
     return stream_response(_csv_text(rows, header, dialect, target), filename=filename, **kwargs)
@@ -128,7 +128,7 @@ def stream_jsonl(
 ) -> StreamingResponse:
     """Stream ``objects`` as JSON Lines (NDJSON): one compact JSON value per line."""
     encode = _encoder(encoder)
-    kwargs.setdefault("name", caller(sys._getframe(1))[0])
+    kwargs.setdefault("name", stream_name(sys._getframe(1)))
     kwargs.setdefault("content_type", "application/x-ndjson; charset=utf-8")
     target = kwargs.get("chunk_size") or conf.STREAMER_CHUNK_SIZE
     return stream_response(_jsonl_text(objects, encode, target), **kwargs)
@@ -139,7 +139,7 @@ def stream_json_array(
 ) -> StreamingResponse:
     """Stream ``objects`` as one JSON array; a failure on the way leaves it invalid."""
     encode = _encoder(encoder)
-    kwargs.setdefault("name", caller(sys._getframe(1))[0])
+    kwargs.setdefault("name", stream_name(sys._getframe(1)))
     kwargs.setdefault("content_type", "application/json; charset=utf-8")
     target = kwargs.get("chunk_size") or conf.STREAMER_CHUNK_SIZE
     return stream_response(_array_text(objects, encode, target), **kwargs)

@@ -9,7 +9,7 @@ from django.db import connections
 from django.http import HttpRequest
 
 from .conf import conf
-from .context import find_request, frame_name, view_name
+from .context import stream_name
 from .core.drain import process_drain
 from .core.sse.schedule import Schedule
 from .core.sse.source import AsyncEvents, SyncEvents
@@ -70,7 +70,7 @@ def sse_response(
         # not sse_response. The path comes from the same request, found again
         # by stream_response() before any recorder reads it.
         caller = sys._getframe(1)
-        name = view_name(find_request(caller)) or frame_name(caller)
+        name = stream_name(caller)
     response = stream_response(
         source,
         name=name,

@@ -8,25 +8,16 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.db import connections
-from django.http import HttpRequest
 
 from .conf import conf
+from .context import stream_name
 from .core.validate import non_negative_number, positive_int
 from .core.writer.handoff import HandOff, StreamClosed
 from .core.writer.task import async_writer_chunks
 from .core.writer.thread import ThreadWriter
 from .response import StreamingResponse, stream_response
 
-__all__ = ["StreamClosed", "caller", "stream_writer"]
-
-
-def caller(frame: Any) -> tuple[str, str]:
-    """The calling view's dotted path and its request's path, as ``stream_response`` finds them."""
-    code = frame.f_code
-    request = frame.f_locals.get("request")
-    path = request.path if isinstance(request, HttpRequest) else ""
-    qualname = getattr(code, "co_qualname", code.co_name)
-    return f"{frame.f_globals.get('__name__', '?')}.{qualname}", path
+__all__ = ["StreamClosed", "stream_writer"]
 
 
 class _AsyncWriter:
@@ -63,8 +54,7 @@ def stream_writer(
     gone. ``text=True`` takes ``str``, encoded with the response's charset.
     Other keyword arguments are :func:`stream_response`'s.
     """
-    caller_name, path = caller(sys._getframe(1))
-    name = caller_name if name is None else name
+    name = stream_name(sys._getframe(1)) if name is None else name
     what = f"stream_writer {name!r}"
     if not callable(produce):
         raise TypeError(f"{what}: produce must be callable, not {type(produce).__name__}")
@@ -86,5 +76,4 @@ def stream_writer(
     # is silent; the stream passes them on as they come.
     response = stream_response(source, name=name, chunk_size=size, flush_interval=0, **kwargs)
     hand.encoding = response.charset
-    response.stream.path = path
     return response
