@@ -62,14 +62,20 @@ class MetricsDir:
             log.error("django-streamer metrics: %s is not a valid metrics file (%s); "
                       "moved to %s", path, why, aside)  # fmt: skip
 
-    def read(self, path: str) -> Image | None:
-        """A validated copy of ``path``; a bad one is quarantined, a missing one None."""
+    def _open(self, path: str) -> int | None:
+        """A descriptor of ``path`` checked as ours; None if it is missing or bad (quarantined)."""
         try:
-            fd = open_checked(path)
+            return open_checked(path)
         except FileNotFoundError:
             return None
         except BadFile as exc:
             self.quarantine(path, exc)
+            return None
+
+    def read(self, path: str) -> Image | None:
+        """A validated copy of ``path``; a bad one is quarantined, a missing one None."""
+        fd = self._open(path)
+        if fd is None:
             return None
         try:
             return load(fd)
@@ -81,12 +87,8 @@ class MetricsDir:
 
     def _dead(self, path: str) -> tuple[int, Image] | None:
         """(fd, image) of a dead process's file, its life lock now ours; None if it lives."""
-        try:
-            fd = open_checked(path)
-        except FileNotFoundError:
-            return None
-        except BadFile as exc:
-            self.quarantine(path, exc)
+        fd = self._open(path)
+        if fd is None:
             return None
         try:
             if not ofdlock.lock_byte(fd, 0):
