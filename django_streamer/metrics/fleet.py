@@ -10,20 +10,17 @@ sums every host's figures (:func:`fleet_json`); Prometheus stays per host.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import socket
-import threading
 from typing import Any, cast
 
 from ..conf import conf
 from ..core.metrics import Snapshot
 from ..core.metrics.layout import MAXIMA
-from ..core.statedir import ensure_private_dir, open_private_file
 from .dashboard import RateTracker, rates, render_json
-from .store import get_store, read_snapshot
+from .elected import ElectedThread, elect, open_election_lock
+from .store import read_snapshot
 
 __all__ = [
     "EXPIRY",
@@ -125,83 +122,31 @@ def publish(url: str, tracker: RateTracker) -> None:
     _client(url).eval(PUBLISH, 2, SNAPSHOTS, SEEN, host_name(), body, keep)
 
 
-class Publisher:
-    """Starts the publishing thread once per process; the lock elects one per host."""
+class Publisher(ElectedThread):
+    """Publishes this host's snapshot every second from the host's elected process."""
+
+    thread_name = "django-streamer-fleet"
+    lock_name = ".fleet.lock"
+    interval = INTERVAL
+    what = "the fleet publisher (this host's figures to Redis)"
 
     def __init__(self) -> None:
-        self._checked_pid = 0
-        self._started_pid = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        super().__init__()
+        self.tracker = RateTracker()
 
-    def start_once(self) -> None:
-        """Per stream: one pid comparison once this process has looked."""
-        if self._checked_pid != os.getpid():
-            self.ensure()
+    def target(self) -> str | None:
+        return conf.STREAMER_REDIS_URL or None
 
-    def ensure(self) -> None:
-        pid = os.getpid()
-        self._checked_pid = pid
-        if not conf.STREAMER_REDIS_URL:
-            return
-        with self._lock:
-            if self._started_pid == pid:
-                return
-            self._started_pid = pid
-        stop = self._stop
-        threading.Thread(
-            target=self._loop, args=(stop,), name="django-streamer-fleet", daemon=True
-        ).start()
+    def tick(self, target: str) -> None:
+        publish(target, self.tracker)
 
     def reset(self) -> None:
-        """Stop this process's thread (within a second); the next stream starts another."""
-        with self._lock:
-            self._stop.set()
-            self._stop = threading.Event()
-            self._checked_pid = self._started_pid = 0
-
-    def _loop(self, stop: threading.Event) -> None:
-        tracker, lock, leader, failing = RateTracker(), -1, False, False
-        while not stop.wait(INTERVAL):
-            url = conf.STREAMER_REDIS_URL
-            if not url:
-                continue
-            try:
-                if lock < 0:
-                    lock = open_lock()
-                if not leader:
-                    leader = elect(lock)
-                    if not leader:
-                        continue
-                publish(url, tracker)
-                if failing:
-                    log.warning("django-streamer fleet: publishing to Redis again")
-                failing = False
-            except Exception as exc:  # a bad tick must not end the thread; logged once
-                if not failing:
-                    log.warning("django-streamer fleet: cannot publish this host: %s", exc)
-                failing = True
-        if lock >= 0:
-            os.close(lock)  # gives up the election
+        super().reset()
+        self.tracker = RateTracker()
 
 
 def open_lock() -> int:
-    store = get_store()
-    ensure_private_dir(store.directory, owned_from=store.owned_from)
-    return open_private_file(os.path.join(store.directory, ".fleet.lock"))
-
-
-def elect(lock: int) -> bool:
-    """Whether this process is the host's publisher now.
-
-    The lock is held until the process exits; then another process of the
-    host takes it within a second.
-    """
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
+    return open_election_lock(Publisher.lock_name)
 
 
 publisher = Publisher()

@@ -7,16 +7,11 @@ a lock) rewrites the host-wide figures there every :data:`MIRROR_INTERVAL`.
 
 from __future__ import annotations
 
-import fcntl
-import logging
 import os
-import threading
-import time
 from typing import Any
 
-from ..core.statedir import open_private_file
 from .collector import collector
-from .store import get_store
+from .elected import ElectedThread, open_election_lock
 
 __all__ = [
     "MIRROR_INTERVAL",
@@ -82,65 +77,24 @@ def write_multiprocess_mirror(directory: str) -> None:
 
 
 def open_mirror_lock() -> int:
-    """The mirror's election lock: private, never followed through a symlink,
-    and close-on-exec so a spawned program cannot keep this process elected."""
-    return open_private_file(os.path.join(get_store().directory, ".mirror.lock"))
+    """The mirror's election lock (see :func:`.elected.open_election_lock`)."""
+    return open_election_lock(Mirror.lock_name)
 
 
-def _mirror_loop(directory: str) -> None:
-    lock: int | None = None
-    leader = False
-    while True:
-        time.sleep(MIRROR_INTERVAL)
-        if not leader:
-            try:
-                # Opened here, not before the loop: the thread starts with the
-                # first stream, before that stream has made the store directory.
-                if lock is None:
-                    lock = open_mirror_lock()
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                leader = True  # held until this process exits; then another takes over
-            except OSError:
-                continue
-        try:
-            write_multiprocess_mirror(directory)
-        except Exception:  # a bad tick must not end the thread
-            logging.getLogger("django_streamer").exception("metrics mirror failed")
+class Mirror(ElectedThread):
+    """Rewrites the mirror every second from the host's elected process, while
+    ``PROMETHEUS_MULTIPROC_DIR`` is set."""
 
+    thread_name = "django-streamer-mirror"
+    lock_name = ".mirror.lock"
+    interval = MIRROR_INTERVAL
+    what = "the django-prometheus mirror"
 
-class Mirror:
-    """Starts the mirror thread once per process, when the mode is on.
+    def target(self) -> str | None:
+        return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
-    Both pids are per process, so a forked worker checks (and starts) again.
-    """
-
-    def __init__(self) -> None:
-        self._checked_pid = 0  # the process that looked for the mode
-        self._started_pid = 0  # the process that runs the thread
-        self._lock = threading.Lock()
-
-    def start_once(self) -> None:
-        """Per stream: one pid comparison once this process has looked."""
-        if self._checked_pid != os.getpid():
-            self.ensure()
-
-    def ensure(self) -> None:
-        pid = os.getpid()
-        self._checked_pid = pid
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if not directory:
-            return
-        with self._lock:
-            if self._started_pid == pid:
-                return
-            self._started_pid = pid
-        threading.Thread(
-            target=_mirror_loop, args=(directory,), name="django-streamer-mirror", daemon=True
-        ).start()
-
-    def reset(self) -> None:
-        """Look for the mode again on the next stream (a started thread runs on)."""
-        self._checked_pid = 0
+    def tick(self, target: str) -> None:
+        write_multiprocess_mirror(target)
 
 
 mirror = Mirror()
