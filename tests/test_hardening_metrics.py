@@ -33,29 +33,9 @@ from django_streamer.core.metrics.layout import HEADER_SIZE, Geometry
 from django_streamer.core.recorder import Outcome
 from django_streamer.core.statedir import UnsafeStateError
 
+from .forking import in_child, killed_child, stream
+
 OUTCOMES = ("completed", "aborted", "failed", "lost", "drained")
-
-
-def stream(store: Store, name: str, chunks: list[int], outcome: Outcome) -> None:
-    rec = StreamMetrics(store, name, "/x")
-    rec.start()
-    for n in chunks:
-        rec.chunk(n)
-    rec.finish(outcome)
-
-
-def in_child(target, *args) -> int:
-    """Run ``target(*args)`` in a forked child; its wait status."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            code = target(*args) or 0
-        except BaseException:
-            code = 99
-        finally:
-            os._exit(code)
-    return os.waitpid(pid, 0)[1]
 
 
 def open_fds() -> int:
@@ -405,21 +385,14 @@ def test_a_full_active_table_says_how_many_are_not_shown(tmp_path: Path):
 
 
 def test_a_sigkilled_process_counts_its_active_streams_as_lost(tmp_path: Path):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def hold() -> None:
         child = Store(str(tmp_path))
         stream(child, "s", [5], Outcome.COMPLETED)
         for _ in range(2):
             StreamMetrics(child, "s", "/held").start()
-        os.write(write, b"x")
-        time.sleep(60)
-        os._exit(0)
-    os.read(read, 1)
-    os.close(read)
-    os.close(write)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+
+    with killed_child(hold):
+        pass
     e = Store(str(tmp_path)).snapshot().streams["s"]
     assert (e["started"], e["completed"], e["lost"], e["active"]) == (3, 1, 2, 0)
     assert e["started"] == sum(e[o] for o in OUTCOMES) + e["active"]  # type: ignore[misc, operator]

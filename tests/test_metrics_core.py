@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
 from django_streamer.core.metrics import (
@@ -16,25 +14,7 @@ from django_streamer.core.metrics import (
 )
 from django_streamer.core.recorder import Outcome
 
-
-def stream(store: Store, name: str, chunks: list[int], outcome: Outcome, path: str = "/x") -> None:
-    rec = StreamMetrics(store, name, path)
-    rec.start()
-    for n in chunks:
-        rec.chunk(n)
-    rec.finish(outcome)
-
-
-def in_child(target, *args) -> int:
-    """Run ``target(*args)`` in a forked child; return its pid once it exited."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            target(*args)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    return pid
+from .forking import in_child, killed_child, stream
 
 
 def test_one_process_figures(tmp_path: Path):
@@ -66,26 +46,19 @@ def test_figures_are_summed_over_processes_and_survive_their_exit(tmp_path: Path
 
 def test_a_sigkilled_process_keeps_its_totals_and_loses_its_gauges(tmp_path: Path):
     store = Store(str(tmp_path))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+
+    def hold() -> None:
         child = Store(str(tmp_path))
         stream(child, "s", [500], Outcome.COMPLETED)
         held = StreamMetrics(child, "s", "/held")  # active when killed
         held.start()
         held.chunk(300)
         record_admitted(child, "pool", 4, 0.0)  # a slot held when killed
-        os.write(write, b"x")
-        time.sleep(60)
-        os._exit(0)
-    os.read(read, 1)
-    os.close(read)
-    os.close(write)
-    live = store.snapshot()
-    assert live.streams["s"]["active"] == 1 and live.pools["pool"]["in_use"] == 1
-    assert [a["path"] for a in live.active] == ["/held"]
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+
+    with killed_child(hold):
+        live = store.snapshot()
+        assert live.streams["s"]["active"] == 1 and live.pools["pool"]["in_use"] == 1
+        assert [a["path"] for a in live.active] == ["/held"]
     dead = store.snapshot()
     e = dead.streams["s"]
     assert (e["started"], e["bytes"], e["completed"]) == (2, 800, 1)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import struct
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ import pytest
 from django_streamer.core.metrics import OUTCOMES, Store, StreamMetrics
 from django_streamer.core.metrics.layout import VERSION, Geometry
 from django_streamer.core.recorder import Outcome, Recorders
+
+from .forking import killed_child
 
 
 def compressed_stream(
@@ -89,23 +89,16 @@ def test_the_recorders_fan_out_passes_uncompressed_bytes_on(tmp_path: Path):
 
 
 def test_a_sigkilled_process_keeps_uncompressed_and_drained_and_loses_its_active(tmp_path: Path):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def hold() -> None:
         child = Store(str(tmp_path))
         compressed_stream(child, "s", [(900, 90)], Outcome.DRAINED)
         held = StreamMetrics(child, "s", "/held")
         held.start()
         held.uncompressed(400)
         held.chunk(40)  # the first chunk publishes at once
-        os.write(write, b"x")
-        time.sleep(60)
-        os._exit(0)
-    os.read(read, 1)
-    os.close(read)
-    os.close(write)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+
+    with killed_child(hold):
+        pass
     e = Store(str(tmp_path)).snapshot().streams["s"]
     assert (e["started"], e["drained"], e["lost"], e["active"]) == (2, 1, 1, 0)
     assert (e["bytes_uncompressed"], e["bytes"]) == (1300, 130)
