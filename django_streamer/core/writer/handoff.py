@@ -75,6 +75,17 @@ class HandOff:
             return True
         return self.size >= self.chunk_size
 
+    def extend(self, pieces: list[Piece], size: int, since: float) -> None:
+        """Buffer a batch of ``size`` (written since ``since``); the sync twin's path."""
+        if self.closed:
+            raise StreamClosed(f"stream {self.name!r}: the client went away")
+        if not size:
+            return
+        self.pieces.extend(pieces)
+        if not self.size or since < self.oldest:
+            self.oldest = since
+        self.size += size
+
     def drop(self) -> None:
         """Forget what is buffered (the reader is gone)."""
         self.pieces.clear()
