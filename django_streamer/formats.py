@@ -13,7 +13,7 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -127,19 +127,26 @@ def stream_jsonl(
     objects: Iterable[Any], *, encoder: type[json.JSONEncoder] = DjangoJSONEncoder, **kwargs: Any
 ) -> StreamingResponse:
     """Stream ``objects`` as JSON Lines (NDJSON): one compact JSON value per line."""
-    encode = _encoder(encoder)
     kwargs.setdefault("name", stream_name(sys._getframe(1)))
     kwargs.setdefault("content_type", "application/x-ndjson; charset=utf-8")
-    target = kwargs.get("chunk_size") or conf.STREAMER_CHUNK_SIZE
-    return stream_response(_jsonl_text(objects, encode, target), **kwargs)
+    return _json_response(_jsonl_text, objects, encoder, kwargs)
 
 
 def stream_json_array(
     objects: Iterable[Any], *, encoder: type[json.JSONEncoder] = DjangoJSONEncoder, **kwargs: Any
 ) -> StreamingResponse:
     """Stream ``objects`` as one JSON array; a failure on the way leaves it invalid."""
-    encode = _encoder(encoder)
     kwargs.setdefault("name", stream_name(sys._getframe(1)))
     kwargs.setdefault("content_type", "application/json; charset=utf-8")
+    return _json_response(_array_text, objects, encoder, kwargs)
+
+
+def _json_response(
+    text: Callable[[Iterable[Any], Any, int], Iterator[str]],
+    objects: Iterable[Any],
+    encoder: type[json.JSONEncoder],
+    kwargs: dict[str, Any],
+) -> StreamingResponse:
+    encode = _encoder(encoder)
     target = kwargs.get("chunk_size") or conf.STREAMER_CHUNK_SIZE
-    return stream_response(_array_text(objects, encode, target), **kwargs)
+    return stream_response(text(objects, encode, target), **kwargs)
