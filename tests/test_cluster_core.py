@@ -189,8 +189,8 @@ def test_one_heartbeat_keeps_leases_alive_and_a_dead_host_s_expire_within_the_le
     assert time.monotonic() - killed <= 1.5 + 1
     time.sleep(max(0.0, 3.2 - (time.monotonic() - killed)))  # two lease times in all
     assert reader.in_use("beat", "k", 5) == 1  # renewed by the heartbeat all along
-    lease.release()
-    assert reader.in_use("beat", "k", 5) == 0
+    lease.release()  # deferred: another host sees it within the release delay
+    until(lambda: reader.in_use("beat", "k", 5) == 0, timeout=0.1)
 
 
 def test_release_owner_frees_a_killed_process_s_leases_at_once(redis_server: RedisServer):
