@@ -34,6 +34,7 @@ from typing import Any
 from .. import Backend, Lease
 from . import scripts as lua
 from .aio import AsyncSide
+from .calls import Calls
 from .heartbeat import Breaker, Heartbeat, Releaser, Wakeups
 from .leases import ClusterLease, Keys, LeaseBook
 
@@ -102,7 +103,8 @@ class ClusterBackend:
         os.register_at_fork(after_in_child=self._fresh_process)
 
     def _fresh_process(self) -> None:
-        # Threads, leases and the event loops' clients do not survive a fork.
+        # Threads, leases, connections and the event loops' clients do not survive a fork.
+        self.calls = Calls(self.client, {name: getattr(lua, name) for name in SCRIPTS})
         self.leases = LeaseBook()
         self._ids = itertools.count()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -162,7 +164,7 @@ class ClusterBackend:
         import redis
 
         try:
-            self._scripts["RELEASE"](keys=[self._owner_key()], args=[self.channel, *pairs])
+            self.calls("RELEASE", keys=[self._owner_key()], args=[self.channel, *pairs])
         except redis.RedisError as exc:
             self.failed(None, exc)
 
@@ -241,7 +243,7 @@ class ClusterBackend:
         try:
             while True:
                 try:
-                    reply = self._scripts["ACQUIRE"](**self.with_releases(call))
+                    reply = self.calls("ACQUIRE", **self.with_releases(call))
                 except redis.RedisError as exc:
                     self.failed(pool, exc)
                     return self._fallback_wait(pool, key, limit, deadline)
@@ -274,7 +276,7 @@ class ClusterBackend:
         import redis
 
         try:
-            self._scripts["GIVE_UP"](**self.give_up_call(keys, ident))
+            self.calls("GIVE_UP", **self.give_up_call(keys, ident))
         except redis.RedisError as exc:
             self.failed(None, exc)
 
@@ -306,7 +308,7 @@ class ClusterBackend:
         for lease in live:
             args += [lease.keys.base, lease.ident]
         try:
-            self._scripts["RENEW"](keys=[self._owner_key()], args=args)
+            self.calls("RENEW", keys=[self._owner_key()], args=args)
         except redis.RedisError as exc:
             self.failed(None, exc)
             return
@@ -319,6 +321,7 @@ class ClusterBackend:
         self.releases.stop()
         self.heartbeat.stop()
         self.wakeups.stop()
+        self.calls.close()
         self.client.close()
 
     def held(self) -> int:
@@ -332,7 +335,7 @@ class ClusterBackend:
         if not self.breaker.is_open:
             self.flush()
             try:
-                return int(self._scripts["IN_USE"](keys=[self.keys(pool, key).k("h")]))
+                return int(self.calls("IN_USE", keys=[self.keys(pool, key).k("h")], args=[]))
             except redis.RedisError as exc:
                 self.failed(None, exc)
         if self.on_error == "local" and self._fallback is not None:
@@ -364,6 +367,4 @@ class ClusterBackend:
 
     def release_owner(self, owner: str) -> int:
         """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""
-        return int(
-            self._scripts["RELEASE_OWNER"](keys=[self._owner_key(owner)], args=[self.channel])
-        )
+        return int(self.calls("RELEASE_OWNER", keys=[self._owner_key(owner)], args=[self.channel]))
