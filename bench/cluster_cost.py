@@ -6,7 +6,10 @@
 Starts its own redis-server on a free port. Each "request" is an acquire of a
 cluster-scope slot (``ClusterBackend.try_acquire``), a few microseconds of work
 and the release, on one thread, as a gthread worker's request thread does it;
-the same loop over the process-scope backend is the baseline. Per request it
+the same loop over the process-scope backend is the baseline. The cluster
+loop runs back to back (as under load: each release rides with the next
+admission) and with requests 20 ms apart (each release goes alone, from the
+backend's thread, after the release delay). Per request it
 prints: the client's CPU (this process's CPU time, every thread: deferred
 releases are sent by a background thread), Redis's CPU (the ``usec`` of
 ``INFO commandstats``, scripts included), and the round trips (commands sent,
@@ -37,6 +40,9 @@ _LUA_ONLY = {
 }  # fmt: skip
 
 
+GAP = 0.02  # seconds between the idle case's requests: past the release delay
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,13 +63,15 @@ def _server_figures(client: Any) -> tuple[int, float]:
     return trips, usec
 
 
-def _loop(backend: Any, requests: int) -> float:
+def _loop(backend: Any, requests: int, gap: float = 0.0) -> float:
     """CPU seconds of this process for ``requests`` acquire + release, flushed."""
     started = time.process_time()
     for _ in range(requests):
         lease = backend.try_acquire("bench", "k", 1000)
         assert lease is not None
         lease.release()
+        if gap:
+            time.sleep(gap)  # idle: the release goes alone, from the backend's thread
     flush = getattr(backend, "flush", None)
     if flush is not None:
         flush()
@@ -104,32 +112,37 @@ def main() -> None:
         process = ProcessBackend()
         _loop(cluster, 200)  # warm: connections, script cache
         _loop(process, 200)
-        cpu: dict[str, list[float]] = {"process": [], "cluster": []}
-        server: list[float] = []
-        trips: list[float] = []
-        n = args.requests
+        cpu: dict[str, list[float]] = {"process": [], "busy": [], "idle": []}
+        server: dict[str, list[float]] = {"busy": [], "idle": []}
+        trips: dict[str, list[float]] = {"busy": [], "idle": []}
+        n, spaced = args.requests, max(1, args.requests // 10)
         for _ in range(args.rounds):
             cpu["process"].append(_loop(process, n) / n)
-            t0, u0 = _server_figures(admin)
-            cpu["cluster"].append(_loop(cluster, n) / n)
-            t1, u1 = _server_figures(admin)
-            trips.append((t1 - t0) / n)
-            server.append((u1 - u0) / n)
+            for case, count, gap in (("busy", n, 0.0), ("idle", spaced, GAP)):
+                t0, u0 = _server_figures(admin)
+                cpu[case].append(_loop(cluster, count, gap) / count)
+                t1, u1 = _server_figures(admin)
+                trips[case].append((t1 - t0) / count)
+                server[case].append((u1 - u0) / count)
         cluster.close()
     finally:
         proc.terminate()
         proc.wait()
         shutil.rmtree(directory, ignore_errors=True)
     base = statistics.median(cpu["process"]) * 1e6
-    mine = statistics.median(cpu["cluster"]) * 1e6
     print("| per acquire + release | client CPU | Redis CPU | round trips |")
     print("|---|---|---|---|")
     print(f"| scope='process' | {base:,.1f} us | - | 0 |")
-    print(
-        f"| scope='cluster' | {mine:,.1f} us | {statistics.median(server):,.1f} us "
-        f"| {statistics.median(trips):.2f} |"
-    )
-    print(f"({n:,} requests x {args.rounds} rounds, medians; pid {os.getpid()})")
+    for case, label in (
+        ("busy", "back to back (releases ride with the next admission)"),
+        ("idle", f"{GAP * 1000:.0f} ms apart (releases sent by the thread)"),
+    ):
+        mine = statistics.median(cpu[case]) * 1e6
+        print(
+            f"| scope='cluster', {label} | {mine:,.1f} us "
+            f"| {statistics.median(server[case]):,.1f} us | {statistics.median(trips[case]):.2f} |"
+        )
+    print(f"({n:,} and {spaced:,} requests x {args.rounds} rounds, medians; pid {os.getpid()})")
 
 
 if __name__ == "__main__":

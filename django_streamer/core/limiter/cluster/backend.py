@@ -54,6 +54,7 @@ class _OpenLease:
 
 
 OPEN_LEASE = _OpenLease()
+_NO_WAIT = threading.Event()  # never set: what a request that does not wait never waits on
 
 
 class ClusterBackend:
@@ -235,7 +236,7 @@ class ClusterBackend:
         import redis
 
         keys, ident, wait = self.keys(pool, key), self.new_ident(), timeout > 0
-        event = threading.Event()
+        event = threading.Event() if wait else _NO_WAIT  # no wait: one attempt
         if wait:
             self.wakeups.add(keys.digest, event.set)
         call = self.acquire_call(keys, ident, limit, wait)
