@@ -373,3 +373,22 @@ def test_a_release_carried_by_the_next_admission_is_counted_and_wakes_other_host
     assert host_a.try_acquire("carry", "other", 1) is not None
     t.join()
     assert got and got[0] - released < 0.1
+
+
+def test_calls_survive_a_flushed_script_cache_and_connections_closed_while_idle(
+    redis_server: RedisServer,
+):
+    b = backend(redis_server)
+    first = b.try_acquire("calls", "k", 2)
+    assert first is not None
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # idle timeout
+    second = b.try_acquire("calls", "k", 2)
+    assert second is not None
+    assert not b.breaker.is_open and b.breaker.errors == 0
+    assert b.try_acquire("calls", "k", 2) is None  # the count is right: 2 held
+    first.release()
+    second.release()
+    b.flush()
+    assert admin.zcard(b.keys("calls", "k").k("h")) == 0

@@ -30,16 +30,21 @@ class Calls:
         import redis
 
         try:
-            conn = self._idle.pop()
+            conn, reused = self._idle.pop(), True
         except IndexError:
-            conn = self._make()
+            conn, reused = self._make(), False
         try:
             try:
-                conn.send_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
-                reply = conn.read_response()
-            except redis.exceptions.NoScriptError:  # a new or restarted Redis: once
-                conn.send_command("EVAL", self._text[name], len(keys), *keys, *args)
-                reply = conn.read_response()
+                reply = self._run(conn, name, keys, args)
+            except redis.exceptions.ConnectionError:
+                if not reused:
+                    raise
+                # Closed while idle (the server's idle timeout, a restart): once more,
+                # on a new connection. Every script is idempotent (a lease id is
+                # added or removed once), so a first attempt that did run is harmless.
+                # A timeout is not retried: an admission decides within one.
+                conn.disconnect()
+                reply = self._run(conn, name, keys, args)
         except redis.exceptions.ResponseError:
             self._idle.append(conn)  # the connection itself is fine
             raise
@@ -48,6 +53,16 @@ class Calls:
             raise
         self._idle.append(conn)
         return reply
+
+    def _run(self, conn: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+        import redis
+
+        try:
+            conn.send_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:  # a new or restarted Redis: once
+            conn.send_command("EVAL", self._text[name], len(keys), *keys, *args)
+            return conn.read_response()
 
     def close(self) -> None:
         while self._idle:
