@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.cluster_cost              # 3 rounds of 2,000 requests
     .venv/bin/python -m bench.cluster_cost --requests 5000 --rounds 5
+    .venv/bin/python -m bench.cluster_cost --django   # also through WSGIHandler
 
 Starts its own redis-server on a free port. Each "request" is an acquire of a
 cluster-scope slot (``ClusterBackend.try_acquire``), a few microseconds of work
@@ -78,10 +79,55 @@ def _loop(backend: Any, requests: int, gap: float = 0.0) -> float:
     return time.process_time() - started
 
 
+def _django(url: str, requests: int) -> list[str]:
+    import tempfile
+
+    os.environ["BENCH_REDIS_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    settings.STREAMER_LIMITER_DIR = tempfile.mkdtemp(prefix="bench-pools-")
+    settings.STREAMER_METRICS_DIR = tempfile.mkdtemp(prefix="bench-metrics-")
+    from wsgiref.util import setup_testing_defaults
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+
+    def one(path: str) -> float:
+        environ: dict[str, Any] = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        started = time.process_time()
+        body = handler(environ, lambda status, headers, exc_info=None: lambda data: None)
+        for _ in body:
+            pass
+        body.close()
+        return time.process_time() - started
+
+    paths = {"undecorated": "/limited/none", "scope='process'": "/limited/process"}
+    paths["scope='cluster'"] = "/limited/cluster"
+    times: dict[str, list[float]] = {label: [] for label in paths}
+    for _ in range(300):
+        for path in paths.values():
+            one(path)
+    for _ in range(requests):
+        for label, path in paths.items():
+            times[label].append(one(path))
+    med = {label: statistics.median(v) * 1e6 for label, v in times.items()}
+    base = med["undecorated"]
+    rows = ["| 10 x 100 B through WSGIHandler | CPU per request | undecorated / this |"]
+    rows.append("|---|---|---|")
+    rows += [f"| {k} | {v:,.1f} us | {base / v:.2f}x |" for k, v in med.items()]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--django", action="store_true", help="also through WSGIHandler")
     args = parser.parse_args()
 
     import redis
@@ -125,6 +171,7 @@ def main() -> None:
                 trips[case].append((t1 - t0) / count)
                 server[case].append((u1 - u0) / count)
         cluster.close()
+        django_rows = _django(url, args.requests) if args.django else []
     finally:
         proc.terminate()
         proc.wait()
@@ -143,6 +190,9 @@ def main() -> None:
             f"| {statistics.median(server[case]):,.1f} us | {statistics.median(trips[case]):.2f} |"
         )
     print(f"({n:,} and {spaced:,} requests x {args.rounds} rounds, medians; pid {os.getpid()})")
+    if django_rows:
+        print()
+        print("\n".join(django_rows))
 
 
 if __name__ == "__main__":
