@@ -189,8 +189,8 @@ def test_one_heartbeat_keeps_leases_alive_and_a_dead_host_s_expire_within_the_le
     assert time.monotonic() - killed <= 1.5 + 1
     time.sleep(max(0.0, 3.2 - (time.monotonic() - killed)))  # two lease times in all
     assert reader.in_use("beat", "k", 5) == 1  # renewed by the heartbeat all along
-    lease.release()
-    assert reader.in_use("beat", "k", 5) == 0
+    lease.release()  # deferred: another host sees it within the release delay
+    until(lambda: reader.in_use("beat", "k", 5) == 0, timeout=0.1)
 
 
 def test_release_owner_frees_a_killed_process_s_leases_at_once(redis_server: RedisServer):
@@ -315,3 +315,80 @@ def test_async_waiters_do_not_block_the_loop_and_a_cancelled_one_gives_up_its_pl
         assert ticks >= 20  # the loop kept running while they waited
 
     asyncio.run(main())
+
+
+def evalsha_calls(server: RedisServer) -> int:
+    stats = redis.Redis.from_url(server.url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_deferred_releases_go_in_one_round_trip_within_the_delay_with_no_admission_after(
+    redis_server: RedisServer,
+):
+    b = backend(redis_server, release_delay=0.02)
+    held = redis.Redis.from_url(redis_server.url)
+    h = b.keys("defer", "k").k("h")
+    b.try_acquire("defer", "warm", 1).release()  # type: ignore[union-attr]
+    b.flush()  # both scripts loaded: a first call's NOSCRIPT is no round trip to count
+    leases = [b.try_acquire("defer", "k", 5) for _ in range(5)]
+    assert all(leases) and held.zcard(h) == 5
+    before = evalsha_calls(redis_server)
+    released = time.monotonic()
+    for lease in leases:
+        lease.release()  # type: ignore[union-attr]
+    assert len(b.releases) == 5  # not sent yet: they wait for an admission to ride with
+    until(lambda: held.zcard(h) == 0, timeout=0.5, step=0.002)
+    assert time.monotonic() - released < 0.1
+    assert evalsha_calls(redis_server) - before == 1  # five releases, one RELEASE call
+    assert len(b.releases) == 0
+    assert held.smembers(f"streamer:owner:{b.owner}") == {b"*"}
+
+
+def test_a_release_carried_by_the_next_admission_is_counted_and_wakes_other_hosts(
+    redis_server: RedisServer,
+):
+    host_a = backend(redis_server, release_delay=5.0)  # only an admission sends releases
+    host_b = backend(redis_server)
+    lease = host_a.try_acquire("carry", "k", 1)
+    assert lease is not None
+    lease.release()
+    before = evalsha_calls(redis_server)
+    again = host_a.try_acquire("carry", "k", 1)  # fits only if the release went first
+    assert again is not None
+    assert evalsha_calls(redis_server) - before == 1  # release + admission: one round trip
+    assert len(host_a.releases) == 0
+    assert host_b.in_use("carry", "k", 1) == 1
+    # A waiter elsewhere is woken by a release that rode with another key's admission.
+    got: list[float] = []
+
+    def wait() -> None:
+        if host_b.acquire("carry", "k", 1, timeout=5):
+            got.append(time.monotonic())
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.3)
+    again.release()
+    released = time.monotonic()
+    assert host_a.try_acquire("carry", "other", 1) is not None
+    t.join()
+    assert got and got[0] - released < 0.1
+
+
+def test_calls_survive_a_flushed_script_cache_and_connections_closed_while_idle(
+    redis_server: RedisServer,
+):
+    b = backend(redis_server)
+    first = b.try_acquire("calls", "k", 2)
+    assert first is not None
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # idle timeout
+    second = b.try_acquire("calls", "k", 2)
+    assert second is not None
+    assert not b.breaker.is_open and b.breaker.errors == 0
+    assert b.try_acquire("calls", "k", 2) is None  # the count is right: 2 held
+    first.release()
+    second.release()
+    b.flush()
+    assert admin.zcard(b.keys("calls", "k").k("h")) == 0

@@ -2,7 +2,8 @@
 
 The same Lua and the same shared steps as the sync side (``ClusterBackend``);
 only the waiting differs: a future woken from the subscriber thread instead of
-a ``threading.Event``. Nothing here blocks the loop.
+a ``threading.Event``. Nothing here blocks the loop; releases need no loop at
+all (they ride with the next admission or go from the backend's thread).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from . import scripts as lua
 if TYPE_CHECKING:
     from .. import Lease
     from .backend import ClusterBackend
-    from .leases import ClusterLease, Keys
+    from .leases import Keys
 
-SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP")
+SCRIPTS = ("ACQUIRE", "GIVE_UP")
 
 
 class AsyncSide:
@@ -66,7 +67,7 @@ class AsyncSide:
         try:
             while True:
                 try:
-                    reply = await scripts["ACQUIRE"](**call)
+                    reply = await scripts["ACQUIRE"](**b.with_releases(call))
                 except redis.RedisError as exc:
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)
@@ -103,20 +104,6 @@ class AsyncSide:
             self.backend.failed(None, exc)
         except asyncio.CancelledError:
             pass  # cancelled twice: the entry expires in Redis by itself
-
-    def release_soon(self, lease: ClusterLease, loop: asyncio.AbstractEventLoop) -> None:
-        """Release from a running loop as a task (the stream's end must not block it)."""
-        task = loop.create_task(self._release(lease))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _release(self, lease: ClusterLease) -> None:
-        import redis
-
-        try:
-            await self.scripts()["RELEASE"](**self.backend.release_call(lease))
-        except redis.RedisError as exc:
-            self.backend.failed(None, exc)
 
 
 class _Waker:

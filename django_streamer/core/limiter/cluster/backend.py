@@ -5,8 +5,12 @@
 ``aacquire``, since a fair wait across hosts needs a queue in Redis rather than
 the pool's per-process one (see ``scripts.py`` for the Lua).
 
-Round trips: one at admission, one at release, and per process one renewal of
-all its leases every ``lease / 3`` seconds. A lease lives ``lease`` seconds
+Round trips: one at admission, at most one at release, and per process one
+renewal of all its leases every ``lease / 3`` seconds. A release is deferred:
+it rides with the process's next admission (the same EVALSHA), or, if none
+comes within ``release_delay`` seconds, a background thread sends every
+pending release in one call. Until then the slot still counts as held, which
+can only refuse, never over-admit. A lease lives ``lease`` seconds
 without renewal, so a host that dies gives its slots back by then; a gunicorn
 worker that dies gives them back at once through ``release_owner``.
 
@@ -17,7 +21,6 @@ host scope, with the same limit), ``"open"`` (admit) or ``"closed"`` (refuse).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import os
@@ -31,12 +34,15 @@ from typing import Any
 from .. import Backend, Lease
 from . import scripts as lua
 from .aio import AsyncSide
-from .heartbeat import Breaker, Heartbeat, Wakeups
+from .calls import Calls
+from .heartbeat import Breaker, Heartbeat, Releaser, Wakeups
 from .leases import ClusterLease, Keys, LeaseBook
 
 ON_ERROR = ("local", "open", "closed")
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up
 FALLBACK_POLL = 0.05  # the same for a wait on the fallback pool during an outage
+RELEASE_DELAY = 0.005  # seconds a release waits for an admission to ride with
+KEYS_CACHED = 4096  # pool keys whose Redis names are remembered (cleared when full)
 SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE", "IN_USE_POOL")
 
 
@@ -48,6 +54,7 @@ class _OpenLease:
 
 
 OPEN_LEASE = _OpenLease()
+_NO_WAIT = threading.Event()  # never set: what a request that does not wait never waits on
 
 
 class ClusterBackend:
@@ -64,6 +71,7 @@ class ClusterBackend:
         prefix: str = "streamer:",
         timeout: float = 0.08,
         probe: float = 0.25,
+        release_delay: float = RELEASE_DELAY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import redis
@@ -91,11 +99,13 @@ class ClusterBackend:
         self._scripts = {name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS}
         self.errors: dict[str, int] = {}  # failed admissions, by pool
         self._probe = probe
+        self.release_delay = release_delay
         self._fresh_process()
         os.register_at_fork(after_in_child=self._fresh_process)
 
     def _fresh_process(self) -> None:
-        # Threads, leases and the event loops' clients do not survive a fork.
+        # Threads, leases, connections and the event loops' clients do not survive a fork.
+        self.calls = Calls(self.client, {name: getattr(lua, name) for name in SCRIPTS})
         self.leases = LeaseBook()
         self._ids = itertools.count()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -107,6 +117,9 @@ class ClusterBackend:
         self.wakeups = Wakeups(subscribe=self._pubsub, channel=self.channel)
         self.aio = AsyncSide(self)
         self.pools: dict[str, int] = {}  # pool -> limit, for the metrics
+        # The parent's pending releases are the parent's to send.
+        self.releases = Releaser(send=self._send_releases, delay=self.release_delay)
+        self._keys: dict[tuple[str, str], Keys] = {}
 
     def _pubsub(self) -> object:
         import redis
@@ -118,8 +131,14 @@ class ClusterBackend:
     # -- shared pieces of the sync and async paths -----------------------------
 
     def keys(self, pool: str, key: str) -> Keys:
-        digest = hashlib.sha256(f"{pool}\0{key}".encode()).hexdigest()[:24]
-        return Keys(base=f"{self.prefix}{{{digest}}}", digest=digest, index=self._index(pool))
+        found = self._keys.get((pool, key))
+        if found is None:
+            digest = hashlib.sha256(f"{pool}\0{key}".encode()).hexdigest()[:24]
+            found = Keys(base=f"{self.prefix}{{{digest}}}", digest=digest, index=self._index(pool))
+            if len(self._keys) >= KEYS_CACHED:
+                self._keys.clear()  # per-client keys: do not grow without bound
+            self._keys[(pool, key)] = found
+        return found
 
     def _index(self, pool: str) -> str:
         return f"{self.prefix}pool:{hashlib.sha256(pool.encode()).hexdigest()[:24]}"
@@ -131,14 +150,28 @@ class ClusterBackend:
         return int(max(self.lease, 3.0) * 3000)
 
     def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
-        names = [keys.k("h"), keys.k("q"), keys.k("e"), keys.k("n"), self._owner_key(), keys.index]
-        args = [ident, limit, int(self.lease * 1000), int(wait), self._keep_ms(), keys.base]
-        return {"keys": names, "args": [*args, self.channel, keys.digest]}
+        """ACQUIRE's keys and arguments; each attempt appends the releases it carries."""
+        args = [keys.base, ident, limit, int(self.lease * 1000), int(wait), self._keep_ms()]
+        return {"keys": [self._owner_key(), keys.index], "args": [*args, self.channel]}
 
-    def release_call(self, lease: ClusterLease) -> dict[str, Any]:
-        keys = lease.keys
-        names = [keys.k("h"), keys.k("q"), self._owner_key()]
-        return {"keys": names, "args": [lease.ident, keys.base, self.channel, keys.digest]}
+    def with_releases(self, call: dict[str, Any]) -> dict[str, Any]:
+        """``call`` carrying every release pending in this process."""
+        taken = self.releases.take()
+        return {"keys": call["keys"], "args": call["args"] + taken} if taken else call
+
+    def _send_releases(self, pairs: list[str]) -> None:
+        if self.breaker.is_open:
+            return  # Redis forgets them within the lease
+        import redis
+
+        try:
+            self.calls("RELEASE", keys=[self._owner_key()], args=[self.channel, *pairs])
+        except redis.RedisError as exc:
+            self.failed(None, exc)
+
+    def flush(self) -> None:
+        """Send the pending releases now (the metrics read, tests, shutdown)."""
+        self.releases.flush()
 
     def give_up_call(self, keys: Keys, ident: str) -> dict[str, Any]:
         return {"keys": [keys.k("q"), keys.k("e")], "args": [ident, self.channel, keys.digest]}
@@ -203,7 +236,7 @@ class ClusterBackend:
         import redis
 
         keys, ident, wait = self.keys(pool, key), self.new_ident(), timeout > 0
-        event = threading.Event()
+        event = threading.Event() if wait else _NO_WAIT  # no wait: one attempt
         if wait:
             self.wakeups.add(keys.digest, event.set)
         call = self.acquire_call(keys, ident, limit, wait)
@@ -211,7 +244,7 @@ class ClusterBackend:
         try:
             while True:
                 try:
-                    reply = self._scripts["ACQUIRE"](**call)
+                    reply = self.calls("ACQUIRE", **self.with_releases(call))
                 except redis.RedisError as exc:
                     self.failed(pool, exc)
                     return self._fallback_wait(pool, key, limit, deadline)
@@ -244,7 +277,7 @@ class ClusterBackend:
         import redis
 
         try:
-            self._scripts["GIVE_UP"](**self.give_up_call(keys, ident))
+            self.calls("GIVE_UP", **self.give_up_call(keys, ident))
         except redis.RedisError as exc:
             self.failed(None, exc)
 
@@ -255,19 +288,8 @@ class ClusterBackend:
             return
         if lease.lost or self.breaker.is_open:
             return  # Redis forgets it within the lease
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:  # in an async view: do not block the loop
-            self.aio.release_soon(lease, loop)
-            return
-        import redis
-
-        try:
-            self._scripts["RELEASE"](**self.release_call(lease))
-        except redis.RedisError as exc:
-            self.failed(None, exc)
+        # Sent later, off this thread (so never blocking an event loop either).
+        self.releases.add(lease.keys.base, lease.ident)
 
     def _beat(self) -> None:
         """Probe while the breaker is open; renew every live lease in one call."""
@@ -287,7 +309,7 @@ class ClusterBackend:
         for lease in live:
             args += [lease.keys.base, lease.ident]
         try:
-            self._scripts["RENEW"](keys=[self._owner_key()], args=args)
+            self.calls("RENEW", keys=[self._owner_key()], args=args)
         except redis.RedisError as exc:
             self.failed(None, exc)
             return
@@ -296,8 +318,11 @@ class ClusterBackend:
 
     def close(self) -> None:
         """Stop the background threads (tests, shutdown); leases left expire in Redis."""
+        self.flush()
+        self.releases.stop()
         self.heartbeat.stop()
         self.wakeups.stop()
+        self.calls.close()
         self.client.close()
 
     def held(self) -> int:
@@ -309,8 +334,9 @@ class ClusterBackend:
         import redis
 
         if not self.breaker.is_open:
+            self.flush()
             try:
-                return int(self._scripts["IN_USE"](keys=[self.keys(pool, key).k("h")]))
+                return int(self.calls("IN_USE", keys=[self.keys(pool, key).k("h")], args=[]))
             except redis.RedisError as exc:
                 self.failed(None, exc)
         if self.on_error == "local" and self._fallback is not None:
@@ -327,6 +353,7 @@ class ClusterBackend:
 
         if self.breaker.is_open:
             return None
+        self.flush()
         pipe = self.client.pipeline(transaction=False)
         for pool in pools:
             self._scripts["IN_USE_POOL"](keys=[self._index(pool)], client=pipe)
@@ -341,6 +368,4 @@ class ClusterBackend:
 
     def release_owner(self, owner: str) -> int:
         """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""
-        return int(
-            self._scripts["RELEASE_OWNER"](keys=[self._owner_key(owner)], args=[self.channel])
-        )
+        return int(self.calls("RELEASE_OWNER", keys=[self._owner_key(owner)], args=[self.channel]))

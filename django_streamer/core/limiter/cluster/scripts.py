@@ -28,18 +28,43 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: h, q, e, n, owner, pool index. ARGV: lease id, limit, lease ms, wait (0/1),
-# keep ms, base, channel, digest. Returns {admitted 0/1, held after}.
+# Releases a process deferred (see ``ClusterBackend.release``), sent with its
+# next ACQUIRE or in one RELEASE: ARGV pairs of base, lease id from ``first`` on.
+# A key with waiters gets a wake-up on the channel.
+_RELEASES = """
+local function release(owner, channel, first)
+  local n = 0
+  for i = first, #ARGV, 2 do
+    local base, id = ARGV[i], ARGV[i + 1]
+    n = n + redis.call('ZREM', base .. ':h', id)
+    redis.call('SREM', owner, base .. '|' .. id)
+    if redis.call('ZCARD', base .. ':q') > 0 then
+      redis.call('PUBLISH', channel, string.match(base, '{(.*)}'))
+    end
+  end
+  return n
+end
+"""
+
+# KEYS: owner, pool index. ARGV: base, lease id, limit, lease ms, wait (0/1),
+# keep ms, channel, then the deferred releases. Returns {admitted 0/1, held after}.
+# The pool key's Redis keys are base:h, base:q, base:e and base:n (one hash tag).
 ACQUIRE = (
     _NOW
+    + _RELEASES
     + """
-local h, q, e, n, owner = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, limit, lease, wait, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local owner, base, id = KEYS[1], ARGV[1], ARGV[2]
+local limit, lease, wait, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local h, q, e, n = base .. ':h', base .. ':q', base .. ':e', base .. ':n'
+release(owner, ARGV[7], 8)
 redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
-local gone = redis.call('ZRANGEBYSCORE', e, '-inf', now)
-for _, w in ipairs(gone) do
-  redis.call('ZREM', q, w)
-  redis.call('ZREM', e, w)
+local waiting = redis.call('ZCARD', q)
+if waiting > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', e, '-inf', now)
+  for _, w in ipairs(gone) do
+    redis.call('ZREM', q, w)
+    redis.call('ZREM', e, w)
+  end
 end
 local held = redis.call('ZCARD', h)
 local ahead
@@ -51,8 +76,10 @@ if wait == '1' then
   redis.call('PEXPIRE', n, keep)
   redis.call('PEXPIRE', q, keep)
   ahead = redis.call('ZRANK', q, id)
-else
+elseif waiting > 0 then
   ahead = redis.call('ZCARD', q)
+else
+  ahead = 0
 end
 if held + ahead >= limit then
   if wait == '1' then
@@ -66,30 +93,29 @@ if wait == '1' then
   redis.call('ZREM', e, id)
   -- Another waiter may fit too (several slots freed at once).
   if held + 1 < limit and redis.call('ZCARD', q) > 0 then
-    redis.call('PUBLISH', ARGV[7], ARGV[8])
+    redis.call('PUBLISH', ARGV[7], string.match(base, '{(.*)}'))
   end
 end
 redis.call('ZADD', h, now + lease, id)
 redis.call('PEXPIRE', h, keep)
-redis.call('SADD', owner, ARGV[6] .. '|' .. id, '*')
+redis.call('SADD', owner, base .. '|' .. id, '*')
 redis.call('PEXPIRE', owner, keep)
 -- The pool's index of its keys, for IN_USE_POOL. It outlives any lease (a day
 -- after the last admission); IN_USE_POOL drops the keys nothing holds.
-redis.call('ZADD', KEYS[6], now, ARGV[6])
-redis.call('PEXPIRE', KEYS[6], 86400000)
+redis.call('ZADD', KEYS[2], now, base)
+redis.call('PEXPIRE', KEYS[2], 86400000)
 return {1, held + 1}
 """
 )
 
-# KEYS: h, q, owner. ARGV: lease id, base, channel, digest.
-RELEASE = """
-local n = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[2] .. '|' .. ARGV[1])
-if redis.call('ZCARD', KEYS[2]) > 0 then
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-end
-return n
+# Deferred releases with no ACQUIRE to ride on. KEYS: owner. ARGV: channel, then
+# pairs of base, lease id. Returns the leases released.
+RELEASE = (
+    _RELEASES
+    + """
+return release(KEYS[1], ARGV[1], 2)
 """
+)
 
 # A waiter that timed out or was cancelled. KEYS: q, e. ARGV: id, channel, digest.
 GIVE_UP = """
