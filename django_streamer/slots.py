@@ -132,16 +132,18 @@ def release_leftovers(sender: object, **kwargs: Any) -> None:
 
 def hold_until_done(response: HttpResponseBase, slot: Slot) -> HttpResponseBase:
     """Tie the slot to the response's life, whatever kind of response it is."""
+    if isinstance(response, StreamingResponse):
+        # The stream's outcome releases it: when the stream ends, and when the
+        # response is closed (close() ends the stream), also without close()
+        # (Django's ASGI handler skips it when the stream raised).
+        slot.stream = weakref.ref(response.stream)
+        response.add_recorder(slot)
+        return response
     # Django offers no public hook on close() for an arbitrary response; its
     # own FileResponse uses this list the same way.
     closers: list[Callable[[], object]] = response._resource_closers  # type: ignore[attr-defined]
     closers.append(slot.release)  # the server closes every response it sent
-    if isinstance(response, StreamingResponse):
-        # Also when the stream ends without close(): Django's ASGI handler
-        # skips close() when the stream raised.
-        slot.stream = weakref.ref(response.stream)
-        response.add_recorder(slot)
-    elif isinstance(response, StreamingHttpResponse):
+    if isinstance(response, StreamingHttpResponse):
         content = response.streaming_content
         if response.is_async:
             response.streaming_content = _arelease_after(cast(AsyncIterator[bytes], content), slot)
