@@ -49,8 +49,12 @@ class LimiterRecorder:
 
 
 # The slots taken in this request (a WSGI thread's, or an ASGI request task's,
-# context). Weak, so a dropped response is still freed when collected.
-_open: contextvars.ContextVar[weakref.WeakSet[Slot] | None] = contextvars.ContextVar(
+# context), by id. Weak, so a dropped response is still freed when collected.
+# A plain dict of weak references without callbacks: a ``WeakSet`` cost ~1 us
+# per request in Python-level add and discard. A slot takes itself out when it
+# releases; ``release_leftovers`` empties the dict at the end of each request,
+# so references of slots released some other way do not pile up.
+_open: contextvars.ContextVar[dict[int, weakref.ref[Slot]] | None] = contextvars.ContextVar(
     "django_streamer_open_slots", default=None
 )
 
@@ -65,9 +69,9 @@ class Slot(StreamRecorder):
         self.stream: weakref.ref[Stream] | None = None
         slots = _open.get()
         if slots is None:
-            slots = weakref.WeakSet()
+            slots = {}
             _open.set(slots)
-        slots.add(self)
+        slots[id(self)] = weakref.ref(self)
         self._slots = slots
 
     @classmethod
@@ -84,7 +88,7 @@ class Slot(StreamRecorder):
 
     def release(self) -> None:
         if self.lease.release():  # only one of two racing threads gets True
-            self._slots.discard(self)
+            self._slots.pop(id(self), None)
             for recorder in extensions.limiter_recorders:
                 recorder.released(self.pool, self.lease)
 
@@ -119,22 +123,27 @@ def release_leftovers(sender: object, **kwargs: Any) -> None:
         return
     slots = _open.get()
     if slots:
-        for slot in list(slots):
-            slot.abort()
+        for ref in list(slots.values()):
+            slot = ref()
+            if slot is not None:
+                slot.abort()
+        slots.clear()
 
 
 def hold_until_done(response: HttpResponseBase, slot: Slot) -> HttpResponseBase:
     """Tie the slot to the response's life, whatever kind of response it is."""
+    if isinstance(response, StreamingResponse):
+        # The stream's outcome releases it: when the stream ends, and when the
+        # response is closed (close() ends the stream), also without close()
+        # (Django's ASGI handler skips it when the stream raised).
+        slot.stream = weakref.ref(response.stream)
+        response.add_recorder(slot)
+        return response
     # Django offers no public hook on close() for an arbitrary response; its
     # own FileResponse uses this list the same way.
     closers: list[Callable[[], object]] = response._resource_closers  # type: ignore[attr-defined]
     closers.append(slot.release)  # the server closes every response it sent
-    if isinstance(response, StreamingResponse):
-        # Also when the stream ends without close(): Django's ASGI handler
-        # skips close() when the stream raised.
-        slot.stream = weakref.ref(response.stream)
-        response.add_recorder(slot)
-    elif isinstance(response, StreamingHttpResponse):
+    if isinstance(response, StreamingHttpResponse):
         content = response.streaming_content
         if response.is_async:
             response.streaming_content = _arelease_after(cast(AsyncIterator[bytes], content), slot)

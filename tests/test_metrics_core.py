@@ -121,3 +121,16 @@ def test_a_chunk_costs_no_more_than_a_few_stores(tmp_path: Path):
     rec.finish(Outcome.COMPLETED)
     assert spent.system - before.system < 0.2  # no syscalls per chunk
     assert store.snapshot().streams["hot"]["chunks"] == 100_000
+
+
+def test_the_recorders_bucket_rule_is_layouts():
+    # The recorder finds buckets with bisect_left (in C); layout.bucket is the
+    # rule the readers document: the first bound the value is <= to.
+    from bisect import bisect_left
+
+    from django_streamer.core.metrics import layout
+
+    for buckets in (layout.TTFB_BUCKETS, layout.DURATION_BUCKETS, layout.WAIT_BUCKETS):
+        values = [0.0, *buckets, *(b * 0.999 for b in buckets), *(b * 1.001 for b in buckets), 1e9]
+        for value in values:
+            assert bisect_left(buckets, value) == layout.bucket(value, buckets), value

@@ -183,6 +183,37 @@ def test_close_without_iterating_finishes_once(recorded):
     assert recorded[0].events == ["start", Outcome.ABORTED]
 
 
+def test_a_dropped_response_ends_its_stream_when_collected(recorded):
+    import gc
+
+    closed: list[bool] = []
+
+    def source() -> Iterator[bytes]:
+        try:
+            yield b"x"
+        finally:
+            closed.append(True)
+
+    response = stream_response(source(), name="dropped", flush_interval=0)
+    next(iter(response))  # started, then neither finished nor closed
+    del response
+    gc.collect()
+    assert closed == [True]
+    assert recorded[0].events[-1] is Outcome.ABORTED
+    assert recorded[0].events.count(Outcome.ABORTED) == 1
+
+
+def test_a_closed_response_is_not_closed_again_when_collected(recorded):
+    import gc
+
+    response = stream_response(iter([b"x"]), name="closed")
+    assert b"".join(response) == b"x"
+    response.close()
+    del response
+    gc.collect()
+    assert recorded[0].events == ["start", 1, Outcome.COMPLETED]
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_completed_stream_records_every_chunk(kind, recorded):
     _, _, body = wsgi_iter(f"/stream/?kind={kind}&items=100&chunk=1000")

@@ -177,18 +177,17 @@ class _Coalescer:
         self.oldest = self.last_probe  # a lower bound for what the carry holds
         return chunks, rest, min(chunk_size, rest + self.stride)
 
-    def probe(self, size: int, piece: Piece) -> tuple[list[bytes], int, int]:
-        """Read the clock: flush what waited ``flush_interval``, and re-space the probes."""
-        now = self.clock()
-        chunks: list[bytes] = []
-        if now - self.oldest >= self.flush_interval:
-            # Split: a str counted in characters can encode to over chunk_size bytes.
-            chunks = split_all(self.take(), self.chunk_size)
-            if chunks and self.on_forced is not None:
-                self.on_forced(chunks[-1])
-            self.drained += size
-            size = 0
-            self.oldest = now
+    def flush(self, now: float) -> list[bytes]:
+        """What waited ``flush_interval``, as chunks (a probe found it due)."""
+        # Split: a str counted in characters can encode to over chunk_size bytes.
+        chunks = split_all(self.take(), self.chunk_size)
+        if chunks and self.on_forced is not None:
+            self.on_forced(chunks[-1])
+        self.oldest = now
+        return chunks
+
+    def respace(self, now: float, size: int, piece: Piece) -> int:
+        """Space the next probe after one at ``now``; return the new threshold."""
         elapsed = now - self.last_probe
         seen = self.drained + size
         if elapsed >= self.flush_interval or elapsed <= 0:
@@ -203,7 +202,7 @@ class _Coalescer:
             self.stride = max(1, min(stride, cap, _PROBE_ITEMS * len(piece)))
         self.last_probe = now
         self.seen_at_probe = seen
-        return chunks, size, min(self.chunk_size, size + self.stride)
+        return min(self.chunk_size, size + self.stride)
 
 
 def iter_chunks(
@@ -262,9 +261,15 @@ def iter_chunks(
                 continue
             if size >= chunk_size:
                 chunks, size, threshold = state.full(size, piece)
-            else:
-                chunks, size, threshold = state.probe(size, piece)
-            yield from chunks
+                yield from chunks
+                continue
+            # A probe: one clock read; a flush only when something waited too long.
+            now = clock()
+            if now - state.oldest >= flush_interval:
+                state.drained += size
+                size = 0
+                yield from state.flush(now)
+            threshold = state.respace(now, size, piece)
         data = state.take()
         if on_end is not None:
             on_end(len(data))

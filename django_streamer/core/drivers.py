@@ -81,13 +81,18 @@ def log_failure(stream: Stream) -> None:
 
 
 def prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
-    """``first`` (unless the source was empty), then ``rest``; closing it closes ``rest``."""
-    try:
-        if first is not None:
+    """``first`` (unless the source was empty), then ``rest``; closing it closes ``rest``.
+
+    ``yield from`` hands a close (or a throw) on to ``rest`` by itself, and a
+    ``rest`` that ran out needs none: only a close at ``first`` closes it here.
+    """
+    if first is not None:
+        try:
             yield first
-        yield from rest
-    finally:
-        close_quietly(rest)
+        except BaseException:
+            close_quietly(rest)
+            raise
+    yield from rest
 
 
 def close_quietly(obj: object) -> None:

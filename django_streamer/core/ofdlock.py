@@ -39,7 +39,8 @@ def _libc_fcntl() -> Callable[[int, int, bytes], int] | None:
         function = libc.fcntl
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
+    # No argtypes: the arguments are C ints and a bytes buffer (a char *)
+    # already, and the conversion cost ~0.4 us of a ~1 us call (as in inode.py).
     function.restype = ctypes.c_int
     return cast(Callable[[int, int, bytes], int], function)
 

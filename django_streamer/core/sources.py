@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import GeneratorType
 from typing import Any
 
 from .chunking import StreamSourceError
@@ -24,6 +25,8 @@ class Source:
 
 
 def classify(source: object, *, name: str, chunk_size: int) -> Source:
+    if type(source) is GeneratorType:  # the common case, without the checks below
+        return Source(source)
     if isinstance(source, (str, bytes, bytearray, memoryview)):
         raise StreamSourceError(
             f"stream {name!r}: the source is a single {type(source).__name__}; "

@@ -26,11 +26,20 @@ logger = logging.getLogger("django_streamer")
 __all__ = ["FileSender", "State", "Stream"]
 
 
+# The states a stream may be consumed from (module constants: not built per call).
+_FROM_NEW = frozenset({State.NEW})
+_FROM_NEW_OR_PREPARED = frozenset({State.NEW, State.PREPARED})
+
+
 def check_chunk_size(value: object, *, name: str) -> int:
+    if type(value) is int and value > 0:  # the common case: no message built
+        return value
     return positive_int(value, what=f"stream {name!r}: chunk_size")
 
 
 def check_flush_interval(value: object, *, name: str) -> float:
+    if type(value) is float and value >= 0:  # the common case (NaN fails >=)
+        return value
     return non_negative_number(value, what=f"stream {name!r}: flush_interval")
 
 
@@ -111,7 +120,7 @@ class Stream:
         source ended within the first chunk (``Content-Length`` then replaces
         chunked framing). Call it only where blocking is fine.
         """
-        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
+        self.lifecycle.move(State.PREPARED, allowed=_FROM_NEW)
         ended: list[int] = []
         self._sync = self._sync_driver(ended.append)
         self._first = next(self._sync, None)
@@ -124,7 +133,7 @@ class Stream:
         chunk is sent when it comes, so a slow source's first byte is never
         later than without this wait.
         """
-        self.lifecycle.move(State.PREPARED, allowed=frozenset({State.NEW}))
+        self.lifecycle.move(State.PREPARED, allowed=_FROM_NEW)
         ended: list[int] = []
         self._async = self._async_driver(ended.append)
         first = self._pending = asyncio.ensure_future(anext(self._async))
@@ -164,7 +173,7 @@ class Stream:
 
     def sync_chunks(self) -> Iterator[bytes]:
         """The chunks for a sync server (WSGI); an async source is bridged."""
-        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        old = self.lifecycle.move(State.STREAMING, allowed=_FROM_NEW_OR_PREPARED)
         if old is State.NEW:
             self._sync = self._sync_driver(None)
             return self._sync
@@ -175,7 +184,7 @@ class Stream:
 
     def async_chunks(self) -> AsyncIterator[bytes]:
         """The chunks for an async server (ASGI); a sync source is bridged."""
-        old = self.lifecycle.move(State.STREAMING, allowed=frozenset({State.NEW, State.PREPARED}))
+        old = self.lifecycle.move(State.STREAMING, allowed=_FROM_NEW_OR_PREPARED)
         if old is State.NEW:
             return self._async_driver(None)
         if self._async is not None:

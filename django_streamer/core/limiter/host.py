@@ -112,19 +112,10 @@ class HostBackend:
         path = self.path(pool, key)
         deadline = 0.0
         for attempt in itertools.count():
-            # The fcntl() calls keep the GIL (see core/ofdlock.py), so holding our
-            # lock across them costs nothing extra: one lock round per acquire.
-            with self._lock:
-                spare = self._pop_spare(path)
-            fd, ino = spare if spare is not None else self._open(path)
             try:
-                with self._lock:
-                    return self._lock_slot(path, fd, ino, limit)
+                return self._attempt(path, limit)
             except _Retry:
-                os.close(fd)
-            except BaseException:
-                os.close(fd)
-                raise
+                pass
             if attempt == 2:
                 deadline = time.monotonic() + _PATIENCE
             elif attempt > 2:
@@ -132,6 +123,25 @@ class HostBackend:
                     break
                 time.sleep(0.001)  # another process is removing the file
         raise OSError(errno.EAGAIN, f"{path}: the key file kept being removed; gave up")
+
+    def _attempt(self, path: str, limit: int) -> _FileLease | None:
+        # The fcntl() calls keep the GIL (see core/ofdlock.py), so holding our
+        # lock across them costs nothing extra: with a cached descriptor (the
+        # common case) an acquire is one lock round.
+        with self._lock:
+            spare = self._pop_spare(path)
+            if spare is not None:
+                return self._lock_slot_or_close(path, *spare, limit)
+        fd, ino = self._open(path)
+        with self._lock:
+            return self._lock_slot_or_close(path, fd, ino, limit)
+
+    def _lock_slot_or_close(self, path: str, fd: int, ino: int, limit: int) -> _FileLease | None:
+        try:
+            return self._lock_slot(path, fd, ino, limit)
+        except BaseException:  # _Retry included: the next attempt opens afresh
+            os.close(fd)
+            raise
 
     def _open(self, path: str) -> tuple[int, int]:
         try:
@@ -151,7 +161,7 @@ class HostBackend:
             if mine is not None and slot in mine:
                 continue
             if ofdlock.lock_byte(fd, slot):
-                if not _names(path, ino):
+                if not inode.names_inode(path, ino):
                     ofdlock.unlock_byte(fd, slot)
                     raise _Retry
                 if mine is None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left as bucket  # = layout.bucket, in C
 
 from ..recorder import Outcome, StreamRecorder
-from .layout import DURATION_BUCKETS, POOL, STREAM, TTFB_BUCKETS, WAIT_BUCKETS, bucket
+from .layout import DURATION_BUCKETS, POOL, STREAM, TTFB_BUCKETS, WAIT_BUCKETS
 from .store import Store
 
 __all__ = [
@@ -119,7 +120,7 @@ class StreamMetrics(StreamRecorder):
                 values[base + _CHUNK_MAX] = self._max
             if first:
                 ttfb = now - self._started
-                values[base + _TTFB + bucket(ttfb, TTFB_BUCKETS)] += 1
+                values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
                 values[base + _TTFB_SUM] += ttfb
                 values[base + _TTFB_COUNT] += 1
         self._published_sent = self._sent
@@ -142,7 +143,7 @@ class StreamMetrics(StreamRecorder):
         with self._store.lock():
             values[base + _ACTIVE] -= 1
             values[base + STREAM.offsets[outcome.value]] += 1
-            values[base + _DURATION + bucket(duration, DURATION_BUCKETS)] += 1
+            values[base + _DURATION + bucket(DURATION_BUCKETS, duration)] += 1
             values[base + _DURATION_SUM] += duration
             values[base + _DURATION_COUNT] += 1
         self._store.free_active(self._file, self._active)
@@ -179,7 +180,7 @@ def record_admitted(
     f = store.file()
     base = f.pool_at(store.pool_row(pool), "admitted") - _ADMITTED
     values = f.values
-    wait = base + _WAIT + bucket(waited, WAIT_BUCKETS)
+    wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
     with store.lock():
         _mark_cluster(values, base + _CLUSTER, cluster)
         values[base + _ADMITTED] += 1
