@@ -109,45 +109,49 @@ class StreamMetrics(StreamRecorder):
         self._uncompressed += nbytes
 
     def _publish(self, now: float) -> None:
-        values = self._file.values
-        base = self._base
-        first = self._published_chunks == 0 and self._chunks > 0
         with self._store.lock():
-            values[base + _BYTES] += self._sent - self._published_sent
-            values[base + _CHUNKS] += self._chunks - self._published_chunks
-            values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
-            if self._max > values[base + _CHUNK_MAX]:
-                values[base + _CHUNK_MAX] = self._max
-            if first:
-                ttfb = now - self._started
-                values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
-                values[base + _TTFB_SUM] += ttfb
-                values[base + _TTFB_COUNT] += 1
-        self._published_sent = self._sent
-        self._published_chunks = self._chunks
-        self._published_uncompressed = self._uncompressed
+            self._add_published(now)
         self._publish_at = now + self._interval
         if self._active >= 0:
             self._file.set_active_bytes(self._active, self._sent)
 
+    def _add_published(self, now: float) -> None:
+        """Add what was sent since the last publish (with ``lock()`` held)."""
+        values = self._file.values
+        base = self._base
+        values[base + _BYTES] += self._sent - self._published_sent
+        values[base + _CHUNKS] += self._chunks - self._published_chunks
+        values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
+        if self._max > values[base + _CHUNK_MAX]:
+            values[base + _CHUNK_MAX] = self._max
+        if self._published_chunks == 0 and self._chunks > 0:  # the first byte went
+            ttfb = now - self._started
+            values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
+            values[base + _TTFB_SUM] += ttfb
+            values[base + _TTFB_COUNT] += 1
+        self._published_sent = self._sent
+        self._published_chunks = self._chunks
+        self._published_uncompressed = self._uncompressed
+
     def finish(self, outcome: Outcome) -> None:
+        # One lock round: what is left to publish, the outcome, the active row.
         now = time.monotonic()
-        if (self._chunks, self._uncompressed) != (
-            self._published_chunks,
-            self._published_uncompressed,
-        ):
-            self._publish(now)
         values = self._file.values
         base = self._base
         duration = now - self._started
+        active, self._active = self._active, -1
         with self._store.lock():
+            if (
+                self._chunks != self._published_chunks
+                or self._uncompressed != self._published_uncompressed
+            ):
+                self._add_published(now)
             values[base + _ACTIVE] -= 1
-            values[base + STREAM.offsets[outcome.value]] += 1
+            values[base + STREAM.offsets[outcome._value_]] += 1  # no enum property
             values[base + _DURATION + bucket(DURATION_BUCKETS, duration)] += 1
             values[base + _DURATION_SUM] += duration
             values[base + _DURATION_COUNT] += 1
-        self._store.free_active(self._file, self._active)
-        self._active = -1
+            self._store.free_active_locked(self._file, active)
 
 
 def _mark_cluster(values: memoryview[float], at: int, cluster: int) -> None:

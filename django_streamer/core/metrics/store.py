@@ -150,14 +150,17 @@ class Store:
         return slot
 
     def free_active(self, f: ProcessFile, slot: int) -> None:
+        with self._lock:
+            self.free_active_locked(f, slot)
+
+    def free_active_locked(self, f: ProcessFile, slot: int) -> None:
+        """``free_active`` for a caller holding ``lock()`` (one lock round for a stream's end)."""
         if slot < 0:
-            with self._lock:
-                f.add_hidden(-1)
+            f.add_hidden(-1)
             return
         f.clear_active(slot)
-        with self._lock:
-            if f is self._file:
-                self._free_active.append(slot)
+        if f is self._file:
+            self._free_active.append(slot)
 
     # -- reading -----------------------------------------------------------
 
