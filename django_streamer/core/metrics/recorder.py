@@ -29,6 +29,7 @@ _CHUNK_MAX = STREAM.offsets["chunk_max"]
 _TTFB = STREAM.offsets["ttfb_buckets"]
 _TTFB_SUM = STREAM.offsets["ttfb_sum"]
 _TTFB_COUNT = STREAM.offsets["ttfb_count"]
+_NO_ROW = -2  # start() not called: no row of the active table was claimed
 # A limiter event is per request: one row base, then fixed offsets.
 _ADMITTED = POOL.offsets["admitted"]
 _IN_USE = POOL.offsets["in_use"]
@@ -57,10 +58,12 @@ class StreamMetrics(StreamRecorder):
         "_file",
         "_interval",
         "_max",
+        "_path",
         "_publish_at",
         "_published_chunks",
         "_published_sent",
         "_published_uncompressed",
+        "_row",
         "_sent",
         "_started",
         "_store",
@@ -72,9 +75,10 @@ class StreamMetrics(StreamRecorder):
     ) -> None:
         self._store = store
         self._file = store.file()
-        row = store.stream_row(name)
-        self._base = self._file.stream_at(row, "started")
-        self._active = store.take_active(self._file, row, path)
+        self._row = store.stream_row(name)
+        self._path = path
+        self._base = self._file.stream_at(self._row, "started")
+        self._active = _NO_ROW  # claimed by start()
         self._started = time.monotonic()
         self._interval = publish_interval
         self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
@@ -83,10 +87,15 @@ class StreamMetrics(StreamRecorder):
         self._uncompressed = self._published_uncompressed = 0
 
     def start(self) -> None:
-        values = self._file.values
+        # One lock round: the counters and a row of the active-streams table.
+        f = self._file
+        values = f.values
         with self._store.lock():
             values[self._base + _STARTED] += 1
             values[self._base + _ACTIVE] += 1
+            self._active = active = self._store.take_active_locked(f)
+        if active >= 0:
+            f.put_active(active, self._row, self._path)
 
     def chunk(self, nbytes: int) -> None:
         self._sent += nbytes
@@ -151,7 +160,8 @@ class StreamMetrics(StreamRecorder):
             values[base + _DURATION + bucket(DURATION_BUCKETS, duration)] += 1
             values[base + _DURATION_SUM] += duration
             values[base + _DURATION_COUNT] += 1
-            self._store.free_active_locked(self._file, active)
+            if active != _NO_ROW:
+                self._store.free_active_locked(self._file, active)
 
 
 def _mark_cluster(values: memoryview[float], at: int, cluster: int) -> None:
