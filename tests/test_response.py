@@ -401,3 +401,46 @@ def test_good_settings_pass_the_checks():
 def test_manage_py_check_fails_on_an_error():
     with override_settings(STREAMER_CHUNK_SIZE=-5), pytest.raises(SystemCheckError, match="E001"):
         call_command("check")
+
+
+# -- a recorder that raises in finish() ----------------------------------------
+
+
+class BrokenFinish(StreamRecorder):
+    def finish(self, outcome: Outcome) -> None:
+        raise OSError("metrics store gone")
+
+
+@pytest.mark.parametrize("server_model", ["wsgi", "asgi"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_recorder_raising_in_finish_leaves_a_completed_stream_completed(
+    kind, server_model, monkeypatch, caplog
+):
+    caplog.set_level(logging.ERROR, logger="django_streamer")
+    recorders: list[Recorded] = []
+
+    def factory(stream):
+        recorders.append(Recorded())
+        return recorders[-1]
+
+    # The broken one first: the recorder after it must still hear the end.
+    monkeypatch.setattr(
+        extensions, "stream_recorder_factories", (lambda stream: BrokenFinish(), factory)
+    )
+    monkeypatch.setattr("django_streamer.core.recorder._logged", set())
+    for _ in range(2):
+        path = f"/stream/?kind={kind}&items=100&chunk=1000"
+        if server_model == "wsgi":
+            status, _, body = wsgi_iter(path)
+            assert status.startswith("200")
+            assert b"".join(body) == ROW * 100  # no error raised while iterating
+            body.close()
+        else:
+            result = asyncio.run(call_asgi(path))
+            assert result.status == 200 and result.ended
+            assert b"".join(result.bodies) == ROW * 100
+    assert [r.events[-1] for r in recorders] == [Outcome.COMPLETED, Outcome.COMPLETED]
+    logged = [r for r in caplog.records if "BrokenFinish" in r.getMessage()]
+    assert len(logged) == 1  # once per cause, not once per stream
+    assert logged[0].exc_info is not None and "metrics store gone" in str(logged[0].exc_info[1])
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]

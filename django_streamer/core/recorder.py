@@ -10,7 +10,14 @@ registry plug in here.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
+
+logger = logging.getLogger("django_streamer")
+
+# The (recorder class, error class) pairs already logged: a recorder that
+# fails on every stream is logged once, not once per request.
+_logged: set[tuple[type, type]] = set()
 
 
 class Outcome(str, enum.Enum):
@@ -76,11 +83,22 @@ class Recorders(StreamRecorder):
             recorder.uncompressed(nbytes)
 
     def finish(self, outcome: Outcome) -> None:
-        errors: list[Exception] = []
+        """Tell every recorder; one that raises is logged, never raised.
+
+        It runs in the driver's ``finally``: raising there would turn a
+        stream that completed on the wire into a failure, and keep the
+        recorders after it (a limiter slot) from hearing the end.
+        """
         for recorder in self.recorders:
             try:
                 recorder.finish(outcome)
-            except Exception as exc:  # one broken recorder must not keep a slot held
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+            except Exception as exc:
+                cause = (type(recorder), type(exc))
+                if cause not in _logged:
+                    _logged.add(cause)
+                    logger.exception(
+                        "Recorder %s raised in finish(%s); logged once per cause, "
+                        "the stream's outcome stands",
+                        type(recorder).__qualname__,
+                        outcome.value,
+                    )

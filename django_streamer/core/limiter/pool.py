@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 from .. import validate
 from .backend import Backend, Lease, after_fork_in_child
@@ -179,17 +180,28 @@ class Pool:
     def try_acquire(self, key: str = "") -> PoolLease | None:
         return self._take(key, None, self.clock())
 
-    def _attempt(
+    def _turns(
         self, key: str, waiter: _Waiter, started: float, deadline: float
-    ) -> PoolLease | float:
-        """One turn of a wait: a lease, or how long to sleep (<= 0: give up)."""
-        lease = self._take(key, waiter, started)
-        if lease is not None:
-            return lease
-        remaining = deadline - self.clock()
-        if remaining > 0 and not self.backend.local_only:
-            remaining = min(remaining, self.poll_interval)  # releases elsewhere: poll
-        return remaining
+    ) -> Generator[float, None, PoolLease | None]:
+        """A wait in the queue, the same for threads and tasks.
+
+        Yields how long to sleep before the next try; returns the lease, or
+        None at the deadline. Closing it (a cancelled task) leaves the queue.
+        """
+        self._enqueue(key, waiter)
+        try:
+            while True:
+                lease = self._take(key, waiter, started)
+                if lease is not None:
+                    return lease
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return None
+                if not self.backend.local_only:
+                    remaining = min(remaining, self.poll_interval)  # releases elsewhere: poll
+                yield remaining
+        finally:
+            self._dequeue(key, waiter)
 
     def acquire(self, key: str = "", *, timeout: float) -> PoolLease | None:
         """Wait up to ``timeout`` seconds for a slot (blocking this thread)."""
@@ -198,19 +210,15 @@ class Pool:
         if lease is not None or timeout <= 0:
             return lease
         event = threading.Event()
-        waiter = _Waiter(event=event)
-        self._enqueue(key, waiter)
-        try:
-            while True:
-                turn = self._attempt(key, waiter, started, started + timeout)
-                if isinstance(turn, PoolLease):
-                    return turn
-                if turn <= 0:
-                    return None
-                event.wait(turn)
-                event.clear()
-        finally:
-            self._dequeue(key, waiter)
+        turns = self._turns(key, _Waiter(event=event), started, started + timeout)
+        with contextlib.closing(turns):
+            try:
+                while True:
+                    event.wait(next(turns))
+                    event.clear()
+            except StopIteration as done:
+                granted: PoolLease | None = done.value
+                return granted
 
     async def aacquire(self, key: str = "", *, timeout: float) -> PoolLease | None:
         """Wait up to ``timeout`` seconds for a slot without blocking the loop.
@@ -223,15 +231,12 @@ class Pool:
         if lease is not None or timeout <= 0:
             return lease
         waiter = _Waiter(loop=asyncio.get_running_loop())
-        self._enqueue(key, waiter)
-        try:
-            while True:
-                turn = self._attempt(key, waiter, started, started + timeout)
-                if isinstance(turn, PoolLease):
-                    return turn
-                if turn <= 0:
-                    return None
-                await asyncio.wait({waiter.future}, timeout=turn)  # type: ignore[type-var]
-                waiter.reset()
-        finally:
-            self._dequeue(key, waiter)
+        turns = self._turns(key, waiter, started, started + timeout)
+        with contextlib.closing(turns):
+            try:
+                while True:
+                    await asyncio.wait({waiter.future}, timeout=next(turns))  # type: ignore[type-var]
+                    waiter.reset()
+            except StopIteration as done:
+                granted: PoolLease | None = done.value
+                return granted

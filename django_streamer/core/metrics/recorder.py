@@ -29,6 +29,7 @@ _CHUNK_MAX = STREAM.offsets["chunk_max"]
 _TTFB = STREAM.offsets["ttfb_buckets"]
 _TTFB_SUM = STREAM.offsets["ttfb_sum"]
 _TTFB_COUNT = STREAM.offsets["ttfb_count"]
+_NO_ROW = -2  # start() not called: no row of the active table was claimed
 # A limiter event is per request: one row base, then fixed offsets.
 _ADMITTED = POOL.offsets["admitted"]
 _IN_USE = POOL.offsets["in_use"]
@@ -57,10 +58,12 @@ class StreamMetrics(StreamRecorder):
         "_file",
         "_interval",
         "_max",
+        "_path",
         "_publish_at",
         "_published_chunks",
         "_published_sent",
         "_published_uncompressed",
+        "_row",
         "_sent",
         "_started",
         "_store",
@@ -72,9 +75,10 @@ class StreamMetrics(StreamRecorder):
     ) -> None:
         self._store = store
         self._file = store.file()
-        row = store.stream_row(name)
-        self._base = self._file.stream_at(row, "started")
-        self._active = store.take_active(self._file, row, path)
+        self._row = store.stream_row(name)
+        self._path = path
+        self._base = self._file.stream_at(self._row, "started")
+        self._active = _NO_ROW  # claimed by start()
         self._started = time.monotonic()
         self._interval = publish_interval
         self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
@@ -83,10 +87,15 @@ class StreamMetrics(StreamRecorder):
         self._uncompressed = self._published_uncompressed = 0
 
     def start(self) -> None:
-        values = self._file.values
+        # One lock round: the counters and a row of the active-streams table.
+        f = self._file
+        values = f.values
         with self._store.lock():
             values[self._base + _STARTED] += 1
             values[self._base + _ACTIVE] += 1
+            self._active = active = self._store.take_active_locked(f)
+        if active >= 0:
+            f.put_active(active, self._row, self._path)
 
     def chunk(self, nbytes: int) -> None:
         self._sent += nbytes
@@ -109,45 +118,50 @@ class StreamMetrics(StreamRecorder):
         self._uncompressed += nbytes
 
     def _publish(self, now: float) -> None:
-        values = self._file.values
-        base = self._base
-        first = self._published_chunks == 0 and self._chunks > 0
         with self._store.lock():
-            values[base + _BYTES] += self._sent - self._published_sent
-            values[base + _CHUNKS] += self._chunks - self._published_chunks
-            values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
-            if self._max > values[base + _CHUNK_MAX]:
-                values[base + _CHUNK_MAX] = self._max
-            if first:
-                ttfb = now - self._started
-                values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
-                values[base + _TTFB_SUM] += ttfb
-                values[base + _TTFB_COUNT] += 1
-        self._published_sent = self._sent
-        self._published_chunks = self._chunks
-        self._published_uncompressed = self._uncompressed
+            self._add_published(now)
         self._publish_at = now + self._interval
         if self._active >= 0:
             self._file.set_active_bytes(self._active, self._sent)
 
+    def _add_published(self, now: float) -> None:
+        """Add what was sent since the last publish (with ``lock()`` held)."""
+        values = self._file.values
+        base = self._base
+        values[base + _BYTES] += self._sent - self._published_sent
+        values[base + _CHUNKS] += self._chunks - self._published_chunks
+        values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
+        if self._max > values[base + _CHUNK_MAX]:
+            values[base + _CHUNK_MAX] = self._max
+        if self._published_chunks == 0 and self._chunks > 0:  # the first byte went
+            ttfb = now - self._started
+            values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
+            values[base + _TTFB_SUM] += ttfb
+            values[base + _TTFB_COUNT] += 1
+        self._published_sent = self._sent
+        self._published_chunks = self._chunks
+        self._published_uncompressed = self._uncompressed
+
     def finish(self, outcome: Outcome) -> None:
+        # One lock round: what is left to publish, the outcome, the active row.
         now = time.monotonic()
-        if (self._chunks, self._uncompressed) != (
-            self._published_chunks,
-            self._published_uncompressed,
-        ):
-            self._publish(now)
         values = self._file.values
         base = self._base
         duration = now - self._started
+        active, self._active = self._active, -1
         with self._store.lock():
+            if (
+                self._chunks != self._published_chunks
+                or self._uncompressed != self._published_uncompressed
+            ):
+                self._add_published(now)
             values[base + _ACTIVE] -= 1
-            values[base + STREAM.offsets[outcome.value]] += 1
+            values[base + STREAM.offsets[outcome._value_]] += 1  # no enum property
             values[base + _DURATION + bucket(DURATION_BUCKETS, duration)] += 1
             values[base + _DURATION_SUM] += duration
             values[base + _DURATION_COUNT] += 1
-        self._store.free_active(self._file, self._active)
-        self._active = -1
+            if active != _NO_ROW:
+                self._store.free_active_locked(self._file, active)
 
 
 def _mark_cluster(values: memoryview[float], at: int, cluster: int) -> None:

@@ -142,22 +142,32 @@ class Store:
     def take_active(self, f: ProcessFile, row: int, path: str) -> int:
         """Claim a row of ``f``'s active-streams table; -1 (and counted hidden) if full."""
         with self._lock:
-            if f is not self._file or not self._free_active:
-                f.add_hidden(1)
-                return -1
-            slot = self._free_active.pop()
-        f.put_active(slot, row, path)
+            slot = self.take_active_locked(f)
+        if slot >= 0:
+            f.put_active(slot, row, path)
         return slot
 
+    def take_active_locked(self, f: ProcessFile) -> int:
+        """``take_active`` for a caller holding ``lock()``; the caller fills the row
+        (``f.put_active``) after it lets go.
+        """
+        if f is not self._file or not self._free_active:
+            f.add_hidden(1)
+            return -1
+        return self._free_active.pop()
+
     def free_active(self, f: ProcessFile, slot: int) -> None:
+        with self._lock:
+            self.free_active_locked(f, slot)
+
+    def free_active_locked(self, f: ProcessFile, slot: int) -> None:
+        """``free_active`` for a caller holding ``lock()`` (one lock round for a stream's end)."""
         if slot < 0:
-            with self._lock:
-                f.add_hidden(-1)
+            f.add_hidden(-1)
             return
         f.clear_active(slot)
-        with self._lock:
-            if f is self._file:
-                self._free_active.append(slot)
+        if f is self._file:
+            self._free_active.append(slot)
 
     # -- reading -----------------------------------------------------------
 
