@@ -474,3 +474,14 @@ def test_the_mirror_lock_is_private_and_close_on_exec(tmp_path: Path, settings):
         assert os.fstat(fd).st_mode & 0o777 == 0o600
     finally:
         os.close(fd)
+
+
+def test_a_stream_finished_before_it_started_takes_no_row_and_hides_nothing(tmp_path: Path):
+    store = Store(str(tmp_path), max_active=1)
+    StreamMetrics(store, "s", "/never").finish(Outcome.ABORTED)
+    rec = StreamMetrics(store, "s", "/shown")
+    rec.start()  # the only row is still free
+    snap = store.snapshot()
+    assert [a["path"] for a in snap.active] == ["/shown"] and snap.active_hidden == 0
+    rec.finish(Outcome.COMPLETED)
+    assert store.snapshot().active_hidden == 0
