@@ -59,6 +59,7 @@ class ElectedThread:
         self._started_pid = 0  # the process that runs the thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def target(self) -> str | None:
         raise NotImplementedError
@@ -81,17 +82,23 @@ class ElectedThread:
             if self._started_pid == pid:
                 return
             self._started_pid = pid
-            stop = self._stop
-        threading.Thread(
-            target=self._loop, args=(stop,), name=self.thread_name, daemon=True
-        ).start()
+            thread = self._thread = threading.Thread(
+                target=self._loop, args=(self._stop,), name=self.thread_name, daemon=True
+            )
+        thread.start()
 
     def reset(self) -> None:
-        """Stop this process's thread (within a tick); the next stream starts another."""
+        """Stop this process's thread; the next stream starts another.
+
+        Waits (a tick at most) for the thread to end, so two never run at once.
+        """
         with self._lock:
             self._stop.set()
             self._stop = threading.Event()
             self._checked_pid = self._started_pid = 0
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.interval + 1.0)
 
     def _loop(self, stop: threading.Event) -> None:
         lock, leader, failing = -1, False, False
