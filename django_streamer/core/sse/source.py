@@ -225,10 +225,18 @@ class SyncEvents:
 class AsyncEvents:
     """Async iterator of SSE text over an async source; pings while it is silent."""
 
-    def __init__(self, source: AsyncIterable[Any], *, schedule: Schedule, drain: Drain) -> None:
+    def __init__(
+        self,
+        source: AsyncIterable[Any],
+        *,
+        schedule: Schedule,
+        drain: Drain,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         self.schedule = schedule
         self._source = source
         self._drain = drain
+        self._on_start = on_start  # runs once, on the event loop, as the stream starts
         self._pending: asyncio.Future[Any] | None = None
         self._gen = self._run()
 
@@ -261,6 +269,8 @@ class AsyncEvents:
         unregister = self._drain.on_drain(on_drain)
         iterator = aiter(self._source)
         try:
+            if self._on_start is not None:
+                self._on_start()
             yield self.schedule.opening()
             while True:
                 block = await self._step(iterator, drained)
