@@ -236,7 +236,9 @@ class AsyncEvents:
         self.schedule = schedule
         self._source = source
         self._drain = drain
-        self._on_start = on_start  # runs once, on the event loop, as the stream starts
+        # Runs once, on the event loop, when the opening block has been taken
+        # (Django has run its response middleware by then).
+        self._on_start = on_start
         self._pending: asyncio.Future[Any] | None = None
         self._gen = self._run()
 
@@ -269,9 +271,9 @@ class AsyncEvents:
         unregister = self._drain.on_drain(on_drain)
         iterator = aiter(self._source)
         try:
+            yield self.schedule.opening()
             if self._on_start is not None:
                 self._on_start()
-            yield self.schedule.opening()
             while True:
                 block = await self._step(iterator, drained)
                 if block is None:
