@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from asgiref.sync import SyncToAsync
 from django.db import connections
 from django.http import HttpRequest
 
@@ -57,7 +58,9 @@ def sse_response(
             events, schedule=schedule, drain=process_drain, on_thread_end=connections.close_all
         )
     elif hasattr(events, "__aiter__"):
-        source = AsyncEvents(events, schedule=schedule, drain=process_drain)
+        source = AsyncEvents(
+            events, schedule=schedule, drain=process_drain, on_start=release_request_thread
+        )
     else:
         raise TypeError(
             "sse_response: events must be a sync or async iterable of events, "
@@ -85,6 +88,28 @@ def sse_response(
     # otherwise hold events in gzip's buffer indefinitely (it never flushes).
     response.setdefault("Content-Encoding", "identity")
     return response
+
+
+def release_request_thread() -> None:
+    """Let the request's thread-sensitive thread go while an async SSE stream runs.
+
+    Django's ASGI handler gives every request its own thread for sync code
+    (asgiref's ``ThreadSensitiveContext``), started by the sync receivers of
+    ``request_started`` and kept until the response is closed. An idle SSE
+    stream would hold it for hours: a thread (its stack, its thread state) per
+    connection, and any database connection the view opened in it. Once the
+    body starts, that thread has nothing left to do for this request: it
+    closes its database connections and ends. Sync code the request runs later
+    (``response.close()``, ``request_finished``) gets a new thread.
+    """
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None or getattr(context, "_executor", None) is not None:
+        return  # no per-request thread, or an executor its owner manages
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is None:
+        return
+    executor.submit(connections.close_all)
+    executor.shutdown(wait=False)
 
 
 def last_event_id(request: HttpRequest) -> str | None:

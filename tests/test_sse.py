@@ -115,3 +115,34 @@ def test_the_stream_is_named_after_the_calling_view_with_its_path():
     assert response.stream.name == "tests.test_sse.feed"
     assert response.stream.path == "/live/feed/"
     response.close()
+
+
+def _executor_threads() -> set[int]:
+    return {
+        t.ident or 0
+        for t in threading.enumerate()
+        if t.name.startswith("ThreadPoolExecutor") and t.is_alive()
+    }
+
+
+def test_idle_async_stream_holds_no_request_thread() -> None:
+    # Django's ASGI handler starts a thread per request for sync code (the
+    # sync view and request_started receivers run there) and keeps it until
+    # the response closes. An idle SSE stream lets it go once the body starts.
+    import asyncio
+
+    from tests.conftest import call_asgi
+
+    before = _executor_threads()
+    during: list[set[int]] = []
+
+    def on_body(body: bytes) -> None:
+        if body.startswith(b":") and len(during) < 3:
+            during.append(_executor_threads() - before)
+
+    result = asyncio.run(
+        call_asgi("/sse/idle/?kind=async&ping=0.3&tag=thread", disconnect_after=3, on_body=on_body)
+    )
+    assert result.status == 200 and result.error is None
+    # The opening comment goes out while the thread is ending; by the pings it is gone.
+    assert during[1:] == [set(), set()], during

@@ -225,10 +225,20 @@ class SyncEvents:
 class AsyncEvents:
     """Async iterator of SSE text over an async source; pings while it is silent."""
 
-    def __init__(self, source: AsyncIterable[Any], *, schedule: Schedule, drain: Drain) -> None:
+    def __init__(
+        self,
+        source: AsyncIterable[Any],
+        *,
+        schedule: Schedule,
+        drain: Drain,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         self.schedule = schedule
         self._source = source
         self._drain = drain
+        # Runs once, on the event loop, when the opening block has been taken
+        # (Django has run its response middleware by then).
+        self._on_start = on_start
         self._pending: asyncio.Future[Any] | None = None
         self._gen = self._run()
 
@@ -262,6 +272,8 @@ class AsyncEvents:
         iterator = aiter(self._source)
         try:
             yield self.schedule.opening()
+            if self._on_start is not None:
+                self._on_start()
             while True:
                 block = await self._step(iterator, drained)
                 if block is None:
