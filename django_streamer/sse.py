@@ -101,11 +101,19 @@ def release_request_thread() -> None:
     body starts, that thread has nothing left to do for this request: it
     closes its database connections and ends. Sync code the request runs later
     (``response.close()``, ``request_finished``) gets a new thread.
+
+    It reaches into asgiref (``SyncToAsync.thread_sensitive_context`` and
+    ``context_to_thread_executor``, read against asgiref 3.7-3.13); should
+    those change, it does nothing and the thread is kept, as before.
     """
-    context = SyncToAsync.thread_sensitive_context.get(None)
+    contexts = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    if contexts is None or executors is None:
+        return
+    context = contexts.get(None)
     if context is None or getattr(context, "_executor", None) is not None:
         return  # no per-request thread, or an executor its owner manages
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    executor = executors.pop(context, None)
     if executor is None:
         return
     executor.submit(connections.close_all)
