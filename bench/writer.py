@@ -7,9 +7,10 @@
 In-process: 200,000 CSV rows formatted by csv.writer into memory (the ceiling),
 by stream_csv, by the Django docs' Echo recipe and by stream_writer, each body
 written to a socket pair one item per send, as a server does. Under gunicorn
-(gthread, one worker, wrk): CSV bytes/s (Echo vs stream_csv; stream_writer
-vs stream_csv, whose identical bodies make bytes/s requests/s times a size) and a 64 MiB stored ZIP (zipfile in memory vs
-stream_zip) in bytes/s and the worker's peak RSS. Ratios come from one run.
+(gthread, one worker, wrk): CSV bytes/s (Echo vs stream_csv; stream_writer vs
+stream_csv, whose identical bodies make bytes/s requests/s times a size) and a
+64 MiB stored ZIP (zipfile in memory vs stream_zip) in bytes/s and the worker's
+peak RSS. Ratios come from one run.
 """
 
 from __future__ import annotations
