@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import django
 import pytest
 from django.core.checks import run_checks
 from django.http import HttpRequest
@@ -143,6 +144,10 @@ def test_idle_async_stream_holds_no_request_thread() -> None:
     result = asyncio.run(
         call_asgi("/sse/idle/?kind=async&ping=0.3&tag=thread", disconnect_after=3, on_body=on_body)
     )
-    assert result.status == 200 and result.error is None
+    assert result.status == 200
+    if django.VERSION >= (5, 0):
+        assert result.error is None
+    else:  # Django 4.2's ASGIHandler does not listen for disconnects: the harness ends it
+        assert isinstance(result.error, asyncio.TimeoutError)
     # The opening comment goes out while the thread is ending; by the pings it is gone.
     assert during[1:] == [set(), set()], during
