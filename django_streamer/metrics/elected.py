@@ -46,7 +46,7 @@ class ElectedThread:
 
     ``target()`` says what to work on (read at every tick, so settings may
     change), or ``None`` while the job is off; ``tick(target)`` does the job.
-    Both pids are per process, so a forked worker checks (and starts) again.
+    Both are per process: a forked worker checks (and starts) again.
     """
 
     thread_name = "django-streamer"
@@ -55,11 +55,17 @@ class ElectedThread:
     what = "the elected thread"  # for the log
 
     def __init__(self) -> None:
-        self._checked_pid = 0  # the process that looked whether the job is on
+        # Whether this process looked if the job is on: a flag, not a pid, as
+        # os.getpid() is a system call per stream (glibc no longer caches it).
+        self._checked = False
         self._started_pid = 0  # the process that runs the thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._forget_check)
+
+    def _forget_check(self) -> None:
+        self._checked = False
 
     def target(self) -> str | None:
         raise NotImplementedError
@@ -68,14 +74,14 @@ class ElectedThread:
         raise NotImplementedError
 
     def start_once(self) -> None:
-        """Per stream: one pid comparison once this process has looked."""
-        if self._checked_pid != os.getpid():
+        """Per stream: one attribute read once this process has looked."""
+        if not self._checked:
             self.ensure()
 
     def ensure(self) -> None:
         """Start the thread in this process, once, when the job is on."""
         pid = os.getpid()
-        self._checked_pid = pid
+        self._checked = True
         if self.target() is None:
             return
         with self._lock:
@@ -95,7 +101,7 @@ class ElectedThread:
         with self._lock:
             self._stop.set()
             self._stop = threading.Event()
-            self._checked_pid = self._started_pid = 0
+            self._checked, self._started_pid = False, 0
             thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 1.0)
