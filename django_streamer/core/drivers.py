@@ -6,6 +6,7 @@ a failure is worded live in the helpers below.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -93,6 +94,30 @@ def prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
             close_quietly(rest)
             raise
     yield from rest
+
+
+async def aprepended(
+    first: asyncio.Future[bytes], rest: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """After ``aprepare()``: ``first`` (awaited if still coming), then ``rest``.
+
+    Closing it cancels ``first`` if it is still being made, and closes ``rest``.
+    """
+    try:
+        try:
+            chunk = await first
+        except StopAsyncIteration:
+            return
+        yield chunk
+        async for chunk in rest:
+            yield chunk
+    finally:
+        if not first.done():
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def close_quietly(obj: object) -> None:
