@@ -11,7 +11,7 @@ from typing import Any
 
 from .bridge import aiter_sync, iter_async
 from .compression.stage import Compressor
-from .drivers import aprepended, drive_async, drive_sync, prepended
+from .drivers import aprepended, cancel_then_close, drive_async, drive_sync, prepended
 from .drivers import close_quietly as _close
 from .lifecycle import Lifecycle, State
 from .pipeline import check_chunk_size, check_flush_interval, rechunk_async, rechunk_sync
@@ -121,39 +121,24 @@ class Stream:
         """
         self.lifecycle.move(State.PREPARED, allowed=_FROM_NEW)
         ended: list[int] = []
-        self._async = self._async_driver(ended.append)
-        first = self._pending = asyncio.ensure_future(anext(self._async))
+        rest = self._async = self._async_driver(ended.append)
+        first = self._pending = asyncio.ensure_future(anext(rest))
         try:
             await asyncio.wait({first}, timeout=wait)
         except asyncio.CancelledError:
             # The client went away during the wait (Django's ASGI handler
             # cancels the request's task): nobody will send or close this
             # response, so end the stream here, or its source, its slot and
-            # its metrics stay open for good.
-            await self._abandon()
+            # its metrics stay open for good. The driver records the
+            # outcome (aborted).
+            await cancel_then_close(first, rest)
+            self.close()
             raise
         if first.done() and not first.cancelled():
             error = first.exception()
             if error is not None and not isinstance(error, StopAsyncIteration):
                 raise error
         return ended[0] if ended else None
-
-    async def _abandon(self) -> None:
-        """End a stream whose request was cancelled while ``aprepare()`` waited.
-
-        The first chunk's task is cancelled and awaited: a sync source's
-        bridge then closes the driver in its own thread once the ``next()``
-        running there returns (closing it from here would raise "generator
-        already executing"). The driver records the outcome (aborted).
-        """
-        first, rest = self._pending, self._async
-        if first is not None and not first.done():
-            first.cancel()
-            await asyncio.gather(first, return_exceptions=True)
-        aclose = getattr(rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        self.close()
 
     # -- the chunks -----------------------------------------------------
 
