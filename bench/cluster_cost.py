@@ -22,46 +22,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Commands that only Lua runs here: counted in commandstats, but no round trip.
-_LUA_ONLY = {
-    "time", "zremrangebyscore", "zrangebyscore", "zcard", "zscore", "zadd", "zrem", "zrank",
-    "incr", "pexpire", "sadd", "srem", "sismember", "smembers", "exists", "publish", "del",
-}  # fmt: skip
-
+from bench.common import (
+    interleaved_medians,
+    redis_figures,
+    redis_server,
+    setup_django,
+    wsgi_request,
+)
 
 GAP = 0.02  # seconds between the idle case's requests: past the release delay
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server_figures(client: Any) -> tuple[int, float]:
-    """(round trips, server usec) so far, INFO itself left out."""
-    stats = client.info("commandstats")
-    trips, usec = 0, 0.0
-    for name, v in stats.items():
-        cmd = name.removeprefix("cmdstat_")
-        if cmd in ("info", "config|resetstat", "config"):
-            continue
-        if cmd not in _LUA_ONLY:
-            trips += v["calls"]
-            usec += v["usec"]  # a script's usec includes the commands it ran
-    return trips, usec
 
 
 def _loop(backend: Any, requests: int, gap: float = 0.0) -> float:
@@ -80,42 +58,19 @@ def _loop(backend: Any, requests: int, gap: float = 0.0) -> float:
 
 
 def _django(url: str, requests: int) -> list[str]:
-    import tempfile
-
     os.environ["BENCH_REDIS_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    import django
-    from django.conf import settings
-
-    django.setup()
-    settings.STREAMER_LIMITER_DIR = tempfile.mkdtemp(prefix="bench-pools-")
-    settings.STREAMER_METRICS_DIR = tempfile.mkdtemp(prefix="bench-metrics-")
-    from wsgiref.util import setup_testing_defaults
-
+    setup_django()
     from django.core.handlers.wsgi import WSGIHandler
 
     handler = WSGIHandler()
-
-    def one(path: str) -> float:
-        environ: dict[str, Any] = {"PATH_INFO": path}
-        setup_testing_defaults(environ)
-        started = time.process_time()
-        body = handler(environ, lambda status, headers, exc_info=None: lambda data: None)
-        for _ in body:
-            pass
-        body.close()
-        return time.process_time() - started
-
     paths = {"undecorated": "/limited/none", "scope='process'": "/limited/process"}
     paths["scope='cluster'"] = "/limited/cluster"
-    times: dict[str, list[float]] = {label: [] for label in paths}
-    for _ in range(300):
-        for path in paths.values():
-            one(path)
-    for _ in range(requests):
-        for label, path in paths.items():
-            times[label].append(one(path))
-    med = {label: statistics.median(v) * 1e6 for label, v in times.items()}
+    # Process CPU, every thread: deferred releases are sent by the backend's thread.
+    contenders = {
+        label: partial(wsgi_request, handler, path, time.process_time)
+        for label, path in paths.items()
+    }
+    med = interleaved_medians(contenders, rounds=requests, warm=300)
     base = med["undecorated"]
     rows = ["| 10 x 100 B through WSGIHandler | CPU per request | undecorated / this |"]
     rows.append("|---|---|---|")
@@ -130,30 +85,10 @@ def main() -> None:
     parser.add_argument("--django", action="store_true", help="also through WSGIHandler")
     args = parser.parse_args()
 
-    import redis
-
     from django_streamer.core.limiter import ProcessBackend
     from django_streamer.core.limiter.cluster.backend import ClusterBackend
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed")
-    port = _free_port()
-    directory = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        admin = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        url = f"redis://127.0.0.1:{port}/0"
+    with redis_server() as (url, admin):
         cluster = ClusterBackend(url, lease=10, on_error="closed")
         process = ProcessBackend()
         _loop(cluster, 200)  # warm: connections, script cache
@@ -165,17 +100,13 @@ def main() -> None:
         for _ in range(args.rounds):
             cpu["process"].append(_loop(process, n) / n)
             for case, count, gap in (("busy", n, 0.0), ("idle", spaced, GAP)):
-                t0, u0 = _server_figures(admin)
+                t0, u0 = redis_figures(admin)
                 cpu[case].append(_loop(cluster, count, gap) / count)
-                t1, u1 = _server_figures(admin)
+                t1, u1 = redis_figures(admin)
                 trips[case].append((t1 - t0) / count)
                 server[case].append((u1 - u0) / count)
         cluster.close()
         django_rows = _django(url, args.requests) if args.django else []
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(directory, ignore_errors=True)
     base = statistics.median(cpu["process"]) * 1e6
     print("| per acquire + release | client CPU | Redis CPU | round trips |")
     print("|---|---|---|---|")

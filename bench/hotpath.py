@@ -19,14 +19,15 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+from bench.common import interleaved_medians, setup_django, wsgi_request
 
 ROW = b"x" * 32 + b"\n"
 
@@ -42,14 +43,9 @@ REQUESTS = {
 
 
 def per_request(rounds: int) -> list[str]:
-    import django
     from django.conf import settings
 
-    django.setup()
-    settings.STREAMER_LIMITER_DIR = tempfile.mkdtemp(prefix="bench-pools-")
-    settings.STREAMER_METRICS_DIR = tempfile.mkdtemp(prefix="bench-metrics-")
-    from wsgiref.util import setup_testing_defaults
-
+    setup_django()
     from django.core.handlers.wsgi import WSGIHandler
 
     from django_streamer.conf import conf
@@ -60,23 +56,11 @@ def per_request(rounds: int) -> list[str]:
         # Flipped in the memo (as override_settings would), outside the timing.
         settings.STREAMER_METRICS = metrics
         conf._memo["STREAMER_METRICS"] = metrics
-        environ: dict[str, Any] = {"PATH_INFO": path}
-        setup_testing_defaults(environ)
-        started = time.thread_time()
-        body = handler(environ, lambda status, headers, exc_info=None: lambda data: None)
-        for _ in body:
-            pass
-        body.close()
-        return time.thread_time() - started
+        return wsgi_request(handler, path)
 
-    times: dict[str, list[float]] = {label: [] for label in REQUESTS}
-    for _ in range(200):  # warm up: imports, pools, the metrics file
-        for path, metrics in REQUESTS.values():
-            one(path, metrics)
-    for _ in range(rounds):
-        for label, (path, metrics) in REQUESTS.items():
-            times[label].append(one(path, metrics))
-    med = {label: statistics.median(v) * 1e6 for label, v in times.items()}
+    contenders = {label: partial(one, *request) for label, request in REQUESTS.items()}
+    # 200 warm-up rounds: imports, pools, the metrics file.
+    med = interleaved_medians(contenders, rounds=rounds, warm=200)
     base = med["undecorated"]
     rows = ["| 10 x 100 B through WSGIHandler | CPU per request | over undecorated |"]
     rows.append("|---|---|---|")

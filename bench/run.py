@@ -25,11 +25,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, redis_figures, redis_server  # noqa: E402
 from django_streamer.testing import fetch  # noqa: E402
 
 UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
@@ -82,12 +82,6 @@ SCENARIOS = [
     Scenario("large", "256 pieces of 64 KiB", "gthread", "bytes", target=0.98),
     Scenario("file", "64 MiB file (FileResponse vs Path)", "gthread", "bytes", target=0.98),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Gunicorn:
@@ -229,22 +223,8 @@ def limiter_overhead(rounds: int, seconds: int) -> list[str]:
 
 def cluster_overhead(rounds: int, seconds: int) -> list[str]:
     """A small stream undecorated and behind a cluster-scope limit, on a local redis-server."""
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    env = {"BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    try:
+    with redis_server() as (redis_url, client):
+        env = {"BENCH_REDIS_URL": redis_url}
         sc = Scenario("limited", "", "gthread", "requests", ("none", "cluster"))
         res = run_scenario(sc, rounds, seconds, env=env)
         server = Gunicorn("gthread", env=env)
@@ -252,15 +232,12 @@ def cluster_overhead(rounds: int, seconds: int) -> list[str]:
             url = f"http://127.0.0.1:{server.port}/limited/cluster"
             wrk(url, 1, 4)
             server.wait_idle()
-            before = _round_trips(client)
+            before, _ = redis_figures(client)
             out = _wrk_output(url, seconds, 4)
-            after = _round_trips(client)
+            after, _ = redis_figures(client)
             requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         finally:
             server.stop()
-    finally:
-        proc.terminate()
-        proc.wait()
     ratio = res["cluster"] / res["none"]
     return [
         f"| limit_concurrency(scope='cluster') on 10 x 100 B, gthread, Redis on loopback "
@@ -268,19 +245,6 @@ def cluster_overhead(rounds: int, seconds: int) -> list[str]:
         f"| {ratio:.2f}x; {(after - before) / requests:.2f} Redis round trips per request "
         "| >= 0.85x, <= 2 round trips |"
     ]
-
-
-def _round_trips(client: Any) -> int:
-    """Commands clients sent (commands run inside Lua are counted apart, not here)."""
-    stats = client.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info") - sum(
-        stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in _LUA_ONLY
-    )
-
-
-# What the scripts call; a client of ours never sends these itself.
-_LUA_ONLY = ("time", "zremrangebyscore", "zrangebyscore", "zrem", "zcard", "zscore", "zrank")
-_LUA_ONLY += ("zadd", "incr", "pexpire", "sadd", "srem", "smembers", "del", "publish")
 
 
 def metrics_overhead(rounds: int, seconds: int) -> list[str]:

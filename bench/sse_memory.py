@@ -22,17 +22,9 @@ import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
+from bench.common import asgi_receive, asgi_scope
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-
-
-def _scope() -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/sse/idle", "raw_path": b"/sse/idle",
-        "query_string": b"ping=15", "root_path": "",
-        "headers": [(b"host", b"bench"), (b"accept", b"text/event-stream")],
-        "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
 
 
 def _kind(tb: tracemalloc.Traceback) -> str:
@@ -43,7 +35,7 @@ def _kind(tb: tracemalloc.Traceback) -> str:
         return "the view's source"
     if any("site-packages" in n for n in names):
         return "Django/asgiref"
-    if any(n.endswith("sse_memory.py") for n in names[-3:]):
+    if any(n.endswith(("sse_memory.py", "bench/common.py")) for n in names[-3:]):
         return "harness"
     return "asyncio"
 
@@ -57,21 +49,13 @@ async def main(count: int) -> None:
 
     async def one() -> None:
         started = asyncio.Event()
-        asked = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal asked
-            if not asked:
-                asked = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
 
         async def send(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.body" and message.get("body"):
                 started.set()
 
-        open_.append(asyncio.ensure_future(app(_scope(), receive, send)))
+        scope = asgi_scope("/sse/idle?ping=15", headers=[(b"accept", b"text/event-stream")])
+        open_.append(asyncio.ensure_future(app(scope, asgi_receive(gone), send)))
         await started.wait()
 
     for _ in range(5):  # warm up

@@ -183,22 +183,48 @@ def test_close_without_iterating_finishes_once(recorded):
     assert recorded[0].events == ["start", Outcome.ABORTED]
 
 
+class Rows:
+    """An endless source that is an iterator object, not a generator: it has no
+    finaliser of its own, so only the stream's close() can close it."""
+
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def __iter__(self) -> Rows:
+        return self
+
+    def __next__(self) -> bytes:
+        return b"x"
+
+    def close(self) -> None:
+        self.closes += 1
+
+
 def test_a_dropped_response_ends_its_stream_when_collected(recorded):
+    # Django's ASGI handler drops the response unsent when the client went
+    # away while the view ran. No driver generator exists yet whose finaliser
+    # could end the stream: only StreamingResponse.__del__ does.
     import gc
 
-    closed: list[bool] = []
-
-    def source() -> Iterator[bytes]:
-        try:
-            yield b"x"
-        finally:
-            closed.append(True)
-
-    response = stream_response(source(), name="dropped", flush_interval=0)
-    next(iter(response))  # started, then neither finished nor closed
+    rows = Rows()
+    response = stream_response(rows, name="dropped")
     del response
     gc.collect()
-    assert closed == [True]
+    assert rows.closes == 1
+    assert recorded[0].events == ["start", Outcome.ABORTED]
+
+
+def test_a_dropped_started_response_ends_its_stream_when_collected(recorded):
+    # Started, then neither finished nor closed: the driver generator's own
+    # finaliser ends the stream (closing the chunker, which closes the source).
+    import gc
+
+    rows = Rows()
+    response = stream_response(rows, name="dropped", flush_interval=0)
+    next(iter(response))
+    del response
+    gc.collect()
+    assert rows.closes == 1
     assert recorded[0].events[-1] is Outcome.ABORTED
     assert recorded[0].events.count(Outcome.ABORTED) == 1
 

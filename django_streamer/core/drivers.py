@@ -1,11 +1,14 @@
 """Driving a stream's chunks to the server: counting, recording, and the outcome.
 
-The sync and async drivers differ only in ``await``; what they record and how
-a failure is worded live in the helpers below.
+The sync and async drivers differ only in ``await`` (and the sync one's loop
+without a per-chunk call when no recorder listens); how a failure is logged and
+how a chunker is closed live in the helpers below, shared with the first-chunk
+wrappers (``prepended``, ``aprepended``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
@@ -20,7 +23,7 @@ logger = logging.getLogger("django_streamer")
 
 
 def drive_sync(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    on_chunk = stream.recorders.chunk_callback()
+    on_chunk = stream.recorders.chunk_callback()  # None: no recorder, no call per chunk
     outcome = Outcome.ABORTED
     try:
         if on_chunk is None:
@@ -34,8 +37,7 @@ def drive_sync(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
                 yield chunk
         outcome = stream.clean_end()
     except Exception:
-        outcome = Outcome.FAILED
-        log_failure(stream)
+        outcome = failure(stream)
         raise
     finally:
         try:
@@ -54,19 +56,17 @@ async def drive_async(stream: Stream, chunks: AsyncIterator[bytes]) -> AsyncIter
             yield chunk
         outcome = stream.clean_end()
     except Exception:
-        outcome = Outcome.FAILED
-        log_failure(stream)
+        outcome = failure(stream)
         raise
     finally:
         try:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_quietly(chunks)
         finally:
             stream.finish(outcome)
 
 
-def log_failure(stream: Stream) -> None:
+def failure(stream: Stream) -> Outcome:
+    """Log the error being handled, worded for where the stream was; return ``FAILED``."""
     if stream.state is State.PREPARED:
         logger.exception(
             "Stream %r failed before any byte was sent; the error goes to Django's error handling",
@@ -78,6 +78,7 @@ def log_failure(stream: Stream) -> None:
             stream.name,
             stream.sent_bytes,
         )
+    return Outcome.FAILED
 
 
 def prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -95,8 +96,47 @@ def prepended(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
+async def aprepended(
+    first: asyncio.Future[bytes], rest: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """After ``aprepare()``: ``first`` (awaited if still coming), then ``rest``.
+
+    Closing it cancels ``first`` if it is still being made, and closes ``rest``.
+    """
+    try:
+        try:
+            chunk = await first
+        except StopAsyncIteration:
+            return
+        yield chunk
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await cancel_then_close(first, rest)
+
+
+async def cancel_then_close(first: asyncio.Future[bytes], rest: AsyncIterator[bytes]) -> None:
+    """Cancel ``first`` if it is still being made and wait for it; then close ``rest``.
+
+    Waiting matters for a sync source: its bridge closes the driver in its own
+    thread once the ``next()`` running there returns (closing it from here
+    would raise "generator already executing").
+    """
+    if not first.done():
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    await aclose_quietly(rest)
+
+
 def close_quietly(obj: object) -> None:
     """``obj.close()``, if it has one."""
     close = getattr(obj, "close", None)
     if close is not None:
         close()
+
+
+async def aclose_quietly(obj: object) -> None:
+    """``await obj.aclose()``, if it has one."""
+    aclose = getattr(obj, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -6,20 +6,18 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from .achunking import aiter_chunks
 from .bridge import aiter_sync, iter_async
-from .chunking import Piece, iter_chunks
-from .compression.stage import Compressor, acompress_chunks, compress_chunks
+from .compression.stage import Compressor
+from .drivers import aprepended, cancel_then_close, drive_async, drive_sync, prepended
 from .drivers import close_quietly as _close
-from .drivers import drive_async, drive_sync, prepended
 from .lifecycle import Lifecycle, State
+from .pipeline import check_chunk_size, check_flush_interval, rechunk_async, rechunk_sync
 from .recorder import Outcome, Recorders, StreamRecorder
 from .sendfile import FileSender
 from .sources import classify
-from .validate import non_negative_number, positive_int
 
 logger = logging.getLogger("django_streamer")
 
@@ -29,18 +27,6 @@ __all__ = ["FileSender", "State", "Stream"]
 # The states a stream may be consumed from (module constants: not built per call).
 _FROM_NEW = frozenset({State.NEW})
 _FROM_NEW_OR_PREPARED = frozenset({State.NEW, State.PREPARED})
-
-
-def check_chunk_size(value: object, *, name: str) -> int:
-    if type(value) is int and value > 0:  # the common case: no message built
-        return value
-    return positive_int(value, what=f"stream {name!r}: chunk_size")
-
-
-def check_flush_interval(value: object, *, name: str) -> float:
-    if type(value) is float and value >= 0:  # the common case (NaN fails >=)
-        return value
-    return non_negative_number(value, what=f"stream {name!r}: flush_interval")
 
 
 class Stream:
@@ -79,7 +65,7 @@ class Stream:
         self.path = ""  # the request's path, when the caller knows it (for metrics)
         self.outcome: Outcome | None = None
         self.lifecycle = Lifecycle(name)
-        self._source: Any = classified.items
+        self.items: Any = classified.items  # what the chunker reads (pipeline.py)
         self.compressor: Compressor | None = None  # the compressing stage, if any
         self._outcome_lock = threading.Lock()
         self._sender: FileSender | None = None
@@ -135,39 +121,24 @@ class Stream:
         """
         self.lifecycle.move(State.PREPARED, allowed=_FROM_NEW)
         ended: list[int] = []
-        self._async = self._async_driver(ended.append)
-        first = self._pending = asyncio.ensure_future(anext(self._async))
+        rest = self._async = self._async_driver(ended.append)
+        first = self._pending = asyncio.ensure_future(anext(rest))
         try:
             await asyncio.wait({first}, timeout=wait)
         except asyncio.CancelledError:
             # The client went away during the wait (Django's ASGI handler
             # cancels the request's task): nobody will send or close this
             # response, so end the stream here, or its source, its slot and
-            # its metrics stay open for good.
-            await self._abandon()
+            # its metrics stay open for good. The driver records the
+            # outcome (aborted).
+            await cancel_then_close(first, rest)
+            self.close()
             raise
         if first.done() and not first.cancelled():
             error = first.exception()
             if error is not None and not isinstance(error, StopAsyncIteration):
                 raise error
         return ended[0] if ended else None
-
-    async def _abandon(self) -> None:
-        """End a stream whose request was cancelled while ``aprepare()`` waited.
-
-        The first chunk's task is cancelled and awaited: a sync source's
-        bridge then closes the driver in its own thread once the ``next()``
-        running there returns (closing it from here would raise "generator
-        already executing"). The driver records the outcome (aborted).
-        """
-        first, rest = self._pending, self._async
-        if first is not None and not first.done():
-            first.cancel()
-            await asyncio.gather(first, return_exceptions=True)
-        aclose = getattr(rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        self.close()
 
     # -- the chunks -----------------------------------------------------
 
@@ -178,7 +149,8 @@ class Stream:
             self._sync = self._sync_driver(None)
             return self._sync
         if self._async is not None:
-            return iter_async(self._resume())
+            assert self._pending is not None
+            return iter_async(aprepended(self._pending, self._async))
         assert self._sync is not None
         return prepended(self._first, self._sync)
 
@@ -188,43 +160,24 @@ class Stream:
         if old is State.NEW:
             return self._async_driver(None)
         if self._async is not None:
-            return self._resume()
+            assert self._pending is not None
+            return aprepended(self._pending, self._async)
         assert self._sync is not None
         return aiter_sync(prepended(self._first, self._sync))
 
     def _sync_driver(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
         """Chunks, counted and recorded, for sync code; an async source runs on a private loop."""
         if self.is_async:
-            return drive_sync(self, iter_async(self._rechunk_async(on_end)))
-        return drive_sync(self, self._rechunk_sync(on_end))
+            return drive_sync(self, iter_async(rechunk_async(self, on_end)))
+        return drive_sync(self, rechunk_sync(self, on_end))
 
     def _async_driver(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
         """Chunks, counted and recorded, for an event loop; a sync source runs in a thread."""
         if self.is_async:
-            return drive_async(self, self._rechunk_async(on_end))
+            return drive_async(self, rechunk_async(self, on_end))
         # Driven in the thread, so close() can close it.
-        self._sync = drive_sync(self, self._rechunk_sync(on_end))
+        self._sync = drive_sync(self, rechunk_sync(self, on_end))
         return aiter_sync(self._sync)
-
-    async def _resume(self) -> AsyncIterator[bytes]:
-        """After ``aprepare()``: the first chunk (awaited if still coming), then the rest."""
-        first, rest = self._pending, self._async
-        assert first is not None and rest is not None
-        try:
-            try:
-                chunk = await first
-            except StopAsyncIteration:
-                return
-            yield chunk
-            async for chunk in rest:
-                yield chunk
-        finally:
-            if not first.done():
-                first.cancel()
-                await asyncio.gather(first, return_exceptions=True)
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     def sendfile(self) -> FileSender | None:
         """A file object for ``wsgi.file_wrapper`` (the sendfile path), if any."""
@@ -252,30 +205,6 @@ class Stream:
         self.sent_bytes += nbytes
         self.recorders.chunk(nbytes)
 
-    def _rechunk_sync(self, on_end: Callable[[int], None] | None) -> Iterator[bytes]:
-        source: Iterable[Piece] = self._source
-        stage = self.compressor
-        if stage is None:
-            return iter_chunks(source, on_end=on_end, **self._options())
-        chunks = iter_chunks(source, on_forced=stage.mark_forced, **self._options())
-        return compress_chunks(chunks, stage, on_body=self.recorders.uncompressed, on_end=on_end)
-
-    def _rechunk_async(self, on_end: Callable[[int], None] | None) -> AsyncIterator[bytes]:
-        source: AsyncIterable[Piece] = self._source
-        stage = self.compressor
-        if stage is None:
-            return aiter_chunks(source, on_end=on_end, **self._options())
-        chunks = aiter_chunks(source, on_forced=stage.mark_forced, **self._options())
-        return acompress_chunks(chunks, stage, on_body=self.recorders.uncompressed, on_end=on_end)
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "chunk_size": self.chunk_size,
-            "flush_interval": self.flush_interval,
-            "encoding": self.encoding,
-            "name": self.name,
-        }
-
     # -- ending ---------------------------------------------------------
 
     def clean_end(self) -> Outcome:
@@ -285,7 +214,7 @@ class Stream:
         or any iterator object) sets ``outcome = Outcome.DRAINED`` before it
         stops; read once per stream, at its end.
         """
-        said = getattr(self._source, "outcome", None)
+        said = getattr(self.items, "outcome", None)
         return Outcome.DRAINED if said is Outcome.DRAINED else Outcome.COMPLETED
 
     def add_recorder(self, recorder: StreamRecorder) -> None:
@@ -307,7 +236,7 @@ class Stream:
             self.outcome = Outcome.ABORTED
         try:
             if self.lifecycle.try_move(State.CLOSED):
-                _close(self._source)
+                _close(self.items)
         finally:
             if self.file is not None:
                 self.file.close()
@@ -345,7 +274,7 @@ class Stream:
             if self._sender is not None and self._sender.done(self.length):
                 self.finish(Outcome.COMPLETED)
             if old is State.NEW:
-                _close(self._source)
+                _close(self.items)
             if self.file is not None:
                 self.file.close()
         finally:
