@@ -248,6 +248,20 @@ def test_completed_stream_records_every_chunk(kind, recorded):
     assert recorded[0].events == ["start", 1000, 1000, 1000, 300, Outcome.COMPLETED]
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_recorder_added_once_sending_started_hears_the_later_chunks(kind):
+    # The sync driver once picked its per-chunk callback when it started: a
+    # recorder added later (no other recorder listening) heard no chunk.
+    status, _, body = wsgi_iter(f"/stream/?kind={kind}&items=100&chunk=1000")
+    chunks = iter(body)
+    first = next(chunks)  # the driver runs
+    late = Recorded()
+    body.add_recorder(late)
+    assert first + b"".join(chunks) == ROW * 100
+    body.close()
+    assert late.events == [1000, 1000, 300, Outcome.COMPLETED]
+
+
 @pytest.mark.parametrize("server_model", ["wsgi", "asgi"])
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_failing_source_is_logged_raised_and_recorded(kind, server_model, recorded, caplog):

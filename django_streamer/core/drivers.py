@@ -1,7 +1,6 @@
 """Driving a stream's chunks to the server: counting, recording, and the outcome.
 
-The sync and async drivers differ only in ``await`` (and the sync one's loop
-without a per-chunk call when no recorder listens); how a failure is logged and
+The sync and async drivers differ only in ``await``; how a failure is logged and
 how a chunker is closed live in the helpers below, shared with the first-chunk
 wrappers (``prepended``, ``aprepended``).
 """
@@ -23,18 +22,14 @@ logger = logging.getLogger("django_streamer")
 
 
 def drive_sync(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    on_chunk = stream.recorders.chunk_callback()  # None: no recorder, no call per chunk
+    # The fan-out, not a recorder picked now: one added later hears later chunks.
+    on_chunk = stream.recorders.chunk
     outcome = Outcome.ABORTED
     try:
-        if on_chunk is None:
-            for chunk in chunks:
-                stream.sent_bytes += len(chunk)
-                yield chunk
-        else:
-            for chunk in chunks:
-                stream.sent_bytes += len(chunk)
-                on_chunk(len(chunk))
-                yield chunk
+        for chunk in chunks:
+            stream.sent_bytes += len(chunk)
+            on_chunk(len(chunk))
+            yield chunk
         outcome = stream.clean_end()
     except Exception:
         outcome = failure(stream)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 
 logger = logging.getLogger("django_streamer")
 
@@ -61,14 +60,6 @@ class Recorders(StreamRecorder):
 
     def add(self, recorder: StreamRecorder) -> None:
         self.recorders.append(recorder)
-
-    def chunk_callback(self) -> Callable[[int], None] | None:
-        """What to call per chunk: nothing, the one recorder, or the fan-out."""
-        if not self.recorders:
-            return None
-        if len(self.recorders) == 1:
-            return self.recorders[0].chunk
-        return self.chunk
 
     def start(self) -> None:
         for recorder in self.recorders:
