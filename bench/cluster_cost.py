@@ -8,9 +8,11 @@ Starts its own redis-server on a free port. Each "request" is an acquire of a
 cluster-scope slot (``ClusterBackend.try_acquire``), a few microseconds of work
 and the release, on one thread, as a gthread worker's request thread does it;
 the same loop over the process-scope backend is the baseline. The cluster
-loop runs back to back (as under load: each release rides with the next
-admission) and with requests 20 ms apart (each release goes alone, from the
-backend's thread, after the release delay). Per request it
+loop runs back to back (as under load: each admission is handed the previous
+request's pending release, and one ACQUIRE per reuse window asks Redis), back
+to back with hand-offs off (``reuse_window=0``: each release rides with the
+next admission) and with requests 20 ms apart (each release goes alone, from
+the backend's thread, after the release delay). Per request it
 prints: the client's CPU (this process's CPU time, every thread: deferred
 releases are sent by a background thread), Redis's CPU (the ``usec`` of
 ``INFO commandstats``, scripts included), and the round trips (commands sent,
@@ -90,29 +92,37 @@ def main() -> None:
 
     with redis_server() as (url, admin):
         cluster = ClusterBackend(url, lease=10, on_error="closed")
+        carrying = ClusterBackend(url, lease=10, on_error="closed", reuse_window=0)
         process = ProcessBackend()
-        _loop(cluster, 200)  # warm: connections, script cache
-        _loop(process, 200)
-        cpu: dict[str, list[float]] = {"process": [], "busy": [], "idle": []}
-        server: dict[str, list[float]] = {"busy": [], "idle": []}
-        trips: dict[str, list[float]] = {"busy": [], "idle": []}
+        for warm in (cluster, carrying, process):
+            _loop(warm, 200)  # connections, script cache
+        cases = ("busy", "carried", "idle")
+        cpu: dict[str, list[float]] = {"process": [], **{case: [] for case in cases}}
+        server: dict[str, list[float]] = {case: [] for case in cases}
+        trips: dict[str, list[float]] = {case: [] for case in cases}
         n, spaced = args.requests, max(1, args.requests // 10)
         for _ in range(args.rounds):
             cpu["process"].append(_loop(process, n) / n)
-            for case, count, gap in (("busy", n, 0.0), ("idle", spaced, GAP)):
+            for case, backend, count, gap in (
+                ("busy", cluster, n, 0.0),
+                ("carried", carrying, n, 0.0),
+                ("idle", cluster, spaced, GAP),
+            ):
                 t0, u0 = redis_figures(admin)
-                cpu[case].append(_loop(cluster, count, gap) / count)
+                cpu[case].append(_loop(backend, count, gap) / count)
                 t1, u1 = redis_figures(admin)
                 trips[case].append((t1 - t0) / count)
                 server[case].append((u1 - u0) / count)
         cluster.close()
+        carrying.close()
         django_rows = _django(url, args.requests) if args.django else []
     base = statistics.median(cpu["process"]) * 1e6
     print("| per acquire + release | client CPU | Redis CPU | round trips |")
     print("|---|---|---|---|")
     print(f"| scope='process' | {base:,.1f} us | - | 0 |")
     for case, label in (
-        ("busy", "back to back (releases ride with the next admission)"),
+        ("busy", "back to back (pending releases handed on)"),
+        ("carried", "back to back, no hand-off (releases ride with the next admission)"),
         ("idle", f"{GAP * 1000:.0f} ms apart (releases sent by the thread)"),
     ):
         mine = statistics.median(cpu[case]) * 1e6

@@ -347,7 +347,8 @@ def test_deferred_releases_go_in_one_round_trip_within_the_delay_with_no_admissi
 def test_a_release_carried_by_the_next_admission_is_counted_and_wakes_other_hosts(
     redis_server: RedisServer,
 ):
-    host_a = backend(redis_server, release_delay=5.0)  # only an admission sends releases
+    # Only an admission sends releases, and never hands one on: this is about carrying.
+    host_a = backend(redis_server, release_delay=5.0, reuse_window=0)
     host_b = backend(redis_server)
     lease = host_a.try_acquire("carry", "k", 1)
     assert lease is not None

@@ -252,7 +252,7 @@ def test_completed_stream_records_every_chunk(kind, recorded):
 def test_a_recorder_added_once_sending_started_hears_the_later_chunks(kind):
     # The sync driver once picked its per-chunk callback when it started: a
     # recorder added later (no other recorder listening) heard no chunk.
-    status, _, body = wsgi_iter(f"/stream/?kind={kind}&items=100&chunk=1000")
+    _, _, body = wsgi_iter(f"/stream/?kind={kind}&items=100&chunk=1000")
     chunks = iter(body)
     first = next(chunks)  # the driver runs
     late = Recorded()

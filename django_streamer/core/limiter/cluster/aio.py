@@ -1,9 +1,10 @@
 """The async side of a cluster backend: redis.asyncio, one client per event loop. No Django.
 
-The same Lua and the same shared steps as the sync side (``ClusterBackend``);
-only the waiting differs: a future woken from the subscriber thread instead of
-a ``threading.Event``. Nothing here blocks the loop; releases need no loop at
-all (they ride with the next admission or go from the backend's thread).
+The same Lua and the same shared steps (``ClusterBackend.hand_off``, ``turn``)
+as the sync side (``sync.py``); only the waiting differs: a future woken from
+the subscriber thread instead of a ``threading.Event``. Nothing here blocks the
+loop; releases need no loop at all (they ride with the next admission or go
+from the backend's thread).
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ class AsyncSide:
         import redis
 
         b = self.backend
-        started = b.clock()
-        deadline = started + timeout
+        deadline = b.clock() + timeout
         if b.breaker.is_open:
             return await self._fallback_wait(pool, key, limit, deadline)
+        keys = b.keys(pool, key)
+        handed = b.hand_off(keys)
+        if handed is not None:
+            return handed
         scripts = self.scripts()
-        keys, ident, wait = b.keys(pool, key), b.new_ident(), timeout > 0
+        ident, wait = b.new_ident(), timeout > 0
         call = b.acquire_call(keys, ident, limit, wait)
         waker = _Waker(asyncio.get_running_loop())
         if wait:
@@ -66,12 +70,13 @@ class AsyncSide:
         admitted = False
         try:
             while True:
+                sent = b.clock()
                 try:
                     reply = await scripts["ACQUIRE"](**b.with_releases(call))
                 except redis.RedisError as exc:
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)
-                turn = b.turn(reply, keys, ident, started, deadline)
+                turn = b.turn(reply, keys, ident, sent, deadline)
                 if not isinstance(turn, float):
                     admitted = True
                     return turn
@@ -88,7 +93,7 @@ class AsyncSide:
         self, pool: str, key: str, limit: int, deadline: float
     ) -> Lease | None:
         while True:
-            turn = self.backend.fallback_turn(pool, key, limit, deadline)
+            turn = self.backend.fallback.turn(pool, key, limit, deadline)
             if not isinstance(turn, float):
                 return turn
             if turn <= 0:

@@ -14,9 +14,7 @@ One of each per process and backend, whatever the number of streams:
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -161,77 +159,3 @@ class Wakeups:
                     self.wake(data.decode() if isinstance(data, bytes) else str(data))
         finally:
             pubsub.close()  # type: ignore[attr-defined]
-
-
-class Releaser:
-    """Sends the releases no admission carried, ``delay`` seconds after the first of them.
-
-    One thread per process, asleep while nothing is pending. Releases wait in
-    ``pending`` (pairs of pool-key base and lease id); an admission of this
-    process takes them first (``take``) and sends them in its own round trip,
-    so under load most releases cost none of their own.
-    """
-
-    def __init__(self, *, send: Callable[[list[str]], None], delay: float) -> None:
-        self._send = send  # one round trip for every pair; errors are its own
-        self.delay = delay
-        self._lock = threading.Lock()
-        self._pending: list[str] = []
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.stopped = False
-
-    def __len__(self) -> int:
-        return len(self._pending) // 2
-
-    def add(self, base: str, ident: str) -> None:
-        with self._lock:
-            first = not self._pending
-            self._pending += (base, ident)
-            if self._thread is None and not self.stopped:
-                self._thread = threading.Thread(
-                    target=self._run, name="streamer-cluster-releases", daemon=True
-                )
-                self._thread.start()
-                # A process that exits (a worker recycled, a script's end) sends
-                # its last releases rather than leaving them to the lease.
-                atexit.register(self._at_exit, os.getpid())
-        if first:
-            self._wake.set()
-
-    def take(self) -> list[str]:
-        """Every pending release (base, id, base, id...), now the caller's to send."""
-        if not self._pending:
-            return []
-        with self._lock:
-            taken, self._pending = self._pending, []
-        return taken
-
-    def flush(self) -> None:
-        """Send what is pending now, on this thread."""
-        taken = self.take()
-        if taken:
-            self._send(taken)
-
-    def stop(self) -> None:
-        self.stopped = True
-        self._wake.set()
-
-    def _at_exit(self, pid: int) -> None:
-        if os.getpid() == pid:  # not in a forked child: these are the parent's
-            try:
-                self.flush()
-            except Exception:
-                log.exception("django-streamer: cluster release failed")
-
-    def _run(self) -> None:
-        while not self.stopped:
-            self._wake.wait()
-            self._wake.clear()
-            if self.stopped:
-                return
-            time.sleep(self.delay)  # the releases of the next few ms ride along
-            try:
-                self.flush()
-            except Exception:
-                log.exception("django-streamer: cluster release failed")

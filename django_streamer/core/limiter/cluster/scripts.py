@@ -47,7 +47,9 @@ end
 """
 
 # KEYS: owner, pool index. ARGV: base, lease id, limit, lease ms, wait (0/1),
-# keep ms, channel, then the deferred releases. Returns {admitted 0/1, held after}.
+# keep ms, channel, then the deferred releases. Returns {admitted 0/1, held after,
+# waiters left in the queue}: the last lets the caller hand a lease on locally only
+# while nobody waits (see releases.py).
 # The pool key's Redis keys are base:h, base:q, base:e and base:n (one hash tag).
 ACQUIRE = (
     _NOW
@@ -85,14 +87,17 @@ if held + ahead >= limit then
   if wait == '1' then
     redis.call('ZADD', e, now + math.max(lease, 3000), id)
     redis.call('PEXPIRE', e, keep)
+    return {0, held, redis.call('ZCARD', q)}
   end
-  return {0, held}
+  return {0, held, ahead}
 end
+local queued = ahead  -- without a ticket, ahead is every waiter
 if wait == '1' then
   redis.call('ZREM', q, id)
   redis.call('ZREM', e, id)
+  queued = redis.call('ZCARD', q)
   -- Another waiter may fit too (several slots freed at once).
-  if held + 1 < limit and redis.call('ZCARD', q) > 0 then
+  if held + 1 < limit and queued > 0 then
     redis.call('PUBLISH', ARGV[7], string.match(base, '{(.*)}'))
   end
 end
@@ -104,7 +109,7 @@ redis.call('PEXPIRE', owner, keep)
 -- after the last admission); IN_USE_POOL drops the keys nothing holds.
 redis.call('ZADD', KEYS[2], now, base)
 redis.call('PEXPIRE', KEYS[2], 86400000)
-return {1, held + 1}
+return {1, held + 1, queued}
 """
 )
 

@@ -1,0 +1,154 @@
+"""A released cluster lease's last milliseconds: deferred, and perhaps handed on. No Django.
+
+* :class:`Releaser` keeps the releases of a process for ``release_delay``
+  seconds: the process's next ACQUIRE carries them (one round trip for both),
+  or a background thread sends every one still pending in one call.
+* While a release of a pool key is still pending here, an admission of the
+  same key can take its Redis entry back instead of asking Redis (a hand-off,
+  ``ClusterBackend.hand_off``): the lease id, still held and renewed in Redis,
+  changes owner inside this process, so Redis's count never moves and cannot
+  pass the limit. :class:`Quiet` says when that is fair: only while the last
+  ACQUIRE reply for the key, sent less than :data:`REUSE_WINDOW` ago, said
+  nobody was queued for it.
+
+Why a window bounds a remote waiter's delay: a waiter stays queued only while
+the key is full, and every ACQUIRE that Redis runs after it queued reports it.
+So from ``REUSE_WINDOW`` after it queued no hand-off is allowed here; the next
+admission of the key goes to Redis carrying the pending release, which frees
+the slot, wakes the waiter (pub/sub) and, the waiter being ahead, refuses or
+queues the local newcomer. With no admission, the release goes within
+``release_delay``. 25 ms plus the 5 ms delay and a few round trips stays well
+inside the 100 ms wake-up bound, and is long enough that a busy key costs one
+Redis round trip per window instead of one per request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from .heartbeat import log
+from .leases import ClusterLease
+
+REUSE_WINDOW = 0.025  # seconds an ACQUIRE reply that saw no waiter allows hand-offs
+QUIET_KEYS = 4096  # pool keys remembered (cleared when full: a forgotten key asks Redis)
+
+
+class Quiet:
+    """When each pool key (by ``Keys.base``) was last seen with nobody queued."""
+
+    def __init__(self, *, window: float) -> None:
+        self.window = window
+        self._since: dict[str, float] = {}  # base -> send time of that ACQUIRE
+
+    def heard(self, base: str, sent: float, queued: int) -> None:
+        """An ACQUIRE reply for ``base``, sent at ``sent``, found ``queued`` waiters."""
+        # The send time, not the reply's: the reply describes Redis at some moment
+        # after it, so a waiter queued since is covered by the window.
+        if queued:
+            self._since.pop(base, None)
+            return
+        if len(self._since) >= QUIET_KEYS:
+            self._since.clear()
+        self._since[base] = sent
+
+    def allows(self, base: str, now: float) -> bool:
+        since = self._since.get(base)
+        return since is not None and now - since < self.window
+
+
+class Releaser:
+    """Sends the releases no admission carried, ``delay`` seconds after the first of them.
+
+    One thread per process, asleep while nothing is pending. Releases wait in
+    ``_pending`` (pairs of pool-key base and lease id, the Lua's arguments) with
+    their leases alongside; an admission of this process takes them all first
+    (``take``) and sends them in its own round trip, or takes one back to reuse
+    (``reclaim``), so under load most releases cost none of their own.
+    """
+
+    def __init__(self, *, send: Callable[[list[str]], None], delay: float) -> None:
+        self._send = send  # one round trip for every pair; errors are its own
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._leases: list[ClusterLease] = []  # one per pair, in the same order
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stopped = False
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def add(self, lease: ClusterLease) -> None:
+        with self._lock:
+            first = not self._pending
+            self._pending += (lease.keys.base, lease.ident)
+            self._leases.append(lease)
+            if self._thread is None and not self.stopped:
+                self._thread = threading.Thread(
+                    target=self._run, name="streamer-cluster-releases", daemon=True
+                )
+                self._thread.start()
+                # A process that exits (a worker recycled, a script's end) sends
+                # its last releases rather than leaving them to the lease.
+                atexit.register(self._at_exit, os.getpid())
+        if first:
+            self._wake.set()
+
+    def take(self) -> list[str]:
+        """Every pending release (base, id, base, id...), now the caller's to send."""
+        if not self._pending:
+            return []
+        with self._lock:
+            taken, self._pending, self._leases = self._pending, [], []
+        return taken
+
+    def reclaim(self, base: str, usable: Callable[[ClusterLease], bool]) -> ClusterLease | None:
+        """The newest pending release of ``base`` that is ``usable``, no longer to be sent.
+
+        Under the lock that ``take`` holds: a release already taken by a sender
+        is on its way to Redis and is not found here.
+        """
+        if not self._pending:
+            return None
+        with self._lock:
+            for i in range(len(self._leases) - 1, -1, -1):
+                lease = self._leases[i]
+                if lease.keys.base == base and usable(lease):
+                    del self._leases[i]
+                    del self._pending[2 * i : 2 * i + 2]
+                    return lease
+        return None
+
+    def flush(self) -> None:
+        """Send what is pending now, on this thread."""
+        taken = self.take()
+        if taken:
+            self._send(taken)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._wake.set()
+
+    def _at_exit(self, pid: int) -> None:
+        if os.getpid() == pid:  # not in a forked child: these are the parent's
+            try:
+                self.flush()
+            except Exception:
+                log.exception("django-streamer: cluster release failed")
+
+    def _run(self) -> None:
+        while not self.stopped:
+            self._wake.wait()
+            self._wake.clear()
+            if self.stopped:
+                return
+            time.sleep(self.delay)  # the releases of the next few ms ride along
+            try:
+                self.flush()
+            except Exception:
+                log.exception("django-streamer: cluster release failed")
