@@ -257,3 +257,25 @@ def test_a_waiter_admitted_after_waiting_longer_than_a_lease_keeps_its_lease(
     time.sleep(0.5)  # a heartbeat after the admission
     assert not got[0].lost and b.held() == 1
     assert backend(redis_server).in_use("long", "k", 1) == 1
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_release_of_a_quiet_key_lingers_for_a_hand_off_then_goes_within_the_window(
+    redis_server: RedisServer, quiet: bool
+):
+    # Sending a lone pending release every release_delay would cost a round
+    # trip, and the next admission another (nothing left to take back).
+    window = 0.3
+    b = backend(redis_server, release_delay=0.01, reuse_window=window if quiet else 0)
+    lease = b.try_acquire("p", "k", 5)  # Redis replies: nobody queued
+    assert lease is not None
+    started = time.monotonic()
+    lease.release()
+    time.sleep(0.1)  # past release_delay
+    pending = len(b.releases)
+    assert pending == (1 if quiet else 0)
+    while len(b.releases) and time.monotonic() - started < 2:
+        time.sleep(0.005)
+    assert len(b.releases) == 0
+    assert time.monotonic() - started < window + 0.1  # sent by the window's end
+    assert b.in_use("p", "k", 5) == 0

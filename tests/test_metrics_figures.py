@@ -92,10 +92,10 @@ def test_a_sigkilled_process_keeps_uncompressed_and_drained_and_loses_its_active
     def hold() -> None:
         child = Store(str(tmp_path))
         compressed_stream(child, "s", [(900, 90)], Outcome.DRAINED)
-        held = StreamMetrics(child, "s", "/held", publish_interval=0)
+        held = StreamMetrics(child, "s", "/held")
         held.start()
         held.uncompressed(400)
-        held.chunk(40)  # published at once (interval 0)
+        held.chunk(40)  # the first chunk publishes at once
 
     with killed_child(hold):
         pass

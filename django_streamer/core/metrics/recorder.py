@@ -44,12 +44,9 @@ class StreamMetrics(StreamRecorder):
     """Records one stream into a :class:`Store`.
 
     Per chunk it only adds to its own attributes and reads the clock; it
-    publishes to the mapped file (a few stores under a lock) at a chunk at
-    least ``publish_interval`` seconds after the last publish (or the start),
-    and at the end. So a stream that ends within ``publish_interval`` takes
-    two lock rounds in all (start, finish), and a SIGKILLed process loses
-    what its streams sent since their last publish. The first chunk's time
-    to first byte is measured when it goes and published with it.
+    publishes to the mapped file (a few stores under a lock) at most every
+    ``publish_interval`` seconds, and at the end. So the store lags a running
+    stream by that much, and a SIGKILLed process loses at most that much.
     The stream stays bound to the file it started in: if that file is
     replaced meanwhile, its figures go with the old one.
     """
@@ -70,7 +67,6 @@ class StreamMetrics(StreamRecorder):
         "_sent",
         "_started",
         "_store",
-        "_ttfb",
         "_uncompressed",
     )
 
@@ -85,8 +81,7 @@ class StreamMetrics(StreamRecorder):
         self._active = _NO_ROW  # claimed by start()
         self._started = time.monotonic()
         self._interval = publish_interval
-        self._publish_at = 0.0  # the first chunk measures its time to first byte
-        self._ttfb = -1.0
+        self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
         self._sent = self._chunks = self._max = 0
         self._published_sent = self._published_chunks = 0
         self._uncompressed = self._published_uncompressed = 0
@@ -123,11 +118,6 @@ class StreamMetrics(StreamRecorder):
         self._uncompressed += nbytes
 
     def _publish(self, now: float) -> None:
-        if self._ttfb < 0:  # the first chunk: only measured, published later
-            self._ttfb = now - self._started
-            self._publish_at = self._started + self._interval
-            if now < self._publish_at:
-                return
         with self._store.lock():
             self._add_published(now)
         self._publish_at = now + self._interval
@@ -144,7 +134,7 @@ class StreamMetrics(StreamRecorder):
         if self._max > values[base + _CHUNK_MAX]:
             values[base + _CHUNK_MAX] = self._max
         if self._published_chunks == 0 and self._chunks > 0:  # the first byte went
-            ttfb = self._ttfb
+            ttfb = now - self._started
             values[base + _TTFB + bucket(TTFB_BUCKETS, ttfb)] += 1
             values[base + _TTFB_SUM] += ttfb
             values[base + _TTFB_COUNT] += 1

@@ -111,8 +111,12 @@ class ClusterBackend:
         self.aio = AsyncSide(self)
         self.pools: dict[str, int] = {}  # pool -> limit, for the metrics
         # The parent's pending releases are the parent's to send.
-        self.releases = Releaser(send=self._send_releases, delay=self.release_delay)
         self.quiet = Quiet(window=self.reuse_window)
+        self.releases = Releaser(
+            send=self._send_releases,
+            delay=self.release_delay,
+            hold=lambda bases: self.quiet.left(bases, self.clock()),
+        )
         self.handoffs = 0  # admissions that took a pending release back (tests, bench)
         self._keys: dict[tuple[str, str], Keys] = {}
 

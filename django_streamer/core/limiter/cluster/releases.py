@@ -1,8 +1,9 @@
 """A released cluster lease's last milliseconds: deferred, and perhaps handed on. No Django.
 
 * :class:`Releaser` keeps the releases of a process for ``release_delay``
-  seconds: the process's next ACQUIRE carries them (one round trip for both),
-  or a background thread sends every one still pending in one call.
+  seconds (longer while every key among them may still be handed on, up to
+  the reuse window): the process's next ACQUIRE carries them (one round trip
+  for both), or a background thread sends every one still pending in one call.
 * While a release of a pool key is still pending here, an admission of the
   same key can take its Redis entry back instead of asking Redis (a hand-off,
   ``ClusterBackend.hand_off``): the lease id, still held and renewed in Redis,
@@ -59,6 +60,16 @@ class Quiet:
         since = self._since.get(base)
         return since is not None and now - since < self.window
 
+    def left(self, bases: set[str], now: float) -> float:
+        """Seconds until one of ``bases`` may no longer be handed on (0: one already may not)."""
+        earliest = None
+        for base in bases:
+            since = self._since.get(base)
+            if since is None:
+                return 0.0
+            earliest = since if earliest is None else min(earliest, since)
+        return 0.0 if earliest is None else max(0.0, earliest + self.window - now)
+
 
 class Releaser:
     """Sends the releases no admission carried, ``delay`` seconds after the first of them.
@@ -70,9 +81,18 @@ class Releaser:
     (``reclaim``), so under load most releases cost none of their own.
     """
 
-    def __init__(self, *, send: Callable[[list[str]], None], delay: float) -> None:
+    def __init__(
+        self,
+        *,
+        send: Callable[[list[str]], None],
+        delay: float,
+        hold: Callable[[set[str]], float] | None = None,
+    ) -> None:
         self._send = send  # one round trip for every pair; errors are its own
         self.delay = delay
+        # Further seconds the pending releases of these pool keys may wait (a
+        # hand-off may still take them back), or 0 to send them now.
+        self._hold = hold
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._leases: list[ClusterLease] = []  # one per pair, in the same order
@@ -141,6 +161,23 @@ class Releaser:
             except Exception:
                 log.exception("django-streamer: cluster release failed")
 
+    def _linger(self) -> None:
+        """Keep the pending releases while every one of their keys may still be handed on.
+
+        Under load a key's releases are mostly taken back by the next
+        admission; sending the few pending every ``delay`` would cost a round
+        trip each, and the next admission one more (nothing left to take back).
+        Bounded by the reuse window: then the next admission goes to Redis
+        carrying them, or this thread sends them.
+        """
+        if self._hold is None:
+            return
+        with self._lock:
+            bases = {lease.keys.base for lease in self._leases}
+        left = self._hold(bases)
+        if left > 0 and not self.stopped:
+            time.sleep(left)
+
     def _run(self) -> None:
         while not self.stopped:
             self._wake.wait()
@@ -148,6 +185,7 @@ class Releaser:
             if self.stopped:
                 return
             time.sleep(self.delay)  # the releases of the next few ms ride along
+            self._linger()
             try:
                 self.flush()
             except Exception:
