@@ -250,6 +250,25 @@ def test_redis_restarted_empty_gets_the_held_leases_back(redis_server: RedisServ
     until(lambda: reader.in_use("again", "k", 5) == 2, timeout=1)
 
 
+@pytest.mark.parametrize("same_key", [False, True], ids=["other-key", "same-key"])
+def test_an_admission_before_the_heartbeat_does_not_stop_an_empty_restart_s_re_registration(
+    redis_server: RedisServer, same_key: bool
+):
+    # A busy process admits again long before its next heartbeat (lease / 3):
+    # that admission recreates the owner set, which must not hide the restart.
+    b = backend(redis_server, lease=1.5)
+    leases = [b.try_acquire("again", "k", 5) for _ in range(3)]
+    assert all(leases)
+    redis_server.restart_empty()
+    other = b.try_acquire("again" if same_key else "other", "k", 5)
+    assert other is not None
+    reader = backend(redis_server)
+    held = 4 if same_key else 3
+    until(lambda: reader.in_use("again", "k", 5) == held, timeout=2)  # a heartbeat: lease / 3
+    assert reader.try_acquire("again", "k", held + 1) is not None  # the limit counts them all
+    assert reader.try_acquire("again", "k", held + 1) is None
+
+
 def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(redis_server: RedisServer):
     b = backend(redis_server, lease=30)
     lease = b.try_acquire("race", "k", 1)
@@ -257,7 +276,8 @@ def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(redis_server: 
     renew = redis.Redis.from_url(redis_server.url).register_script(lua.RENEW)
     owner = f"streamer:owner:{b.owner}"
     lease.release()  # ...while the heartbeat had already listed it for renewal
-    renew(keys=[owner], args=[30000, 90000, lease.keys.base, lease.ident])
+    b.flush()  # the release reaches Redis before the renewal does
+    renew(keys=[owner], args=[30000, 90000, 0, lease.keys.base, lease.ident])
     assert b.in_use("race", "k", 1) == 0
     assert b.try_acquire("race", "k", 1) is not None
 

@@ -118,6 +118,9 @@ class ClusterBackend:
             hold=lambda bases: self.quiet.left(bases, self.clock()),
         )
         self.handoffs = 0  # admissions that took a pending release back (tests, bench)
+        # Redis lost this process's owner set (restarted empty) and an ACQUIRE
+        # recreated it: the next RENEW adds every listed lease back.
+        self.renew_all = False
         self._keys: dict[tuple[str, str], Keys] = {}
 
     def _pubsub(self) -> object:
@@ -220,9 +223,12 @@ class ClusterBackend:
     ) -> ClusterLease | float:
         """After one ACQUIRE sent at ``sent``: the lease, or seconds to wait (<= 0: give up).
 
-        ``reply`` is (admitted 0/1, held, waiters queued for the key).
+        ``reply`` is (admitted 0/1, held, waiters queued for the key, owner set missing).
         """
         self.quiet.heard(keys.base, sent, reply[2])
+        if reply[3] and len(self.leases):  # ours were in Redis: it restarted empty
+            self.renew_all = True
+            self.heartbeat.poke()
         if reply[0]:
             return self.admitted(keys, ident, sent)  # Redis set its expiry after ``sent``
         return min(deadline - self.clock(), POLL)
@@ -264,14 +270,16 @@ class ClusterBackend:
             self.breaker.recovered()
         now = self.clock()
         live = self.leases.to_renew(now, self.lease)
+        renew_all, self.renew_all = self.renew_all, False
         if not live:
             return
-        args: list[str | int] = [int(self.lease * 1000), self._keep_ms()]
+        args: list[str | int] = [int(self.lease * 1000), self._keep_ms(), int(renew_all)]
         for lease in live:
             args += [lease.keys.base, lease.ident]
         try:
             self.calls("RENEW", keys=[self.owner_key()], args=args)
         except redis.RedisError as exc:
+            self.renew_all = self.renew_all or renew_all
             self.failed(None, exc)
             return
         for lease in live:

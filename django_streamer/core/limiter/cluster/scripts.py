@@ -48,8 +48,10 @@ end
 
 # KEYS: owner, pool index. ARGV: base, lease id, limit, lease ms, wait (0/1),
 # keep ms, channel, then the deferred releases. Returns {admitted 0/1, held after,
-# waiters left in the queue}: the last lets the caller hand a lease on locally only
-# while nobody waits (see releases.py).
+# waiters left in the queue, owner set missing 0/1}: the third lets the caller hand
+# a lease on locally only while nobody waits (see releases.py); the fourth tells a
+# caller that holds leases that Redis lost them (restarted empty), since this
+# admission recreates the owner set that RENEW would otherwise have found missing.
 # The pool key's Redis keys are base:h, base:q, base:e and base:n (one hash tag).
 ACQUIRE = (
     _NOW
@@ -58,6 +60,7 @@ ACQUIRE = (
 local owner, base, id = KEYS[1], ARGV[1], ARGV[2]
 local limit, lease, wait, keep = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local h, q, e, n = base .. ':h', base .. ':q', base .. ':e', base .. ':n'
+local missing = 1 - redis.call('EXISTS', owner)
 release(owner, ARGV[7], 8)
 redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
 local waiting = redis.call('ZCARD', q)
@@ -87,9 +90,9 @@ if held + ahead >= limit then
   if wait == '1' then
     redis.call('ZADD', e, now + math.max(lease, 3000), id)
     redis.call('PEXPIRE', e, keep)
-    return {0, held, redis.call('ZCARD', q)}
+    return {0, held, redis.call('ZCARD', q), missing}
   end
-  return {0, held, ahead}
+  return {0, held, ahead, missing}
 end
 local queued = ahead  -- without a ticket, ahead is every waiter
 if wait == '1' then
@@ -109,7 +112,7 @@ redis.call('PEXPIRE', owner, keep)
 -- after the last admission); IN_USE_POOL drops the keys nothing holds.
 redis.call('ZADD', KEYS[2], now, base)
 redis.call('PEXPIRE', KEYS[2], 86400000)
-return {1, held + 1, queued}
+return {1, held + 1, queued, missing}
 """
 )
 
@@ -135,17 +138,18 @@ return 0
 # The heartbeat: every lease of this process in one call. The owner set holds a
 # marker ("*") besides the leases, so it exists as long as Redis has this
 # process's data. If it is gone, Redis lost it (restarted empty): every lease
-# is added back. The caller only sends leases renewed less than a lease time
-# ago, so none of them can have expired and been handed on. If the set exists,
-# only leases still in it are renewed: one released since the caller listed it
-# stays released.
-# KEYS: owner. ARGV: lease ms, keep ms, then pairs of base, lease id.
+# is added back. So it is when the caller says so (``all`` 1): an ACQUIRE since
+# the restart found the set missing and recreated it. The caller only sends
+# leases renewed less than a lease time ago, so none of them can have expired
+# and been handed on. Otherwise only leases still in the set are renewed: one
+# released since the caller listed it stays released.
+# KEYS: owner. ARGV: lease ms, keep ms, all (0/1), then pairs of base, lease id.
 RENEW = (
     _NOW
     + """
 local owner, expiry, keep = KEYS[1], now + tonumber(ARGV[1]), ARGV[2]
-local lost = redis.call('EXISTS', owner) == 0
-for i = 3, #ARGV, 2 do
+local lost = ARGV[3] == '1' or redis.call('EXISTS', owner) == 0
+for i = 4, #ARGV, 2 do
   local member = ARGV[i] .. '|' .. ARGV[i + 1]
   if lost or redis.call('SISMEMBER', owner, member) == 1 then
     local h = ARGV[i] .. ':h'
@@ -156,7 +160,7 @@ for i = 3, #ARGV, 2 do
 end
 redis.call('SADD', owner, '*')
 redis.call('PEXPIRE', owner, keep)
-return (#ARGV - 2) / 2
+return (#ARGV - 3) / 2
 """
 )
 
