@@ -279,3 +279,18 @@ def test_a_release_of_a_quiet_key_lingers_for_a_hand_off_then_goes_within_the_wi
     assert len(b.releases) == 0
     assert time.monotonic() - started < window + 0.1  # sent by the window's end
     assert b.in_use("p", "k", 5) == 0
+
+
+def test_no_hand_off_past_a_lowered_limit(redis_server: RedisServer):
+    # Redis would refuse this admission (2 held, limit now 2): nor may a hand-off
+    # keep 3 holders of the key (a rolling deploy lowering the limit, or a caller
+    # of the core API).
+    b = backend(redis_server, release_delay=5.0)
+    held = [cluster_lease(b.try_acquire("lowered", "k", 3)) for _ in range(3)]
+    held[0].release()
+    assert b.try_acquire("lowered", "k", 2) is None
+    assert b.handoffs == 0 and b.in_use("lowered", "k", 2) == 2
+    held[1].release()  # Redis's last reply (2 held) is within the new limit
+    again = cluster_lease(b.try_acquire("lowered", "k", 2))
+    assert again.ident == held[1].ident and b.handoffs == 1
+    assert b.in_use("lowered", "k", 2) == 2

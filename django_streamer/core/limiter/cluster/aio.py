@@ -58,7 +58,7 @@ class AsyncSide:
         if b.breaker.is_open:
             return await self._fallback_wait(pool, key, limit, deadline)
         keys = b.keys(pool, key)
-        handed = b.hand_off(keys)
+        handed = b.hand_off(keys, limit)
         if handed is not None:
             return handed
         scripts = self.scripts()

@@ -188,16 +188,17 @@ class ClusterBackend:
         self.heartbeat.ensure_running()
         return lease
 
-    def hand_off(self, keys: Keys) -> ClusterLease | None:
+    def hand_off(self, keys: Keys, limit: int) -> ClusterLease | None:
         """A pending release of ``keys`` taken back for this admission: no round trip.
 
-        Only while Redis's last reply for the key is recent and saw no waiter
-        (``releases.Quiet``), and only a lease certainly still alive in Redis:
-        not lost, and renewed within half a lease (the heartbeat, every third
-        of one, renews it again long before it could expire).
+        Only while Redis's last reply for the key is recent, saw no waiter and
+        counted no more than ``limit`` leases (``releases.Quiet``), and only a
+        lease certainly still alive in Redis: not lost, and renewed within half
+        a lease (the heartbeat, every third of one, renews it again long before
+        it could expire).
         """
         now = self.clock()
-        if self.breaker.is_open or not self.quiet.allows(keys.base, now):
+        if self.breaker.is_open or not self.quiet.allows(keys.base, now, limit):
             return None
         alive_since = now - self.lease / 2
         old = self.releases.reclaim(
@@ -225,7 +226,7 @@ class ClusterBackend:
 
         ``reply`` is (admitted 0/1, held, waiters queued for the key, owner set missing).
         """
-        self.quiet.heard(keys.base, sent, reply[2])
+        self.quiet.heard(keys.base, sent, reply[2], reply[1])
         if reply[3] and len(self.leases):  # ours were in Redis: it restarted empty
             self.renew_all = True
             self.heartbeat.poke()

@@ -43,31 +43,38 @@ class Quiet:
 
     def __init__(self, *, window: float) -> None:
         self.window = window
-        self._since: dict[str, float] = {}  # base -> send time of that ACQUIRE
+        # base -> (send time of that ACQUIRE, the leases its reply counted)
+        self._seen: dict[str, tuple[float, int]] = {}
 
-    def heard(self, base: str, sent: float, queued: int) -> None:
-        """An ACQUIRE reply for ``base``, sent at ``sent``, found ``queued`` waiters."""
+    def heard(self, base: str, sent: float, queued: int, held: int) -> None:
+        """An ACQUIRE reply for ``base``, sent at ``sent``, found ``queued`` waiters
+        and ``held`` leases (this admission's included)."""
         # The send time, not the reply's: the reply describes Redis at some moment
         # after it, so a waiter queued since is covered by the window.
         if queued:
-            self._since.pop(base, None)
+            self._seen.pop(base, None)
             return
-        if len(self._since) >= QUIET_KEYS:
-            self._since.clear()
-        self._since[base] = sent
+        if len(self._seen) >= QUIET_KEYS:
+            self._seen.clear()
+        self._seen[base] = (sent, held)
 
-    def allows(self, base: str, now: float) -> bool:
-        since = self._since.get(base)
-        return since is not None and now - since < self.window
+    def allows(self, base: str, now: float, limit: int) -> bool:
+        """A hand-off of ``base`` under ``limit`` is fair and keeps Redis's count within it.
+
+        A hand-off leaves the count as it is: fine only if it is not over
+        ``limit`` already (a limit lowered since those leases were admitted).
+        """
+        seen = self._seen.get(base)
+        return seen is not None and now - seen[0] < self.window and seen[1] <= limit
 
     def left(self, bases: set[str], now: float) -> float:
         """Seconds until one of ``bases`` may no longer be handed on (0: one already may not)."""
         earliest = None
         for base in bases:
-            since = self._since.get(base)
-            if since is None:
+            seen = self._seen.get(base)
+            if seen is None:
                 return 0.0
-            earliest = since if earliest is None else min(earliest, since)
+            earliest = seen[0] if earliest is None else min(earliest, seen[0])
         return 0.0 if earliest is None else max(0.0, earliest + self.window - now)
 
 

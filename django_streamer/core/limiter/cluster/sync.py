@@ -28,7 +28,7 @@ class SyncSide:
         if b.breaker.is_open:
             return b.fallback.wait(pool, key, limit, deadline)
         keys = b.keys(pool, key)
-        handed = b.hand_off(keys)
+        handed = b.hand_off(keys, limit)
         if handed is not None:
             return handed
         import redis
