@@ -51,12 +51,19 @@ class LeaseBook:
             self._leases[lease.ident] = lease
 
     def close(self, lease: ClusterLease) -> bool:
-        """Mark ``lease`` released; False if it already was."""
+        """Mark ``lease`` released; False if it already was, or is not this book's.
+
+        Not this book's: lost (dropped by ``to_renew``), or a lease of the
+        parent process seen in a forked child (whose book starts empty): its
+        Redis entry is the parent's to release or hand on.
+        """
         with self._lock:
             if lease.released:
                 return False
             lease.released = True
-            self._leases.pop(lease.ident, None)
+            if self._leases.get(lease.ident) is not lease:
+                return False
+            del self._leases[lease.ident]
             return True
 
     def to_renew(self, now: float, lease_time: float) -> list[ClusterLease]:
