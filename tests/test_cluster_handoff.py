@@ -8,7 +8,7 @@ window and saw nobody queued. No Django.
 from __future__ import annotations
 
 import asyncio
-import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -305,15 +305,17 @@ def test_a_forked_child_never_releases_nor_reclaims_the_parent_s_leases(
     held = cluster_lease(b.try_acquire("forked", "k", 5))
     pending = cluster_lease(b.try_acquire("forked", "k", 5))
     pending.release()  # the parent's to send, or to hand on
+    parent, releaser = os.getpid(), b.releases
 
     def child() -> int:
         held.release()  # the parent's lease, inherited: not the child's to give back
         b.flush()
         mine = cluster_lease(b.try_acquire("forked", "k", 5))
-        atexit._run_exitfuncs()  # as a child that exits normally
+        releaser._at_exit(parent)  # what the parent's atexit hook does in a child that exits
         return 0 if mine.ident != pending.ident and b.handoffs == 0 else 1
 
-    assert in_child(child) == 0
+    status = in_child(child)
+    assert status == 0, os.waitstatus_to_exitcode(status)
     # Counted from elsewhere, the parent's pending release not sent yet: the
     # parent's held and pending ones, and the child's own.
     assert backend(redis_server).in_use("forked", "k", 5) == 3
