@@ -282,6 +282,27 @@ def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(redis_server: 
     assert b.try_acquire("race", "k", 1) is not None
 
 
+def test_a_renewal_that_reaches_redis_after_the_lease_expired_does_not_bring_it_back(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+):
+    # The heartbeat lists a lease renewed just under a lease ago; its RENEW runs
+    # in Redis later (a slow network, a paused Redis that buffered it), after
+    # the lease expired there and another host took the slot.
+    caplog.set_level(logging.WARNING, logger="django_streamer.cluster")
+    b = backend(redis_server, lease=30)
+    lease = b.try_acquire("late", "k", 1)
+    assert isinstance(lease, ClusterLease)
+    admin = redis.Redis.from_url(redis_server.url)
+    seconds, micros = admin.time()
+    admin.zadd(lease.keys.k("h"), {lease.ident: seconds * 1000 + micros // 1000 - 1})
+    other = backend(redis_server)
+    assert other.try_acquire("late", "k", 1) is not None  # the expired slot, given on
+    b._beat()  # what the heartbeat does at its next beat
+    assert other.in_use("late", "k", 1) == 1
+    assert lease.lost and b.held() == 0  # lost here too: logged once, never renewed again
+    assert sum("lost" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_a_lease_not_renewed_in_time_is_lost_logged_once_and_not_added_back(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ):

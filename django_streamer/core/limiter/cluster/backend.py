@@ -278,13 +278,17 @@ class ClusterBackend:
         for lease in live:
             args += [lease.keys.base, lease.ident]
         try:
-            self.calls("RENEW", keys=[self.owner_key()], args=args)
+            gone = self.calls("RENEW", keys=[self.owner_key()], args=args)
         except redis.RedisError as exc:
             self.renew_all = self.renew_all or renew_all
             self.failed(None, exc)
             return
+        gone = {ident.decode() for ident in gone}
         for lease in live:
-            lease.renewed = now
+            if lease.ident in gone:
+                self.leases.lose(lease, why="expired in Redis before its renewal")
+            else:
+                lease.renewed = now
 
     def close(self) -> None:
         """Stop the background threads (tests, shutdown); leases left expire in Redis."""

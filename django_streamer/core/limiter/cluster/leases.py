@@ -77,10 +77,19 @@ class LeaseBook:
             for lease in list(self._leases.values()):
                 if now - lease.renewed < lease_time:
                     live.append(lease)
-                    continue
-                lease.lost = True
-                del self._leases[lease.ident]
-                log.warning(
-                    "django-streamer: cluster lease %s lost (not renewed in time)", lease.ident
-                )
+                else:
+                    self._lose(lease, "not renewed in time")
         return live
+
+    def lose(self, lease: ClusterLease, *, why: str) -> None:
+        """``lease`` is no longer held in Redis: never renewed, released or handed on."""
+        with self._lock:
+            if self._leases.get(lease.ident) is lease:
+                self._lose(lease, why)
+            else:
+                lease.lost = True  # released meanwhile: its release is a no-op
+
+    def _lose(self, lease: ClusterLease, why: str) -> None:
+        lease.lost = True
+        del self._leases[lease.ident]
+        log.warning("django-streamer: cluster lease %s lost (%s)", lease.ident, why)

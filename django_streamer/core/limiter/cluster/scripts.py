@@ -142,25 +142,35 @@ return 0
 # the restart found the set missing and recreated it. The caller only sends
 # leases renewed less than a lease time ago, so none of them can have expired
 # and been handed on. Otherwise only leases still in the set are renewed: one
-# released since the caller listed it stays released.
+# released since the caller listed it stays released; and only leases still
+# held: one that expired before this call ran (a late call: a slow network, a
+# paused Redis) may have gone to someone else, so it is dropped and returned,
+# and the caller counts it lost. (One expired but still listed was counted by
+# nobody, since every admission drops expired leases first: it is renewed.)
 # KEYS: owner. ARGV: lease ms, keep ms, all (0/1), then pairs of base, lease id.
+# Returns the ids of the leases that were gone.
 RENEW = (
     _NOW
     + """
 local owner, expiry, keep = KEYS[1], now + tonumber(ARGV[1]), ARGV[2]
 local lost = ARGV[3] == '1' or redis.call('EXISTS', owner) == 0
+local gone = {}
 for i = 4, #ARGV, 2 do
-  local member = ARGV[i] .. '|' .. ARGV[i + 1]
+  local member, h = ARGV[i] .. '|' .. ARGV[i + 1], ARGV[i] .. ':h'
   if lost or redis.call('SISMEMBER', owner, member) == 1 then
-    local h = ARGV[i] .. ':h'
-    redis.call('ZADD', h, expiry, ARGV[i + 1])
-    redis.call('PEXPIRE', h, keep)
-    redis.call('SADD', owner, member)
+    if lost or redis.call('ZSCORE', h, ARGV[i + 1]) then
+      redis.call('ZADD', h, expiry, ARGV[i + 1])
+      redis.call('PEXPIRE', h, keep)
+      redis.call('SADD', owner, member)
+    else
+      redis.call('SREM', owner, member)
+      gone[#gone + 1] = ARGV[i + 1]
+    end
   end
 end
 redis.call('SADD', owner, '*')
 redis.call('PEXPIRE', owner, keep)
-return (#ARGV - 3) / 2
+return gone
 """
 )
 
