@@ -322,3 +322,34 @@ def test_a_forked_child_never_releases_nor_reclaims_the_parent_s_leases(
     assert b.in_use("forked", "k", 5) == 2  # this flushes the parent's pending one
     held.release()
     assert b.in_use("forked", "k", 5) == 1
+
+
+def test_a_lease_handed_on_while_its_late_renewal_was_in_flight_is_lost_by_its_new_holder(
+    redis_server: RedisServer,
+):
+    # The heartbeat lists a lease; its holder releases it and the next admission
+    # takes it over, all while the RENEW is on its way; the RENEW then finds it
+    # expired in Redis and given to another host. The new holder has lost it.
+    b = backend(redis_server, lease=30, release_delay=5.0)
+    lease = cluster_lease(b.try_acquire("late", "k", 1))
+    admin = redis.Redis.from_url(redis_server.url)
+    seconds, micros = admin.time()
+    admin.zadd(lease.keys.k("h"), {lease.ident: seconds * 1000 + micros // 1000 - 1})
+    other = backend(redis_server)
+    assert other.try_acquire("late", "k", 1) is not None  # the expired slot, given on
+    calls, taken = b.calls, list[ClusterLease]()
+
+    def renew_after_a_hand_off(name: str, keys: list[str], args: list[object]) -> object:
+        if name == "RENEW" and not taken:
+            lease.release()
+            taken.append(cluster_lease(b.try_acquire("late", "k", 1)))
+            assert taken[0].ident == lease.ident  # a hand-off, no round trip
+        return calls(name, keys=keys, args=args)
+
+    b.calls = renew_after_a_hand_off  # type: ignore[assignment]
+    try:
+        b._beat()
+    finally:
+        b.calls = calls
+    assert taken[0].lost and b.held() == 0
+    assert b.try_acquire("late", "k", 1) is None  # the limit is the other host's

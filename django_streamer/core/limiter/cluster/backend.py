@@ -206,9 +206,13 @@ class ClusterBackend:
         )
         if old is None:
             return None
-        self.handoffs += 1
         # The same id in Redis (count, owner set, expiry): only the Python object is new.
-        return self.admitted(keys, old.ident, old.renewed)
+        lease = ClusterLease(self.release, keys, old.ident, old.renewed)
+        if not self.leases.hand_on(old, lease):
+            return None  # a late renewal found it gone meanwhile
+        self.handoffs += 1
+        self.heartbeat.ensure_running()
+        return lease
 
     def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:

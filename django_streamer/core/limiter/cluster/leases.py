@@ -50,6 +50,14 @@ class LeaseBook:
         with self._lock:
             self._leases[lease.ident] = lease
 
+    def hand_on(self, old: ClusterLease, new: ClusterLease) -> bool:
+        """Add ``new``, which takes ``old``'s Redis entry over, unless that was lost."""
+        with self._lock:  # ``lose`` cannot come between the check and the add
+            if old.lost:
+                return False
+            self._leases[new.ident] = new
+            return True
+
     def close(self, lease: ClusterLease) -> bool:
         """Mark ``lease`` released; False if it already was, or is not this book's.
 
@@ -82,12 +90,16 @@ class LeaseBook:
         return live
 
     def lose(self, lease: ClusterLease, *, why: str) -> None:
-        """``lease`` is no longer held in Redis: never renewed, released or handed on."""
+        """``lease``'s Redis entry is gone: never renewed, released or handed on.
+
+        Whoever holds that entry now loses it: ``lease`` itself, or the lease
+        that took it over since (a hand-off, while the renewal was on its way).
+        """
         with self._lock:
-            if self._leases.get(lease.ident) is lease:
-                self._lose(lease, why)
-            else:
-                lease.lost = True  # released meanwhile: its release is a no-op
+            lease.lost = True
+            holder = self._leases.get(lease.ident)
+            if holder is not None:
+                self._lose(holder, why)
 
     def _lose(self, lease: ClusterLease, why: str) -> None:
         lease.lost = True
