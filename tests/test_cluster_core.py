@@ -434,3 +434,19 @@ def test_calls_survive_a_flushed_script_cache_and_connections_closed_while_idle(
     second.release()
     b.flush()
     assert admin.zcard(b.keys("calls", "k").k("h")) == 0
+
+
+def test_an_acquire_run_twice_for_one_id_admits_once_and_does_not_refuse_itself(
+    redis_server: RedisServer,
+):
+    # calls.py retries a call once on a connection closed while idle; if the
+    # first attempt did run, the retry must not count its own lease against it.
+    b = backend(redis_server)
+    keys = b.keys("retry", "k")
+    ident = b.new_ident()
+    call = b.acquire_call(keys, ident, 1, False)
+    assert b.calls("ACQUIRE", **call)[0] == 1
+    assert b.calls("ACQUIRE", **call)[0] == 1  # the same id again: still admitted
+    admin = redis.Redis.from_url(redis_server.url)
+    assert admin.zcard(keys.k("h")) == 1
+    assert b.calls("ACQUIRE", **b.acquire_call(keys, b.new_ident(), 1, False))[0] == 0

@@ -64,6 +64,11 @@ local missing = 1 - redis.call('EXISTS', owner)
 release(owner, ARGV[7], 8)
 redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
 local waiting = redis.call('ZCARD', q)
+if redis.call('ZSCORE', h, id) then
+  -- This id holds already: a retried call (calls.py retries once on a connection
+  -- that was closed while idle) whose first attempt ran. Admitted, not refused.
+  return {1, redis.call('ZCARD', h), waiting, missing}
+end
 if waiting > 0 then
   local gone = redis.call('ZRANGEBYSCORE', e, '-inf', now)
   for _, w in ipairs(gone) do
