@@ -89,6 +89,9 @@ VALIDATORS: dict[str, Validator] = {
 class Settings:
     def __init__(self) -> None:
         self._memo: dict[str, Any] = {}
+        # Bumped whenever the memo is emptied: what is derived from settings
+        # (the metrics store) is reused while it stays the same.
+        self.generation = 0
 
     def _get(self, name: str) -> Any:
         try:
@@ -113,6 +116,7 @@ class Settings:
 
     def clear(self, *, setting: str = "", **kwargs: Any) -> None:
         self._memo.clear()
+        self.generation += 1
         if setting == "INSTALLED_APPS":
             warn_if_not_installed.cache_clear()
 

@@ -20,27 +20,33 @@ __all__ = ["StoreCache", "get_store", "read_snapshot", "stores"]
 class StoreCache:
     """The stores made in this process, keyed by the settings that chose them.
 
-    Settings are read on every call (``override_settings`` works); the common
-    case, the same settings as last time, takes no lock.
+    Settings are read again whenever Django says one changed (``conf.generation``,
+    so ``override_settings`` works); the common case takes no lock.
     """
 
     def __init__(self) -> None:
         self._by_dir: dict[tuple[str, int], Store] = {}
-        self._current: tuple[tuple[str | None, int], Store] | None = None
+        # (conf.generation, the settings read then, the store): one comparison
+        # per call while no setting changed (a stream and a slot call this).
+        self._current: tuple[int, tuple[str | None, int], Store] | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Store:
-        key = (conf.STREAMER_METRICS_DIR, conf.STREAMER_METRICS_MAX_NAMES)
+        generation = conf.generation
         current = self._current
-        if current is not None and current[0] == key:
-            return current[1]
+        if current is not None and current[0] == generation:
+            return current[2]
+        key = (conf.STREAMER_METRICS_DIR, conf.STREAMER_METRICS_MAX_NAMES)
+        if current is not None and current[1] == key:
+            self._current = (generation, key, current[2])
+            return current[2]
         directory, owned_from = state_dir("STREAMER_METRICS_DIR", "metrics")
         with self._lock:
             store = self._by_dir.get((directory, key[1]))
             if store is None:
                 store = Store(directory, max_names=key[1], owned_from=owned_from)
                 self._by_dir[(directory, key[1])] = store
-            self._current = (key, store)
+            self._current = (generation, key, store)
             return store
 
     def reset(self) -> None:
