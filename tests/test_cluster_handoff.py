@@ -267,19 +267,19 @@ def test_a_release_of_a_quiet_key_lingers_for_a_hand_off_then_goes_within_the_wi
 ):
     # Sending a lone pending release every release_delay would cost a round
     # trip, and the next admission another (nothing left to take back).
-    window = 0.3
+    window = 1.0
     b = backend(redis_server, release_delay=0.01, reuse_window=window if quiet else 0)
     lease = b.try_acquire("p", "k", 5)  # Redis replies: nobody queued
     assert lease is not None
     started = time.monotonic()
     lease.release()
-    time.sleep(0.1)  # past release_delay
-    pending = len(b.releases)
-    assert pending == (1 if quiet else 0)
+    time.sleep(0.2)  # past release_delay
+    # Not yet 0.2 s later only if the machine stalled this thread that long.
+    assert len(b.releases) == (1 if quiet else 0) or time.monotonic() - started > window
     while len(b.releases) and time.monotonic() - started < 2:
         time.sleep(0.005)
     assert len(b.releases) == 0
-    assert time.monotonic() - started < window + 0.1  # sent by the window's end
+    assert time.monotonic() - started < window + 0.5  # sent by the window's end
     assert b.in_use("p", "k", 5) == 0
 
 

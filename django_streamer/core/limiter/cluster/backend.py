@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import Backend, Lease
-from . import reading
+from . import reading, renewal
 from . import scripts as lua
 from .aio import AsyncSide
 from .calls import Calls
@@ -149,12 +149,12 @@ class ClusterBackend:
     def owner_key(self, owner: str | None = None) -> str:
         return f"{self.prefix}owner:{owner or self.owner}"
 
-    def _keep_ms(self) -> int:
+    def keep_ms(self) -> int:
         return int(max(self.lease, 3.0) * 3000)
 
     def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
         """ACQUIRE's keys and arguments; each attempt appends the releases it carries."""
-        args = [keys.base, ident, limit, int(self.lease * 1000), int(wait), self._keep_ms()]
+        args = [keys.base, ident, limit, int(self.lease * 1000), int(wait), self.keep_ms()]
         return {"keys": [self.owner_key(), keys.index], "args": [*args, self.channel]}
 
     def with_releases(self, call: dict[str, Any]) -> dict[str, Any]:
@@ -264,35 +264,8 @@ class ClusterBackend:
         self.releases.add(lease)
 
     def _beat(self) -> None:
-        """Probe while the breaker is open; renew every live lease in one call."""
-        import redis
-
-        if self.breaker.is_open:
-            try:
-                self.client.ping()
-            except redis.RedisError:
-                return
-            self.breaker.recovered()
-        now = self.clock()
-        live = self.leases.to_renew(now, self.lease)
-        renew_all, self.renew_all = self.renew_all, False
-        if not live:
-            return
-        args: list[str | int] = [int(self.lease * 1000), self._keep_ms(), int(renew_all)]
-        for lease in live:
-            args += [lease.keys.base, lease.ident]
-        try:
-            gone = self.calls("RENEW", keys=[self.owner_key()], args=args)
-        except redis.RedisError as exc:
-            self.renew_all = self.renew_all or renew_all
-            self.failed(None, exc)
-            return
-        gone = {ident.decode() for ident in gone}
-        for lease in live:
-            if lease.ident in gone:
-                self.leases.lose(lease, why="expired in Redis before its renewal")
-            else:
-                lease.renewed = now
+        """The heartbeat's work: see :func:`.renewal.beat`."""
+        renewal.beat(self)
 
     def close(self) -> None:
         """Stop the background threads (tests, shutdown); leases left expire in Redis."""
