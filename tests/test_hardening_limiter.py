@@ -26,6 +26,7 @@ from django_streamer.checks import check_settings
 from django_streamer.conf import state_dir
 from django_streamer.core import ofdlock
 from django_streamer.core.limiter import Backend, HostBackend, Pool, ProcessBackend
+from django_streamer.core.limiter import host as host_module
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.statedir import UnsafeStateError
 from django_streamer.decorators import LimiterRecorder, get_pool
@@ -124,7 +125,10 @@ def test_a_limiter_dir_that_cannot_be_made_is_a_clear_error() -> None:
         view(rf.get("/"))
 
 
-def test_a_limiter_dir_deleted_at_runtime_is_made_again(tmp_path: Path) -> None:
+def test_a_limiter_dir_deleted_at_runtime_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host_module, "_RECHECK", 0.05)
     directory = tmp_path / "pools"
     pool = Pool(name="p", limit=1, backend=HostBackend(str(directory)))
     lease = pool.try_acquire("old")
@@ -133,6 +137,7 @@ def test_a_limiter_dir_deleted_at_runtime_is_made_again(tmp_path: Path) -> None:
     shutil.rmtree(directory)
     fresh = pool.try_acquire("new")
     assert fresh is not None and pool.in_use("new") == 1
+    time.sleep(0.06)  # a kept descriptor is trusted for _RECHECK after its last check
     again = pool.try_acquire("old")  # the cached descriptor is stale: reopened
     assert again is not None and pool.in_use("old") == 1
     assert pool.try_acquire("old") is None
@@ -203,20 +208,119 @@ def test_a_free_key_file_is_removed_when_its_descriptor_is_not_cached(tmp_path: 
     assert os.listdir(backend.directory) == []
 
 
-def test_a_slot_taken_on_a_removed_file_is_given_up(tmp_path: Path) -> None:
+def test_a_kept_descriptor_of_a_file_removed_from_outside_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host_module, "_RECHECK", 0.05)
     directory = str(tmp_path / "pools")
     stale = HostBackend(directory)
     pool = Pool(name="p", limit=1, backend=stale)
     lease = pool.try_acquire("k")
     assert lease is not None
     lease.release()  # cached descriptor on inode A
-    os.unlink(stale.path("p", "k"))  # as a remover elsewhere would
+    os.unlink(stale.path("p", "k"))  # as an operator would; no backend removes a kept file
     other = Pool(name="p", limit=1, backend=HostBackend(directory, spare=0))
     theirs = other.try_acquire("k")  # on a new inode B
     assert theirs is not None
-    # Locking inode A would succeed; the path check sees B and refuses.
+    time.sleep(0.06)
+    # Locking inode A would succeed; the recheck sees B and refuses.
     assert pool.try_acquire("k") is None
     theirs.release()
+
+
+def test_a_file_another_process_keeps_a_descriptor_of_is_not_removed(tmp_path: Path) -> None:
+    """The sentinel, not a path check per admission, is what keeps two holders apart."""
+    directory = str(tmp_path / "pools")
+    keeper = Pool(name="p", limit=1, backend=HostBackend(directory))
+    lease = keeper.try_acquire("k")
+    assert lease is not None
+    lease.release()  # the keeper keeps its descriptor (a spare)
+    path = keeper.backend.path("p", "k")  # type: ignore[attr-defined]
+    inode = os.stat(path).st_ino
+
+    def drop_and_hold(ready: int, done: int) -> int:
+        # A process that keeps no descriptor: every release tries to remove the file.
+        dropper = Pool(name="p", limit=1, backend=HostBackend(directory, spare=0))
+        for _ in range(3):
+            mine = dropper.try_acquire("k")
+            if mine is None:
+                return 1
+            mine.release()
+        # Else the file was removed under the keeper's descriptor.
+        same = os.path.exists(path) and os.stat(path).st_ino == inode
+        held = dropper.try_acquire("k")
+        if held is None:
+            return 2
+        os.write(ready, b"s" if same else b"r")
+        os.read(done, 1)
+        return 0
+
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report with an exit code, never return into pytest
+        code = 99
+        try:
+            os.close(ready_r)
+            os.close(done_w)  # so that the parent closing its end is an EOF here
+            code = drop_and_hold(ready_w, done_r)
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        said = os.read(ready_r, 1)
+        assert said, "the child failed before it held the slot"
+        # The child holds slot 0: the keeper's descriptor, used with no path
+        # check, must be of that same file and be refused.
+        assert keeper.try_acquire("k") is None
+        assert said == b"s", "the file was removed while the keeper kept a descriptor"
+    finally:
+        os.close(done_w)  # the child's read returns: it may exit
+        _, status = os.waitpid(pid, 0)
+        os.close(ready_r)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.exists(path)  # the keeper still keeps its descriptor
+    # Once the keeper drops its descriptor too, the file goes: files stay bounded.
+    keeper.backend._max_spare = 0  # type: ignore[attr-defined]
+    lease = keeper.try_acquire("k")
+    assert lease is not None
+    lease.release()
+    assert os.listdir(directory) == []
+
+
+def test_two_processes_dropping_one_file_at_once_still_remove_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each dropper's first try sees the other's sentinel; the later must still remove it."""
+    directory = str(tmp_path / "pools")
+    backends = [HostBackend(directory), HostBackend(directory)]  # OFD locks: as two processes
+    for backend in backends:
+        lease = backend.try_acquire("p", "k", 2)
+        assert lease is not None
+        lease.release()  # kept, with its sentinel
+    path = backends[0].path("p", "k")
+    real = ofdlock.lock_from
+    both_tried = threading.Barrier(2, timeout=5)
+    seen = threading.local()
+
+    def lock_from(fd: int, offset: int) -> bool:
+        got = real(fd, offset)
+        if not getattr(seen, "tried", False):  # hold each first try until both have tried
+            seen.tried = True
+            both_tried.wait()
+        return got
+
+    monkeypatch.setattr(ofdlock, "lock_from", lock_from)
+    threads = [
+        threading.Thread(target=host_module._discard, args=(path, b._pop_spare(path)))
+        for b in backends
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert not os.path.exists(path)
 
 
 # -- 7.5 responses never closed -----------------------------------------------

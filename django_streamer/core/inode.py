@@ -1,7 +1,8 @@
 """Whether a path still names a given inode, asked without giving up the GIL.
 
 ``os.lstat()`` releases the GIL around the syscall. The host limiter asks this
-once per admission, and in a gthread worker with its four threads busy getting
+for each key file it opens or removes (and once a second of each it keeps),
+and in a gthread worker with its four threads busy getting
 the GIL back costs more than the ~1 us syscall (``bench/gil.py`` measures the
 same effect for ``fcntl``). ``statx(2)`` through a ``ctypes.PyDLL`` call keeps
 the GIL; its buffer layout is the same on every Linux architecture, unlike

@@ -17,7 +17,14 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
-__all__ = ["AVAILABLE", "conflict_length", "is_locked", "lock_byte", "lock_from", "unlock_byte"]
+__all__ = [
+    "AVAILABLE",
+    "is_locked",
+    "lock_byte",
+    "lock_from",
+    "share_byte",
+    "unlock_byte",
+]
 
 # struct flock on LP64 Linux: short l_type, short l_whence, (pad), off_t l_start,
 # off_t l_len, pid_t l_pid, (pad). F_OFD_* needs l_pid == 0.
@@ -29,8 +36,11 @@ _OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", None)
 AVAILABLE = _OFD_SETLK is not None and _OFD_GETLK is not None
 
 
+_SEEK_SET = os.SEEK_SET
+
+
 def _flock(kind: int, start: int, length: int) -> bytes:
-    return _FLOCK.pack(kind, os.SEEK_SET, start, length, 0)
+    return _FLOCK.pack(kind, _SEEK_SET, start, length, 0)
 
 
 def _libc_fcntl() -> Callable[[int, int, bytes], int] | None:
@@ -53,7 +63,7 @@ _FCNTL_KEEPING_GIL = _libc_fcntl()
 
 
 def _setlk(fd: int, kind: int, slot: int, length: int = 1) -> bool:
-    request = _flock(kind, slot, length)
+    request = _FLOCK.pack(kind, _SEEK_SET, slot, length, 0)  # not _flock(): a call less
     if _FCNTL_KEEPING_GIL is not None:
         if _FCNTL_KEEPING_GIL(fd, _OFD_SETLK, request) == 0:  # type: ignore[arg-type]
             return True
@@ -78,6 +88,16 @@ def lock_byte(fd: int, offset: int) -> bool:
     return _setlk(fd, fcntl.F_WRLCK, offset)
 
 
+def share_byte(fd: int, offset: int) -> bool:
+    """Take a shared (read) lock on byte ``offset`` of ``fd`` without blocking.
+
+    Shared locks of any number of open file descriptions coexist; an exclusive
+    lock elsewhere on the byte (or on a range over it) makes this False. ``fd``
+    must be open for reading.
+    """
+    return _setlk(fd, fcntl.F_RDLCK, offset)
+
+
 def unlock_byte(fd: int, offset: int) -> None:
     """Give back the lock on byte ``offset`` of ``fd`` (a no-op if not held)."""
     _setlk(fd, fcntl.F_UNLCK, offset)
@@ -96,10 +116,3 @@ def lock_from(fd: int, offset: int) -> bool:
     False when another open file description holds any of them.
     """
     return _setlk(fd, fcntl.F_WRLCK, offset, 0)
-
-
-def conflict_length(fd: int, offset: int) -> int | None:
-    """The length of a lock held elsewhere on byte ``offset`` (0: to the end), or None."""
-    probe = _flock(fcntl.F_WRLCK, offset, 1)
-    answer = _FLOCK.unpack(fcntl.fcntl(fd, _OFD_GETLK, probe))  # type: ignore[arg-type]
-    return None if answer[0] == fcntl.F_UNLCK else int(answer[3])
