@@ -62,8 +62,11 @@ class PoolRecorder(LimiterRecorder):
 
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            cluster = _cluster(pool)
-            _safely(record_admitted, pool.name, pool.limit, lease.waited, cluster=cluster)
+            store = get_store()
+            try:
+                record_admitted(store, pool.name, pool.limit, lease.waited, cluster=_cluster(pool))
+            except Exception as exc:
+                store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 
     def rejected(self, pool: Pool, rejection: Rejection) -> None:
         # The rejection is counted on both the stream and the limiter row: a
@@ -75,7 +78,11 @@ class PoolRecorder(LimiterRecorder):
 
     def released(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            _safely(record_released, pool.name)
+            store = get_store()
+            try:
+                record_released(store, pool.name)
+            except Exception as exc:
+                store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 
 
 def backend_error(pool: str) -> None:

@@ -191,12 +191,12 @@ def record_backend_error(store: Store, pool: str) -> None:
 def record_admitted(
     store: Store, pool: str, limit: int, waited: float, *, cluster: int = 0
 ) -> None:
-    f = store.file()
-    base = f.pool_at(store.pool_row(pool), "admitted") - _ADMITTED
+    f, base = store.pool_figures(pool)
     values = f.values
     wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
     with store.lock():
-        _mark_cluster(values, base + _CLUSTER, cluster)
+        if cluster > values[base + _CLUSTER]:
+            values[base + _CLUSTER] = cluster
         values[base + _ADMITTED] += 1
         values[base + _IN_USE] += 1
         values[base + _LIMIT] = limit
@@ -206,7 +206,6 @@ def record_admitted(
 
 
 def record_released(store: Store, pool: str) -> None:
-    f = store.file()
-    at = f.pool_at(store.pool_row(pool), "in_use")
+    f, base = store.pool_figures(pool)
     with store.lock():
-        f.values[at] -= 1
+        f.values[base + _IN_USE] -= 1

@@ -20,7 +20,7 @@ import weakref
 
 from ..statedir import ensure_private_dir
 from .directory import MetricsDir
-from .layout import Geometry
+from .layout import POOL, Geometry
 from .names import Names
 from .procfile import ProcessFile
 from .reading import Snapshot
@@ -63,6 +63,9 @@ class Store:
         self._lock = threading.Lock()
         self._free_active: list[int] = []
         self._unfiled_errors = 0  # failures before this process had a file
+        # Pool name -> (file, offset of its row): a limited request writes its
+        # pool's row twice, and finding it costs more than the writes.
+        self._pool_rows: dict[str, tuple[ProcessFile, int]] = {}
         _stores.add(self)
         if not _fork_hook:
             _fork_hook.append(True)
@@ -135,6 +138,20 @@ class Store:
 
     def pool_row(self, name: str) -> int:
         return self.names.row("pool", name)
+
+    def pool_figures(self, name: str) -> tuple[ProcessFile, int]:
+        """This process's file and where pool ``name``'s row starts in ``values``."""
+        f = self.file()
+        found = self._pool_rows.get(name)
+        if found is not None and found[0] is f:
+            return found
+        row = self.pool_row(name)
+        found = (f, f.pool_at(row, "admitted") - POOL.offsets["admitted"])
+        if row:  # "other" may be a busy names lock's answer this once: not kept
+            if len(self._pool_rows) >= 1024:
+                self._pool_rows.clear()
+            self._pool_rows[name] = found
+        return found
 
     def lock(self) -> threading.Lock:
         return self._lock
