@@ -281,6 +281,24 @@ def wsgi_iter(path: str) -> tuple[str, dict[str, str], Any]:
     return captured["status"], captured["headers"], body
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A private redis-server on a free port (tests/redisd.py), stopped afterwards."""
+    from .redisd import running_redis  # redisd imports this module
+
+    yield from running_redis(tmp_path)
+
+
+@pytest.fixture
+def closing_backends() -> Iterator[None]:
+    """Close every cluster backend that ``redisd.backend()`` made during the test."""
+    from .redisd import made_backends
+
+    yield
+    while made_backends:
+        made_backends.pop().close()
+
+
 @pytest.fixture(autouse=True)
 def _keep_db_connections_across_response_close() -> Iterator[None]:
     # Tests close responses by hand; Django's test client disconnects this

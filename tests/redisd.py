@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
+
 from .conftest import free_port
 
 
@@ -88,3 +90,15 @@ def running_redis(directory: Path, *, password: str | None = None) -> Iterator[R
     if server.proc is not None:
         server.resume()
         server.stop()
+
+
+made_backends: list[ClusterBackend] = []  # closed by conftest's closing_backends
+
+
+def backend(server: RedisServer, **options: object) -> ClusterBackend:
+    """A cluster backend on ``server`` (``on_error="closed"`` unless given); a test
+    module using it marks itself ``usefixtures("closing_backends")``."""
+    options.setdefault("on_error", "closed")
+    made = ClusterBackend(server.url, **options)  # type: ignore[arg-type]
+    made_backends.append(made)
+    return made

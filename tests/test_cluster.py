@@ -6,7 +6,6 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,6 @@ from django_streamer import cluster, limit_concurrency
 from django_streamer.checks import check_cluster
 
 from .redisd import RedisServer, running_redis
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from running_redis(tmp_path)
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:

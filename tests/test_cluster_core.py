@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -22,7 +20,7 @@ from django_streamer.core.limiter.cluster.backend import OPEN_LEASE, ClusterBack
 from django_streamer.core.limiter.cluster.leases import ClusterLease
 
 from .conftest import ROOT
-from .redisd import RedisServer, running_redis
+from .redisd import RedisServer, backend
 
 HAMMER = """
 import sys, threading, time, redis
@@ -59,26 +57,7 @@ time.sleep(60)
 """
 
 
-_made: list[ClusterBackend] = []
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from running_redis(tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def _close_backends() -> Iterator[None]:
-    yield
-    while _made:
-        _made.pop().close()
-
-
-def backend(server: RedisServer, **options: object) -> ClusterBackend:
-    options.setdefault("on_error", "closed")
-    made = ClusterBackend(server.url, **options)  # type: ignore[arg-type]
-    _made.append(made)
-    return made
+pytestmark = pytest.mark.usefixtures("closing_backends")
 
 
 def kill_holder(server: RedisServer, lease: float) -> int:

@@ -11,8 +11,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,28 +21,9 @@ from django_streamer.core.limiter.cluster.leases import ClusterLease
 from django_streamer.core.limiter.cluster.releases import REUSE_WINDOW
 
 from .forking import in_child
-from .redisd import RedisServer, running_redis
+from .redisd import RedisServer, backend
 
-_made: list[ClusterBackend] = []
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from running_redis(tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def _close_backends() -> Iterator[None]:
-    yield
-    while _made:
-        _made.pop().close()
-
-
-def backend(server: RedisServer, **options: object) -> ClusterBackend:
-    options.setdefault("on_error", "closed")
-    made = ClusterBackend(server.url, **options)  # type: ignore[arg-type]
-    _made.append(made)
-    return made
+pytestmark = pytest.mark.usefixtures("closing_backends")
 
 
 def scripts_run(server: RedisServer) -> int:

@@ -19,17 +19,12 @@ from django_streamer.metrics.dashboard import RateTracker
 from django_streamer.metrics.wiring import stream_recorder
 
 from .conftest import free_port
-from .redisd import RedisServer, running_redis
+from .redisd import RedisServer
 
 
 class _Named:
     def __init__(self, name: str) -> None:
         self.name, self.path = name, "/x/"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    yield from running_redis(tmp_path)
 
 
 def stream(name: str, nbytes: int, *, finish: bool = True) -> Any:
