@@ -137,3 +137,17 @@ def test_reset_stops_the_thread_and_the_next_stream_starts_one(
     assert alive() == []
     stream("t", 1)
     assert len(alive()) == 1
+
+
+def test_a_redis_url_set_after_the_first_stream_starts_the_publisher(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    """The process looked once (no Redis then); a changed setting makes it look again."""
+    as_host(settings, tmp_path, "me")
+    settings.STREAMER_REDIS_URL = None
+    stream("t", 1)
+    alive = lambda: [t for t in threading.enumerate() if t.name == "django-streamer-fleet"]  # noqa: E731
+    assert alive() == []
+    settings.STREAMER_REDIS_URL = redis_server.url
+    stream("t", 1)
+    assert len(alive()) == 1

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 
+from ..conf import conf
 from ..core.statedir import ensure_private_dir, open_private_file
 from .store import get_store
 
@@ -55,9 +56,11 @@ class ElectedThread:
     what = "the elected thread"  # for the log
 
     def __init__(self) -> None:
-        # Whether this process looked if the job is on: a flag, not a pid, as
-        # os.getpid() is a system call per stream (glibc no longer caches it).
-        self._checked = False
+        # The settings generation (conf.generation) at which this process last
+        # looked if the job is on, -1 for never: not a pid, as os.getpid() is a
+        # system call per stream (glibc no longer caches it), and a setting
+        # changed since (e.g. STREAMER_REDIS_URL set) is looked at again.
+        self._checked = -1
         self._started_pid = 0  # the process that runs the thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -65,7 +68,7 @@ class ElectedThread:
         os.register_at_fork(after_in_child=self._forget_check)
 
     def _forget_check(self) -> None:
-        self._checked = False
+        self._checked = -1
 
     def target(self) -> str | None:
         raise NotImplementedError
@@ -74,14 +77,14 @@ class ElectedThread:
         raise NotImplementedError
 
     def start_once(self) -> None:
-        """Per stream: one attribute read once this process has looked."""
-        if not self._checked:
+        """Per stream: one comparison once this process has looked."""
+        if self._checked != conf.generation:
             self.ensure()
 
     def ensure(self) -> None:
         """Start the thread in this process, once, when the job is on."""
         pid = os.getpid()
-        self._checked = True
+        self._checked = conf.generation
         if self.target() is None:
             return
         with self._lock:
@@ -101,7 +104,7 @@ class ElectedThread:
         with self._lock:
             self._stop.set()
             self._stop = threading.Event()
-            self._checked, self._started_pid = False, 0
+            self._checked, self._started_pid = -1, 0
             thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 1.0)
