@@ -2,8 +2,8 @@
 
 Each property is one setting. Its name, default and type are listed in the
 README, and tests/test_docs.py checks all three against this module. Nothing is
-copied at import time: a value is read and validated on first use, kept in a
-memo, and the memo is emptied by Django's ``setting_changed`` signal, so
+copied at import time: a value is read and validated on first use, kept (in the
+instance, see :class:`Settings`) until Django's ``setting_changed`` signal, so
 ``override_settings`` works as if every read went to ``settings``.
 
 gunicorn runs no system checks, so a bad value must fail where it is read, with
@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -87,6 +88,13 @@ VALIDATORS: dict[str, Validator] = {
 
 
 class Settings:
+    """The app's settings, each validated on first read and kept until one changes.
+
+    Each is a ``cached_property``: once read, it lives in the instance's
+    ``__dict__``, so a read on the hot path is an attribute lookup, not a call.
+    ``clear()`` (connected to Django's ``setting_changed``) drops them all.
+    """
+
     def __init__(self) -> None:
         self._memo: dict[str, Any] = {}
         # Bumped whenever the memo is emptied: what is derived from settings
@@ -116,131 +124,133 @@ class Settings:
 
     def clear(self, *, setting: str = "", **kwargs: Any) -> None:
         self._memo.clear()
+        for name in DEFAULTS:  # the values the properties keep in the instance
+            self.__dict__.pop(name, None)
         self.generation += 1
         if setting == "INSTALLED_APPS":
             warn_if_not_installed.cache_clear()
 
-    @property
+    @cached_property
     def STREAMER_CHUNK_SIZE(self) -> int:
         """Bytes per chunk put on the wire; the last chunk may be shorter."""
         value: int = self._get("STREAMER_CHUNK_SIZE")
         return value
 
-    @property
+    @cached_property
     def STREAMER_FLUSH_INTERVAL(self) -> float:
         """Seconds a buffered byte may wait before it is sent; 0 sends every piece."""
         value: float = self._get("STREAMER_FLUSH_INTERVAL")
         return value
 
-    @property
+    @cached_property
     def STREAMER_SEND_TIMEOUT(self) -> float | None:
         """Seconds a client may accept no bytes before it is dropped; None: never."""
         value: float | None = self._get("STREAMER_SEND_TIMEOUT")
         return value
 
-    @property
+    @cached_property
     def STREAMER_X_ACCEL_BUFFERING(self) -> bool:
         """Send ``X-Accel-Buffering: no`` so nginx passes chunks straight on."""
         value: bool = self._get("STREAMER_X_ACCEL_BUFFERING")
         return value
 
-    @property
+    @cached_property
     def STREAMER_COMPRESSION(self) -> bool:
         """Compress streams (zstd, br, gzip) the client accepts; ``compress=`` overrides."""
         value: bool = self._get("STREAMER_COMPRESSION")
         return value
 
-    @property
+    @cached_property
     def STREAMER_LIMITER_DIR(self) -> str | None:
         """Where host-scope pools keep their lock files (None: a per-project temp dir)."""
         value: str | None = self._get("STREAMER_LIMITER_DIR")
         return value
 
-    @property
+    @cached_property
     def STREAMER_IP_HEADER(self) -> str | None:
         """A ``request.META`` key holding the client address set by a trusted proxy."""
         value: str | None = self._get("STREAMER_IP_HEADER")
         return value
 
-    @property
+    @cached_property
     def STREAMER_RETRY_AFTER(self) -> int | None:
         """Seconds sent in ``Retry-After`` with a rejection, unless the decorator says."""
         value: int | None = self._get("STREAMER_RETRY_AFTER")
         return value
 
-    @property
+    @cached_property
     def STREAMER_LIMIT_HANDLER(self) -> str | None:
         """Dotted path of a ``(request, rejection) -> response`` for every rejection."""
         value: str | None = self._get("STREAMER_LIMIT_HANDLER")
         return value
 
-    @property
+    @cached_property
     def STREAMER_METRICS(self) -> bool:
         """Record streams and pools in the metrics registry."""
         value: bool = self._get("STREAMER_METRICS")
         return value
 
-    @property
+    @cached_property
     def STREAMER_METRICS_DIR(self) -> str | None:
         """Where every process's metrics file lives (None: a per-project temp dir)."""
         value: str | None = self._get("STREAMER_METRICS_DIR")
         return value
 
-    @property
+    @cached_property
     def STREAMER_METRICS_MAX_NAMES(self) -> int:
         """Distinct stream (and pool) names kept; later ones count as ``other``."""
         value: int = self._get("STREAMER_METRICS_MAX_NAMES")
         return value
 
-    @property
+    @cached_property
     def STREAMER_METRICS_TOKEN(self) -> str | None:
         """Bearer token the metrics endpoint requires, if set."""
         value: str | None = self._get("STREAMER_METRICS_TOKEN")
         return value
 
-    @property
+    @cached_property
     def STREAMER_METRICS_ALLOW(self) -> list[str] | None:
         """Addresses or CIDR networks allowed to read the metrics endpoint, if set."""
         value: list[str] | None = self._get("STREAMER_METRICS_ALLOW")
         return value
 
-    @property
+    @cached_property
     def STREAMER_DASHBOARD_PERMISSION(self) -> str | None:
         """Dotted path of ``(request) -> bool``, checked after the staff check."""
         value: str | None = self._get("STREAMER_DASHBOARD_PERMISSION")
         return value
 
-    @property
+    @cached_property
     def STREAMER_WRITER_BUFFER(self) -> int:
         """Bytes a ``stream_writer`` producer may have waiting before ``write()`` blocks."""
         value: int = self._get("STREAMER_WRITER_BUFFER")
         return value
 
-    @property
+    @cached_property
     def STREAMER_DRAIN_TIMEOUT(self) -> float:
         """Seconds within which long-lived streams end once the worker drains."""
         value: float = self._get("STREAMER_DRAIN_TIMEOUT")
         return value
 
-    @property
+    @cached_property
     def STREAMER_REDIS_URL(self) -> str | None:
         """Redis for cluster-scope pools, e.g. ``redis://127.0.0.1:6379/0``."""
         value: str | None = self._get("STREAMER_REDIS_URL")
         return value
 
-    @property
+    @cached_property
     def STREAMER_CLUSTER_LEASE(self) -> float:
         """Seconds a cluster slot lives without renewal (a dead host's slots come back then)."""
         value: float = self._get("STREAMER_CLUSTER_LEASE")
         return value
 
-    @property
+    @cached_property
     def STREAMER_CLUSTER_ON_ERROR(self) -> str:
         """While Redis is unreachable: ``"local"`` (host pool), ``"open"`` or ``"closed"``."""
         value: str = self._get("STREAMER_CLUSTER_ON_ERROR")
         return value
 
-    @property
+    @cached_property
     def STREAMER_FLEET_HOST(self) -> str | None:
         """This host's name in the dashboard's fleet view; None: the machine's host name."""
         value: str | None = self._get("STREAMER_FLEET_HOST")

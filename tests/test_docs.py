@@ -35,7 +35,7 @@ def test_every_documented_type_is_the_propertys_type():
     docs = documented()
     for name in DEFAULTS:
         prop = vars(Settings)[name]
-        annotation = prop.fget.__annotations__["return"]
+        annotation = prop.func.__annotations__["return"]  # a cached_property
         assert docs[name][0] == annotation, name
 
 
