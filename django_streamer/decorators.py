@@ -93,6 +93,8 @@ class _Limiter:
         self.pool_name = pool_name
         self.waits = options.wait is not None
         self.timeout = options.wait or 0.0
+        # Neither a wait nor Redis: ``inner`` calls ``pool.try_acquire`` itself.
+        self.at_once = not self.waits and options.scope != "cluster"
         self._pool: Pool | None = None
 
     def enter(
@@ -101,7 +103,7 @@ class _Limiter:
         """The request, the pool, the slot key (None: this request is not limited)
         and the refusal to answer with at once (the worker is draining), if any.
         """
-        request = _find_request(args)
+        request = args[0] if args and isinstance(args[0], HttpRequest) else _find_request(args)
         key_of = self.options.key_of
         key = "" if key_of is None else key_of(request)
         pool = self._pool
@@ -151,7 +153,7 @@ class _Limiter:
 def _find_request(args: tuple[Any, ...]) -> HttpRequest:
     # A function view gets (request, ...); dispatch() decorated directly gets
     # (self, request, ...); method_decorator passes (request, ...).
-    for arg in args[:2]:
+    for arg in args[:2]:  # (args[0] is tried inline first)
         if isinstance(arg, HttpRequest):
             return arg
     raise TypeError("limit_concurrency: the decorated view got no HttpRequest argument")
@@ -206,10 +208,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
                 return refused
             if key is None:
                 return await view(*args, **kwargs)
-            lease = await limiter.atake(pool, key)
+            lease = pool.try_acquire(key) if limiter.at_once else await limiter.atake(pool, key)
             if lease is None:
                 return limiter.reject(request, pool, key)
-            slot = Slot.admit(pool, lease)
+            slot = Slot(pool, lease)
             try:
                 return hold_until_done(await view(*args, **kwargs), slot)
             except BaseException:
@@ -224,10 +226,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
             return refused
         if key is None:
             return view(*args, **kwargs)
-        lease = limiter.take(pool, key)
+        lease = pool.try_acquire(key) if limiter.at_once else limiter.take(pool, key)
         if lease is None:
             return limiter.reject(request, pool, key)
-        slot = Slot.admit(pool, lease)
+        slot = Slot(pool, lease)
         try:
             return hold_until_done(view(*args, **kwargs), slot)
         except BaseException:

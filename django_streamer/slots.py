@@ -60,7 +60,11 @@ _open: contextvars.ContextVar[dict[int, weakref.ref[Slot]] | None] = contextvars
 
 
 class Slot(StreamRecorder):
-    """Holds a lease until the stream finishes, the response closes or the request ends."""
+    """Holds a lease until the stream finishes, the response closes or the request ends.
+
+    Made at admission: the limiter recorders hear of it; one that raises frees
+    the slot again and the error propagates.
+    """
 
     def __init__(self, pool: Pool, lease: PoolLease) -> None:
         self.pool = pool
@@ -73,24 +77,25 @@ class Slot(StreamRecorder):
             _open.set(slots)
         slots[id(self)] = weakref.ref(self)
         self._slots = slots
-
-    @classmethod
-    def admit(cls, pool: Pool, lease: PoolLease) -> Slot:
-        """A slot for ``lease``, the recorders told; a raising recorder frees it again."""
-        slot = cls(pool, lease)
         try:
             for recorder in extensions.limiter_recorders:
                 recorder.admitted(pool, lease)
         except BaseException:
-            slot.release()
+            self.release()
             raise
-        return slot
 
-    def release(self) -> None:
-        if self.lease.release():  # only one of two racing threads gets True
+    def release(self, outcome: Outcome | None = None) -> None:
+        """Give the slot back (once; later calls do nothing). ``outcome`` is unused."""
+        lease = self.lease
+        # Unlocked peek: released up to three times per request (the stream's
+        # end, the response's close, the request's end); only the first counts.
+        if not lease.released and lease.release():  # one of two racing threads gets True
             self._slots.pop(id(self), None)
             for recorder in extensions.limiter_recorders:
-                recorder.released(self.pool, self.lease)
+                recorder.released(self.pool, lease)
+
+    # The stream's end (whatever its outcome) releases the slot.
+    finish = release
 
     def abort(self) -> None:
         """The request ended with this slot held: end its stream too (as aborted)."""
@@ -99,12 +104,10 @@ class Slot(StreamRecorder):
             stream.close()
         self.release()
 
-    def finish(self, outcome: Outcome) -> None:
-        self.release()
-
     def __del__(self) -> None:
         # Last resort, should the response be dropped outside any request.
-        self.release()
+        if not self.lease.released:
+            self.release()
 
 
 def tell_rejected(pool: Pool, rejection: Rejection) -> None:

@@ -56,21 +56,32 @@ class Recorders(StreamRecorder):
     """Fans each event out to several recorders."""
 
     def __init__(self, recorders: list[StreamRecorder] | None = None) -> None:
-        self.recorders: list[StreamRecorder] = list(recorders or [])
+        self.recorders: list[StreamRecorder] = []
+        # The per-chunk events go only to recorders that override them: a
+        # limiter slot hears nothing but the end, and costs nothing per chunk.
+        self._chunk: list[StreamRecorder] = []
+        self._uncompressed: list[StreamRecorder] = []
+        for recorder in recorders or ():
+            self.add(recorder)
 
     def add(self, recorder: StreamRecorder) -> None:
         self.recorders.append(recorder)
+        kind = type(recorder)
+        if kind.chunk is not StreamRecorder.chunk:
+            self._chunk.append(recorder)
+        if kind.uncompressed is not StreamRecorder.uncompressed:
+            self._uncompressed.append(recorder)
 
     def start(self) -> None:
         for recorder in self.recorders:
             recorder.start()
 
     def chunk(self, nbytes: int) -> None:
-        for recorder in self.recorders:
+        for recorder in self._chunk:
             recorder.chunk(nbytes)
 
     def uncompressed(self, nbytes: int) -> None:
-        for recorder in self.recorders:
+        for recorder in self._uncompressed:
             recorder.uncompressed(nbytes)
 
     def finish(self, outcome: Outcome) -> None:

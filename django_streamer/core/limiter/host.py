@@ -136,7 +136,7 @@ class HostBackend:
         return path
 
     def try_acquire(self, pool: str, key: str, limit: int) -> Lease | None:
-        path = self.path(pool, key)
+        path = self._paths.get((pool, key)) or self.path(pool, key)
         try:  # outside the retry loop: setting that up cost 0.2 us of a 5 us acquire+release
             return self._attempt(path, limit)
         except _Retry:
@@ -164,17 +164,12 @@ class HostBackend:
         with self._lock:
             kept = self._pop_spare(path)
             if kept is not None:
-                return self._lock_slot_or_close(path, _rechecked(path, kept), limit)
+                if time.monotonic() - kept[2] >= _RECHECK:
+                    kept = _rechecked(path, kept)
+                return self._lock_slot(path, kept, limit)
         kept = self._open(path)
         with self._lock:
-            return self._lock_slot_or_close(path, kept, limit)
-
-    def _lock_slot_or_close(self, path: str, kept: _Kept, limit: int) -> _FileLease | None:
-        try:
             return self._lock_slot(path, kept, limit)
-        except BaseException:
-            os.close(kept[0])
-            raise
 
     def _open(self, path: str) -> _Kept:
         try:
@@ -194,22 +189,30 @@ class HostBackend:
         return fd, ino, time.monotonic()
 
     def _lock_slot(self, path: str, kept: _Kept, limit: int) -> _FileLease | None:
-        # Skip the slots this process holds (no syscall, no EAGAIN), and start
-        # at a per-process offset so workers do not all try slot 0.
+        """A slot through ``kept``, or None (``kept`` goes back to the spares).
+
+        Skips the slots this process holds (no syscall, no EAGAIN), and starts
+        at a per-process offset so workers do not all try slot 0. Closes
+        ``kept`` if it raises.
+        """
         fd = kept[0]
         mine = self._held.get(path)
         first = self._pid % limit
-        for i in range(limit):
-            slot = (first + i) % limit
-            if mine is not None and slot in mine:
-                continue
-            if ofdlock.lock_byte(fd, slot):
-                if mine is None:
-                    mine = self._held[path] = set()
-                mine.add(slot)
-                lease = _FileLease(self, path, kept, slot)
-                self._leases.add(lease)
-                return lease
+        try:
+            for i in range(limit):
+                slot = (first + i) % limit
+                if mine is not None and slot in mine:
+                    continue
+                if ofdlock.lock_byte(fd, slot):
+                    if mine is None:
+                        mine = self._held[path] = set()
+                    mine.add(slot)
+                    lease = _FileLease(self, path, kept, slot)
+                    self._leases.add(lease)
+                    return lease
+        except BaseException:
+            os.close(fd)
+            raise
         # Full: our sentinel keeps removers out, so every refusal was a holder.
         evicted = self._push_spare(path, kept)
         if evicted is not None:
@@ -285,11 +288,9 @@ def _names(path: str, ino: int) -> bool:
 
 
 def _rechecked(path: str, kept: _Kept) -> _Kept:
-    """``kept``, checked again if its last check is ``_RECHECK`` old; _Retry if stale."""
-    fd, ino, checked = kept
+    """``kept`` (last checked ``_RECHECK`` ago), checked again; _Retry if stale."""
+    fd, ino, _ = kept
     now = time.monotonic()
-    if now - checked < _RECHECK:
-        return kept
     try:
         if _names(path, ino):
             return fd, ino, now

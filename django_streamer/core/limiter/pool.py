@@ -68,10 +68,19 @@ class PoolLease:
         # Unlocked peek: a slot is released up to three times per request (the
         # stream's end, the response's close, the request's end); only the
         # first needs the lock. ``released`` never goes back to False.
-        if self.released or not self._pool._mark_released(self):
+        if self.released:
             return False
+        pool = self._pool
+        with pool._lock:
+            if self.released or self._generation != pool._generation:
+                return False  # released meanwhile, or a parent's lease after a fork
+            self.released = True
+            pool.held -= 1
         self._inner.release()
-        self._pool._wake(self.key)  # after the slot is really free
+        # After the slot is really free. Unlocked peek: a waiter that enqueues
+        # after it tries _take() once more before it sleeps, and sees it free.
+        if pool._queues:
+            pool._wake(self.key)
         return True
 
 
@@ -139,20 +148,7 @@ class Pool:
             self.held += 1
         return PoolLease(self, key, inner, waited, self.clock())
 
-    def _mark_released(self, lease: PoolLease) -> bool:
-        """Mark ``lease`` released; False if it already was."""
-        with self._lock:
-            if lease.released or lease._generation != self._generation:
-                return False
-            lease.released = True
-            self.held -= 1
-        return True
-
     def _wake(self, key: str) -> None:
-        # Unlocked peek: a waiter that enqueues after it tries _take() once
-        # more before it sleeps, and sees this slot free.
-        if not self._queues:
-            return
         with self._lock:
             queue = self._queues.get(key)
             if queue:
@@ -178,7 +174,18 @@ class Pool:
                 queue[0].wake()  # give the turn on
 
     def try_acquire(self, key: str = "") -> PoolLease | None:
-        return self._take(key, None, self.clock())
+        """A slot at once, or None; never ahead of this process's waiters.
+
+        ``_take`` for a newcomer, written out: this is every admission's path.
+        """
+        with self._lock:
+            if key in self._queues:
+                return None
+            inner = self.backend.try_acquire(self.name, key, self.limit)
+            if inner is None:
+                return None
+            self.held += 1
+        return PoolLease(self, key, inner, 0.0, self.clock())
 
     def _turns(
         self, key: str, waiter: _Waiter, started: float, deadline: float

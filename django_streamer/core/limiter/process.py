@@ -17,7 +17,17 @@ class _CountLease:
         self._generation = backend._generation
 
     def release(self) -> None:
-        self._backend._release(self)
+        backend = self._backend
+        with backend._lock:
+            if self._released or self._generation != backend._generation:
+                return
+            self._released = True
+            key = self._key
+            held = backend._counts[key] - 1
+            if held:
+                backend._counts[key] = held
+            else:
+                del backend._counts[key]
 
 
 class ProcessBackend:
@@ -45,17 +55,6 @@ class ProcessBackend:
                 return None
             self._counts[k] = held + 1
         return _CountLease(self, k)
-
-    def _release(self, lease: _CountLease) -> None:
-        with self._lock:
-            if lease._released or lease._generation != self._generation:
-                return
-            lease._released = True
-            held = self._counts[lease._key] - 1
-            if held:
-                self._counts[lease._key] = held
-            else:
-                del self._counts[lease._key]
 
     def in_use(self, pool: str, key: str, limit: int) -> int:
         return self._counts.get((pool, key), 0)
