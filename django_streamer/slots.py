@@ -66,6 +66,8 @@ class Slot(StreamRecorder):
     the slot again and the error propagates.
     """
 
+    __slots__ = ("__weakref__", "_slots", "lease", "pool", "stream")
+
     def __init__(self, pool: Pool, lease: PoolLease) -> None:
         self.pool = pool
         self.lease = lease

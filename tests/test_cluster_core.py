@@ -429,3 +429,33 @@ def test_an_acquire_run_twice_for_one_id_admits_once_and_does_not_refuse_itself(
     admin = redis.Redis.from_url(redis_server.url)
     assert admin.zcard(keys.k("h")) == 1
     assert b.calls("ACQUIRE", **b.acquire_call(keys, b.new_ident(), 1, False))[0] == 0
+
+
+def test_releases_carried_by_a_cancelled_async_admission_are_sent_again(
+    redis_server: RedisServer,
+):
+    # Releases wait for an admission to carry them; that admission's task is
+    # cancelled while its ACQUIRE is held up in Redis (CLIENT PAUSE): Redis may
+    # never run it, so the releases must still reach Redis (not wait a lease out).
+    b = backend(redis_server, release_delay=0.5, reuse_window=0, lease=30.0)
+    admin = redis.Redis.from_url(redis_server.url)
+    h = b.keys("cancel", "k").k("h")
+    b.try_acquire("cancel", "warm", 1).release()  # type: ignore[union-attr]
+    b.flush()  # scripts loaded: the paused call is the ACQUIRE itself
+    lease = b.try_acquire("cancel", "k", 1)
+    assert lease is not None and admin.zcard(h) == 1
+    lease.release()
+    assert len(b.releases) == 1
+
+    async def main() -> None:
+        # Shorter than the backend's 0.1 s timeouts: no outage, only a slow reply.
+        admin.execute_command("CLIENT", "PAUSE", "80", "ALL")
+        carrier = asyncio.create_task(b.aacquire("cancel", "other", 1, timeout=0))
+        await asyncio.sleep(0.03)
+        assert len(b.releases) == 0  # taken by the carrier's ACQUIRE, in flight
+        carrier.cancel()
+        await asyncio.gather(carrier, return_exceptions=True)
+
+    asyncio.run(main())
+    # Within the pause, the release delay and a margin, not the 30 s lease.
+    until(lambda: admin.zcard(h) == 0, timeout=2.0)

@@ -35,6 +35,9 @@ class Outcome(str, enum.Enum):
 class StreamRecorder:
     """A recorder that records nothing. Subclass it and override what you need."""
 
+    # No instance dict of its own: a subclass that declares ``__slots__`` has none.
+    __slots__ = ()
+
     def start(self) -> None:
         """The stream was created (the view returned it)."""
 
@@ -54,6 +57,8 @@ class StreamRecorder:
 
 class Recorders(StreamRecorder):
     """Fans each event out to several recorders."""
+
+    __slots__ = ("_chunk", "_uncompressed", "recorders")
 
     def __init__(self, recorders: list[StreamRecorder] | None = None) -> None:
         self.recorders: list[StreamRecorder] = []

@@ -72,7 +72,8 @@ class AsyncSide:
             while True:
                 sent = b.clock()
                 try:
-                    reply = await scripts["ACQUIRE"](**b.with_releases(call))
+                    with b.carrying_releases(call) as carried:
+                        reply = await scripts["ACQUIRE"](**carried)
                 except redis.RedisError as exc:
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)

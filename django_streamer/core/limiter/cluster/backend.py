@@ -24,13 +24,14 @@ worker's leases are in ``reading.py``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import Backend, Lease
@@ -157,10 +158,22 @@ class ClusterBackend:
         args = [keys.base, ident, limit, int(self.lease * 1000), int(wait), self.keep_ms()]
         return {"keys": [self.owner_key(), keys.index], "args": [*args, self.channel]}
 
-    def with_releases(self, call: dict[str, Any]) -> dict[str, Any]:
-        """``call`` carrying every release pending in this process."""
+    @contextlib.contextmanager
+    def carrying_releases(self, call: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``call`` carrying every release pending in this process.
+
+        Should the call raise (an error, a timeout, a cancelled task), Redis
+        may not have run it: the releases it carried are sent again.
+        """
         taken = self.releases.take()
-        return {"keys": call["keys"], "args": call["args"] + taken} if taken else call
+        if not taken:
+            yield call
+            return
+        try:
+            yield {"keys": call["keys"], "args": call["args"] + taken}
+        except BaseException:
+            self.releases.resend(taken)
+            raise
 
     def _send_releases(self, pairs: list[str]) -> None:
         if self.breaker.is_open:

@@ -103,35 +103,55 @@ class Releaser:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._leases: list[ClusterLease] = []  # one per pair, in the same order
+        # Pairs a call took and may not have delivered (``resend``): sent again,
+        # never handed on (Redis may have released them already).
+        self._again: list[str] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.stopped = False
 
     def __len__(self) -> int:
-        return len(self._leases)
+        """Releases waiting to be sent."""
+        return (len(self._pending) + len(self._again)) // 2
 
     def add(self, lease: ClusterLease) -> None:
         with self._lock:
-            first = not self._pending
+            first = not self._pending and not self._again
             self._pending += (lease.keys.base, lease.ident)
             self._leases.append(lease)
-            if self._thread is None and not self.stopped:
-                self._thread = threading.Thread(
-                    target=self._run, name="streamer-cluster-releases", daemon=True
-                )
-                self._thread.start()
-                # A process that exits (a worker recycled, a script's end) sends
-                # its last releases rather than leaving them to the lease.
-                atexit.register(self._at_exit, os.getpid())
+            self._start_locked()
         if first:
             self._wake.set()
 
+    def resend(self, pairs: list[str]) -> None:
+        """Pairs from ``take`` whose call failed or was cancelled in flight: Redis
+        may or may not have run it, and releasing twice does nothing, so they go
+        again (with the next admission or from the thread) rather than wait out
+        their lease."""
+        with self._lock:
+            first = not self._pending and not self._again
+            self._again += pairs
+            self._start_locked()
+        if first:
+            self._wake.set()
+
+    def _start_locked(self) -> None:
+        if self._thread is None and not self.stopped:
+            self._thread = threading.Thread(
+                target=self._run, name="streamer-cluster-releases", daemon=True
+            )
+            self._thread.start()
+            # A process that exits (a worker recycled, a script's end) sends
+            # its last releases rather than leaving them to the lease.
+            atexit.register(self._at_exit, os.getpid())
+
     def take(self) -> list[str]:
         """Every pending release (base, id, base, id...), now the caller's to send."""
-        if not self._pending:
+        if not self._pending and not self._again:
             return []
         with self._lock:
-            taken, self._pending, self._leases = self._pending, [], []
+            taken = self._pending + self._again if self._again else self._pending
+            self._pending, self._leases, self._again = [], [], []
         return taken
 
     def reclaim(self, base: str, usable: Callable[[ClusterLease], bool]) -> ClusterLease | None:

@@ -43,7 +43,8 @@ class SyncSide:
             while True:
                 sent = b.clock()
                 try:
-                    reply = b.calls("ACQUIRE", **b.with_releases(call))
+                    with b.carrying_releases(call) as carried:
+                        reply = b.calls("ACQUIRE", **carried)
                 except redis.RedisError as exc:
                     b.failed(pool, exc)
                     return b.fallback.wait(pool, key, limit, deadline)
