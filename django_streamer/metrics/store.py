@@ -62,6 +62,9 @@ stores = StoreCache()
 
 def get_store() -> Store:
     """The store the current settings name."""
+    current = stores.current  # StoreCache.get's first test, without its call
+    if current is not None and current[0] == conf.generation:
+        return current[2]
     return stores.get()
 
 

@@ -213,18 +213,26 @@ def record_admitted(
     f, base = store.pool_figures(pool)
     values = f.values
     wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
-    with store.lock:
+    lock = store.lock
+    lock.acquire()
+    try:
         if cluster > values[base + _CLUSTER]:
             values[base + _CLUSTER] = cluster
-        values[base + _ADMITTED] += 1
-        values[base + _IN_USE] += 1
+        values[base + _ADMITTED] += 1.0
+        values[base + _IN_USE] += 1.0
         values[base + _LIMIT] = limit
-        values[wait] += 1
+        values[wait] += 1.0
         values[base + _WAIT_SUM] += waited
-        values[base + _WAIT_COUNT] += 1
+        values[base + _WAIT_COUNT] += 1.0
+    finally:
+        lock.release()
 
 
 def record_released(store: Store, pool: str) -> None:
     f, base = store.pool_figures(pool)
-    with store.lock:
-        f.values[base + _IN_USE] -= 1
+    lock = store.lock
+    lock.acquire()
+    try:
+        f.values[base + _IN_USE] -= 1.0
+    finally:
+        lock.release()

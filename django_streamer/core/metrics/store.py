@@ -153,9 +153,15 @@ class Store:
         return self.names.row("pool", name)
 
     def pool_figures(self, name: str) -> tuple[ProcessFile, int]:
-        """This process's file and where pool ``name``'s row starts in ``values``."""
-        f = self.file()
+        """This process's file and where pool ``name``'s row starts in ``values``.
+
+        As :meth:`stream_figures`: one lookup and a clock read while the file
+        is current and was checked within ``rebind_interval``.
+        """
         found = self._pool_rows.get(name)
+        if found is not None and found[0] is self._file and time.monotonic() < self._check_at:
+            return found
+        f = self.file()
         if found is not None and found[0] is f:
             return found
         row = self.pool_row(name)
