@@ -28,7 +28,13 @@ from django.test import Client
 
 from django_streamer.checks import check_configuration
 from django_streamer.core import ofdlock
-from django_streamer.core.metrics import Store, StreamMetrics, check_name
+from django_streamer.core.metrics import (
+    Store,
+    StreamMetrics,
+    check_name,
+    record_admitted,
+    record_released,
+)
 from django_streamer.core.metrics.layout import HEADER_SIZE, Geometry
 from django_streamer.core.recorder import Outcome
 from django_streamer.core.statedir import UnsafeStateError
@@ -176,6 +182,19 @@ def test_a_worker_whose_file_was_unlinked_rebinds(tmp_path: Path):
     stream(store, "s", [1], Outcome.COMPLETED)
     [first] = tmp_path.glob("p-*.bin")
     first.unlink()
+    stream(store, "s", [10], Outcome.COMPLETED)
+    [second] = tmp_path.glob("p-*.bin")
+    assert second != first
+    assert Store(str(tmp_path)).snapshot().streams["s"]["bytes"] == 10
+
+
+def test_a_replaced_file_is_noticed_within_the_rebind_interval(tmp_path: Path):
+    # A stream finds its row in a per-name cache: that must notice the new file too.
+    store = Store(str(tmp_path), rebind_interval=0.2)
+    stream(store, "s", [1], Outcome.COMPLETED)
+    [first] = tmp_path.glob("p-*.bin")
+    first.unlink()
+    time.sleep(0.25)
     stream(store, "s", [10], Outcome.COMPLETED)
     [second] = tmp_path.glob("p-*.bin")
     assert second != first
@@ -441,12 +460,18 @@ def test_a_new_file_is_locked_when_it_appears_and_stale_temporaries_are_swept(tm
     assert not stale.exists()
 
 
-def test_a_forked_child_does_not_keep_its_parents_file_alive(tmp_path: Path):
+@pytest.mark.parametrize("pools", [False, True])
+def test_a_forked_child_does_not_keep_its_parents_file_alive(tmp_path: Path, pools: bool):
+    # The store keeps its rows' places per name, with the file: those must not
+    # keep the parent's mapping (and so its descriptor and life lock) either.
     read, write = os.pipe()
 
     def parent() -> None:
         store = Store(str(tmp_path))
         stream(store, "s", [3], Outcome.COMPLETED)
+        if pools:
+            record_admitted(store, "p", 2, 0.0)
+            record_released(store, "p")
         if os.fork() == 0:  # a grandchild that outlives its parent
             os.write(write, str(os.getpid()).encode())
             time.sleep(30)
@@ -485,3 +510,35 @@ def test_a_stream_finished_before_it_started_takes_no_row_and_hides_nothing(tmp_
     assert [a["path"] for a in snap.active] == ["/shown"] and snap.active_hidden == 0
     rec.finish(Outcome.COMPLETED)
     assert store.snapshot().active_hidden == 0
+
+
+def test_a_reused_active_record_shows_the_new_stream_only(tmp_path: Path):
+    # A finished stream's record is the next one handed out; when the row and
+    # path are the same, only the times are written again (bytes back to 0).
+    store = Store(str(tmp_path), max_active=1)
+    reader = Store(str(tmp_path))
+
+    def active(rec: StreamMetrics) -> dict[str, Any]:
+        rec.start()
+        [entry] = reader.snapshot().active
+        rec.chunk(50)
+        [after] = reader.snapshot().active
+        assert after["bytes"] == 50
+        rec.finish(Outcome.COMPLETED)
+        assert reader.snapshot().active == []
+        return entry
+
+    first = active(StreamMetrics(store, "a", "/one"))
+    time.sleep(0.01)
+    same = active(StreamMetrics(store, "a", "/one"))
+    other_path = active(StreamMetrics(store, "a", "/two"))
+    other_name = active(StreamMetrics(store, "b", "/two"))
+    assert [
+        (e["stream"], e["path"], e["bytes"]) for e in (first, same, other_path, other_name)
+    ] == [
+        ("a", "/one", 0),
+        ("a", "/one", 0),
+        ("a", "/two", 0),
+        ("b", "/two", 0),
+    ]
+    assert same["started"] > first["started"]

@@ -21,6 +21,7 @@ from django_streamer.core.recorder import Outcome
 from django_streamer.metrics.dashboard import rates
 from django_streamer.metrics.mirror import mirror
 from django_streamer.metrics.store import stores
+from django_streamer.metrics.wiring import stream_recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "django_streamer" / "metrics"
@@ -107,6 +108,57 @@ def test_the_store_cache_follows_the_settings_and_resets(tmp_path, metrics_dir):
     stores.reset()
     again = metrics.get_store()
     assert again is not first and again.directory == first.directory
+
+
+class _Named:
+    def __init__(self, name: object) -> None:
+        self.name, self.path = name, "/x"
+
+
+def test_the_stream_recorder_follows_a_store_reset(metrics_dir):
+    # It reads the store cache's current entry itself: a reset must still reach it.
+    assert stream_recorder(_Named("ok")) is not None  # type: ignore[arg-type]
+    first = metrics.get_store()
+    stores.reset()
+    stream_recorder(_Named("a\nb"))  # type: ignore[arg-type]
+    again = metrics.get_store()
+    assert again is not first
+    assert again.errors == {"stream name": 1} and first.errors == {}
+
+
+def test_a_bad_stream_name_is_reported_every_time_and_counted_as_other(metrics_dir):
+    # Good names are checked once per process; bad ones are never taken as checked.
+    for name in ("fine", "a\nb", "fine", "a\nb", 7, ""):
+        rec = stream_recorder(_Named(name))  # type: ignore[arg-type]
+        assert rec is not None
+        rec.start()
+        rec.chunk(10)
+        rec.finish(Outcome.COMPLETED)
+    store = metrics.get_store()
+    assert store.errors == {"stream name": 4}
+    streams = store.snapshot().streams
+    assert streams["fine"]["bytes"] == 20 and streams["other"]["bytes"] == 40
+
+
+def test_the_stream_recorder_starts_the_elected_threads_again_after_a_reset_or_a_setting(
+    monkeypatch, metrics_dir
+):
+    from django_streamer.metrics.fleet import publisher
+
+    calls = []
+    monkeypatch.setattr(mirror, "target", lambda: calls.append("mirror"))
+    monkeypatch.setattr(publisher, "target", lambda: calls.append("publisher"))
+    mirror.reset()
+    publisher.reset()
+    for _ in range(2):
+        stream_recorder(_Named("s"))  # type: ignore[arg-type]
+    assert calls == ["mirror", "publisher"]  # looked once, per setting generation
+    mirror.reset()
+    stream_recorder(_Named("s"))  # type: ignore[arg-type]
+    assert calls[2:] == ["mirror"]
+    with override_settings(STREAMER_FLEET_HOST="h"):
+        stream_recorder(_Named("s"))  # type: ignore[arg-type]
+    assert calls[3:] == ["mirror", "publisher"]
 
 
 def test_the_rate_tracker_resets_to_whole_life_rates():

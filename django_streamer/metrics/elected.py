@@ -60,7 +60,8 @@ class ElectedThread:
         # looked if the job is on, -1 for never: not a pid, as os.getpid() is a
         # system call per stream (glibc no longer caches it), and a setting
         # changed since (e.g. STREAMER_REDIS_URL set) is looked at again.
-        self._checked = -1
+        # Public: the stream recorder compares it itself, to spare two calls.
+        self.checked = -1
         self._started_pid = 0  # the process that runs the thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -68,7 +69,7 @@ class ElectedThread:
         os.register_at_fork(after_in_child=self._forget_check)
 
     def _forget_check(self) -> None:
-        self._checked = -1
+        self.checked = -1
 
     def target(self) -> str | None:
         raise NotImplementedError
@@ -78,13 +79,13 @@ class ElectedThread:
 
     def start_once(self) -> None:
         """Per stream: one comparison once this process has looked."""
-        if self._checked != conf.generation:
+        if self.checked != conf.generation:
             self.ensure()
 
     def ensure(self) -> None:
         """Start the thread in this process, once, when the job is on."""
         pid = os.getpid()
-        self._checked = conf.generation
+        self.checked = conf.generation
         if self.target() is None:
             return
         with self._lock:
@@ -104,7 +105,7 @@ class ElectedThread:
         with self._lock:
             self._stop.set()
             self._stop = threading.Event()
-            self._checked, self._started_pid = -1, 0
+            self.checked, self._started_pid = -1, 0
             thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 1.0)

@@ -28,17 +28,18 @@ class StoreCache:
         self._by_dir: dict[tuple[str, int], Store] = {}
         # (conf.generation, the settings read then, the store): one comparison
         # per call while no setting changed (a stream and a slot call this).
-        self._current: tuple[int, tuple[str | None, int], Store] | None = None
+        # Public: the stream recorder reads it itself while it is current.
+        self.current: tuple[int, tuple[str | None, int], Store] | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Store:
         generation = conf.generation
-        current = self._current
+        current = self.current
         if current is not None and current[0] == generation:
             return current[2]
         key = (conf.STREAMER_METRICS_DIR, conf.STREAMER_METRICS_MAX_NAMES)
         if current is not None and current[1] == key:
-            self._current = (generation, key, current[2])
+            self.current = (generation, key, current[2])
             return current[2]
         directory, owned_from = state_dir("STREAMER_METRICS_DIR", "metrics")
         with self._lock:
@@ -46,14 +47,14 @@ class StoreCache:
             if store is None:
                 store = Store(directory, max_names=key[1], owned_from=owned_from)
                 self._by_dir[(directory, key[1])] = store
-            self._current = (generation, key, store)
+            self.current = (generation, key, store)
             return store
 
     def reset(self) -> None:
         """Forget every store (their files stay; the next call makes new ones)."""
         with self._lock:
             self._by_dir.clear()
-            self._current = None
+            self.current = None
 
 
 stores = StoreCache()
@@ -61,6 +62,9 @@ stores = StoreCache()
 
 def get_store() -> Store:
     """The store the current settings name."""
+    current = stores.current  # StoreCache.get's first test, without its call
+    if current is not None and current[0] == conf.generation:
+        return current[2]
     return stores.get()
 
 

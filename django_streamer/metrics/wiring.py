@@ -13,6 +13,7 @@ from ..conf import conf
 from ..core.limiter import Pool, PoolLease
 from ..core.limiter.cluster.backend import ClusterBackend
 from ..core.metrics import (
+    Store,
     StreamMetrics,
     check_name,
     record_admitted,
@@ -24,7 +25,7 @@ from ..core.stream import Stream
 from ..decorators import LimiterRecorder, Rejection
 from .fleet import publisher
 from .mirror import mirror
-from .store import get_store
+from .store import get_store, stores
 
 __all__ = ["PoolRecorder", "backend_error", "stream_recorder"]
 
@@ -37,19 +38,41 @@ def stream_recorder(stream: Stream) -> StreamMetrics | None:
     """
     if not conf.STREAMER_METRICS:
         return None
-    store = get_store()
+    # Per stream, while no setting changed: comparisons only, no calls (what
+    # get_store() and the two start_once() would do).
+    generation = conf.generation
+    current = stores.current
+    store = current[2] if current is not None and current[0] == generation else get_store()
     try:
-        mirror.start_once()
-        publisher.start_once()
-        try:
-            name = check_name(stream.name)
-        except ValueError as exc:
-            store.report("stream name", exc)
-            name = "other"
+        if mirror.checked != generation or publisher.checked != generation:
+            mirror.start_once()
+            publisher.start_once()
+        name = stream.name
+        if name.__class__ is not str or name not in _checked_names:
+            name = _stream_label(store, name)
         return StreamMetrics(store, name, stream.path)
     except Exception as exc:
         store.report(f"recording a stream ({type(exc).__name__})", exc)
         return None
+
+
+# Stream names check_name() accepted: names repeat, so each is checked once.
+# Bounded like the store's caches; whether a name gets a row is the store's.
+_checked_names: set[str] = set()
+
+
+def _stream_label(store: Store, name: object) -> str:
+    """``name`` once checked, or ``other`` (and a store failure) if it cannot label figures."""
+    try:
+        label = check_name(name)
+    except ValueError as exc:
+        store.report("stream name", exc)
+        return "other"
+    if label.__class__ is str:
+        if len(_checked_names) >= 1024:
+            _checked_names.clear()
+        _checked_names.add(label)
+    return label
 
 
 def _cluster(pool: Pool) -> int:

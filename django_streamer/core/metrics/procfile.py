@@ -49,6 +49,10 @@ class ProcessFile:
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self.values = memoryview(self.map).cast("d")
+        # (row, path) last written into each active-streams record: the store
+        # hands out the record freed last, so a worker's next stream often
+        # finds its row and path there already.
+        self._held: list[tuple[int, str] | None] = [None] * geometry.max_active
 
     def still_named(self) -> bool:
         """True while ``path`` still names this file (it was not unlinked or replaced)."""
@@ -70,12 +74,21 @@ class ProcessFile:
     def add_hidden(self, delta: int) -> None:
         self.values[HIDDEN_AT] += delta
 
-    def put_active(self, slot: int, row: int, path: str) -> None:
+    def put_active(self, slot: int, row: int, path: str) -> int:
+        """Fill record ``slot``; return where its bytes sent are in ``values``,
+        for the stream to update as it goes."""
         at = self.active_base + slot * ACTIVE.size
-        ACTIVE.pack_into(self.map, at, row, time.time(), 0.0, path.encode("utf-8", "replace")[:200])
-
-    def set_active_bytes(self, slot: int, sent: float) -> None:
-        self.values[(self.active_base + slot * ACTIVE.size + 16) // 8] = sent
+        sent = (at + 16) // 8
+        held = (row, path)
+        if self._held[slot] == held:  # only the times to write: a third of the work
+            values = self.values
+            values[sent] = 0.0
+            values[sent - 1] = time.time()  # last: a non-zero start marks it taken
+        else:
+            path_bytes = path.encode("utf-8", "replace")[:200]
+            ACTIVE.pack_into(self.map, at, row, time.time(), 0.0, path_bytes)
+            self._held[slot] = held
+        return sent
 
     def clear_active(self, slot: int) -> None:
         # A zero ``started`` marks the record free for readers.

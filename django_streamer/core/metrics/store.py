@@ -20,7 +20,7 @@ import weakref
 
 from ..statedir import ensure_private_dir
 from .directory import MetricsDir
-from .layout import POOL, Geometry
+from .layout import POOL, STREAM, Geometry
 from .names import Names
 from .procfile import ProcessFile
 from .reading import Snapshot
@@ -60,12 +60,16 @@ class Store:
         self.errors: dict[str, int] = {}  # this process's store failures, by cause
         self._file: ProcessFile | None = None
         self._check_at = 0.0
-        self._lock = threading.Lock()
+        # Held for every write of figures: an attribute, not a method, as a
+        # stream takes it three times.
+        self.lock = threading.Lock()
         self._free_active: list[int] = []
         self._unfiled_errors = 0  # failures before this process had a file
         # Pool name -> (file, offset of its row): a limited request writes its
         # pool's row twice, and finding it costs more than the writes.
         self._pool_rows: dict[str, tuple[ProcessFile, int]] = {}
+        # Stream name -> (file, offset of its row, row): the same, per stream.
+        self._stream_rows: dict[str, tuple[ProcessFile, int, int]] = {}
         _stores.add(self)
         if not _fork_hook:
             _fork_hook.append(True)
@@ -77,7 +81,8 @@ class Store:
         if self._file is not None:
             self._file.drop()
         self._file = None
-        self._lock = threading.Lock()
+        self._forget_rows()
+        self.lock = threading.Lock()
         self.names.after_fork()
         self.errors = {}  # "logged once per process": the child logs its own
         self._unfiled_errors = 0
@@ -88,7 +93,7 @@ class Store:
         """Count a store failure; log the first of each cause in this process."""
         first = cause not in self.errors
         self.errors[cause] = self.errors.get(cause, 0) + 1
-        with self._lock:
+        with self.lock:
             if self._file is not None:
                 self._file.add_error(1)
             else:
@@ -112,7 +117,7 @@ class Store:
             self._check_at = now + self.rebind_interval
             if f.still_named():
                 return f
-        with self._lock:
+        with self.lock:
             if self._file is f:
                 self._bind(f)
             assert self._file is not None
@@ -123,6 +128,7 @@ class Store:
             log.warning("django-streamer metrics: %s was removed; starting a new file", old.path)
             old.drop()
             self._file = None
+            self._forget_rows()
             self.names.forget()
         ensure_private_dir(self.directory, owned_from=self.owned_from)
         with contextlib.suppress(BlockingIOError):
@@ -133,6 +139,13 @@ class Store:
         self._check_at = time.monotonic() + self.rebind_interval
         self._free_active = list(range(self.max_active - 1, -1, -1))
 
+    def _forget_rows(self) -> None:
+        # With the file dropped: its mapping holds a copy of the descriptor,
+        # so a cached reference would keep its life lock (in a forked child,
+        # the parent's file alive after the parent died).
+        self._pool_rows = {}
+        self._stream_rows = {}
+
     def stream_row(self, name: str) -> int:
         return self.names.row("stream", name)
 
@@ -140,9 +153,15 @@ class Store:
         return self.names.row("pool", name)
 
     def pool_figures(self, name: str) -> tuple[ProcessFile, int]:
-        """This process's file and where pool ``name``'s row starts in ``values``."""
-        f = self.file()
+        """This process's file and where pool ``name``'s row starts in ``values``.
+
+        As :meth:`stream_figures`: one lookup and a clock read while the file
+        is current and was checked within ``rebind_interval``.
+        """
         found = self._pool_rows.get(name)
+        if found is not None and found[0] is self._file and time.monotonic() < self._check_at:
+            return found
+        f = self.file()
         if found is not None and found[0] is f:
             return found
         row = self.pool_row(name)
@@ -153,19 +172,37 @@ class Store:
             self._pool_rows[name] = found
         return found
 
-    def lock(self) -> threading.Lock:
-        return self._lock
+    def stream_figures(self, name: str, now: float) -> tuple[ProcessFile, int, int]:
+        """This process's file, where stream ``name``'s row starts in ``values``,
+        and the row; ``now`` is the caller's ``time.monotonic()``.
+
+        Per stream: one lookup while the file is current and was checked
+        within ``rebind_interval`` (what :meth:`file` does, without its call).
+        """
+        found = self._stream_rows.get(name)
+        if found is not None and found[0] is self._file and now < self._check_at:
+            return found
+        f = self.file()
+        if found is not None and found[0] is f:
+            return found
+        row = self.stream_row(name)
+        found = (f, f.stream_at(row, "started") - STREAM.offsets["started"], row)
+        if row:  # "other" may be a busy names lock's answer this once: not kept
+            if len(self._stream_rows) >= 1024:
+                self._stream_rows.clear()
+            self._stream_rows[name] = found
+        return found
 
     def take_active(self, f: ProcessFile, row: int, path: str) -> int:
         """Claim a row of ``f``'s active-streams table; -1 (and counted hidden) if full."""
-        with self._lock:
+        with self.lock:
             slot = self.take_active_locked(f)
         if slot >= 0:
             f.put_active(slot, row, path)
         return slot
 
     def take_active_locked(self, f: ProcessFile) -> int:
-        """``take_active`` for a caller holding ``lock()``; the caller fills the row
+        """``take_active`` for a caller holding ``lock``; the caller fills the row
         (``f.put_active``) after it lets go.
         """
         if f is not self._file or not self._free_active:
@@ -174,11 +211,11 @@ class Store:
         return self._free_active.pop()
 
     def free_active(self, f: ProcessFile, slot: int) -> None:
-        with self._lock:
+        with self.lock:
             self.free_active_locked(f, slot)
 
     def free_active_locked(self, f: ProcessFile, slot: int) -> None:
-        """``free_active`` for a caller holding ``lock()`` (one lock round for a stream's end)."""
+        """``free_active`` for a caller holding ``lock`` (one lock round for a stream's end)."""
         if slot < 0:
             f.add_hidden(-1)
             return
@@ -207,10 +244,11 @@ class Store:
         """
         ensure_private_dir(self.directory, owned_from=self.owned_from)
         removed = self.dir.reset()
-        with self._lock:
+        with self.lock:
             if self._file is not None:
                 self._file.drop()
             self._file = None
+            self._forget_rows()
             self.names.forget()
         return removed
 
