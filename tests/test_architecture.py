@@ -15,7 +15,7 @@ def test_every_module_the_map_names_exists():
     named = {
         name
         for name in re.findall(r"`((?:core/)?[a-z_/]+(?:\.py|/))`", DOC)
-        if not name.startswith(("tests/", "docs/"))
+        if not name.startswith(("tests/", "docs/", "bench/"))
     }
     assert len(named) > 30
     # A bare file name (``backend.py`` in a row about ``core/limiter/``) must exist somewhere.
@@ -25,6 +25,11 @@ def test_every_module_the_map_names_exists():
         if not (PACKAGE / name).exists() and not ("/" not in name and any(PACKAGE.rglob(name)))
     ]
     assert missing == []
+
+
+def test_every_bench_the_map_names_exists():
+    named = re.findall(r"`(bench/[a-z_]+\.py)`", DOC)
+    assert named and all((ROOT / name).exists() for name in named)
 
 
 def test_every_module_of_the_package_is_on_the_map():
