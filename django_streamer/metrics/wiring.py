@@ -87,7 +87,8 @@ class PoolRecorder(LimiterRecorder):
         if conf.STREAMER_METRICS:
             store = get_store()
             try:
-                record_admitted(store, pool.name, pool.limit, lease.waited, cluster=_cluster(pool))
+                cluster = 1 if isinstance(pool.backend, ClusterBackend) else 0  # _cluster()
+                record_admitted(store, pool.name, pool.limit, lease.waited, cluster=cluster)
             except Exception as exc:
                 store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 
