@@ -107,6 +107,10 @@ class Releaser:
         # never handed on (Redis may have released them already).
         self._again: list[str] = []
         self._wake = threading.Event()
+        # Held while pairs taken by ``flush`` are on their way: the exit's flush
+        # waits for the thread's send in flight, which a daemon thread frozen
+        # at interpreter shutdown would otherwise never finish.
+        self._sending = threading.Lock()
         self._thread: threading.Thread | None = None
         self.stopped = False
 
@@ -172,10 +176,17 @@ class Releaser:
         return None
 
     def flush(self) -> None:
-        """Send what is pending now, on this thread."""
-        taken = self.take()
-        if taken:
-            self._send(taken)
+        """Send what is pending now, on this thread (after a send already in flight)."""
+        # Bounded: a send times out within ~0.1 s, and a lock inherited
+        # held across a fork must not hang a child for good.
+        held = self._sending.acquire(timeout=1.0)
+        try:
+            taken = self.take()
+            if taken:
+                self._send(taken)
+        finally:
+            if held:
+                self._sending.release()
 
     def stop(self) -> None:
         self.stopped = True
