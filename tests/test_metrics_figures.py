@@ -9,12 +9,13 @@ import logging
 import os
 import struct
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from django_streamer.core.metrics import OUTCOMES, Store, StreamMetrics
 from django_streamer.core.metrics.layout import VERSION, Geometry
-from django_streamer.core.recorder import Outcome, Recorders
+from django_streamer.core.recorder import Outcome, Recorders, StreamRecorder
 
 from .forking import killed_child
 
@@ -86,6 +87,28 @@ def test_the_recorders_fan_out_passes_uncompressed_bytes_on(tmp_path: Path):
     both.finish(Outcome.COMPLETED)
     streams = store.snapshot().streams
     assert streams["a"]["bytes_uncompressed"] == streams["b"]["bytes_uncompressed"] == 70
+
+
+def test_the_fan_out_reaches_recorders_whose_chunk_is_not_on_their_class():
+    # A test double (its methods made per instance) and a recorder whose chunk()
+    # is set on the instance hear every chunk, as a StreamRecorder subclass does.
+    class Counting(StreamRecorder):
+        pass
+
+    counting = Counting()
+    seen: list[int] = []
+    counting.chunk = seen.append  # type: ignore[method-assign, assignment]
+    double = mock.Mock(spec=StreamRecorder)
+    fan = Recorders([double])
+    fan.add(counting)
+    fan.start()
+    fan.uncompressed(70)
+    fan.chunk(7)
+    fan.finish(Outcome.COMPLETED)
+    assert seen == [7]
+    double.chunk.assert_called_once_with(7)
+    double.uncompressed.assert_called_once_with(70)
+    double.finish.assert_called_once_with(Outcome.COMPLETED)
 
 
 def test_a_sigkilled_process_keeps_uncompressed_and_drained_and_loses_its_active(tmp_path: Path):
