@@ -223,10 +223,14 @@ class Stream:
         Added after the stream ended, it hears the outcome at once. Its
         ``start()`` is not called: the stream has started.
         """
-        with self._outcome_lock:
+        lock = self._outcome_lock
+        lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
+        try:
             outcome = self.outcome
             if outcome is None:
                 self.recorders.add(recorder)
+        finally:
+            lock.release()
         if outcome is not None:
             recorder.finish(outcome)
 
@@ -243,10 +247,14 @@ class Stream:
 
     def finish(self, outcome: Outcome) -> None:
         """Record the outcome; the first one wins, and recorders hear it once."""
-        with self._outcome_lock:
+        lock = self._outcome_lock
+        lock.acquire()
+        try:
             if self.outcome is not None:
                 return
             self.outcome = outcome
+        finally:
+            lock.release()
         self.recorders.finish(outcome)
 
     def close(self) -> None:

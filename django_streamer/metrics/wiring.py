@@ -85,10 +85,11 @@ class PoolRecorder(LimiterRecorder):
 
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            store = get_store()
+            current = stores.current  # get_store(), inline while no setting changed
+            store = current[2] if current and current[0] == conf.generation else get_store()
             try:
                 cluster = 1 if isinstance(pool.backend, ClusterBackend) else 0  # _cluster()
-                record_admitted(store, pool.name, pool.limit, lease.waited, cluster=cluster)
+                record_admitted(store, pool.name, pool.limit, lease.waited, cluster)
             except Exception as exc:
                 store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 
@@ -102,7 +103,8 @@ class PoolRecorder(LimiterRecorder):
 
     def released(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            store = get_store()
+            current = stores.current
+            store = current[2] if current and current[0] == conf.generation else get_store()
             try:
                 record_released(store, pool.name)
             except Exception as exc:

@@ -161,12 +161,16 @@ class HostBackend:
         # The fcntl() calls keep the GIL (see core/ofdlock.py), so holding our
         # lock across them costs nothing extra: with a kept descriptor (the
         # common case) an acquire is one lock round.
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
+        try:
             kept = self._pop_spare(path)
             if kept is not None:
                 if time.monotonic() - kept[2] >= _RECHECK:
                     kept = _rechecked(path, kept)
                 return self._lock_slot(path, kept, limit)
+        finally:
+            lock.release()
         kept = self._open(path)
         with self._lock:
             return self._lock_slot(path, kept, limit)
@@ -220,7 +224,9 @@ class HostBackend:
         return None
 
     def _release(self, lease: _FileLease) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
+        try:
             if lease.dead:
                 return
             lease.dead = True
@@ -235,6 +241,8 @@ class HostBackend:
                 os.close(lease.kept[0])  # closing drops the lock just as well
                 return
             evicted = self._push_spare(lease.path, lease.kept)
+        finally:
+            lock.release()
         if evicted is not None:
             _discard(*evicted)
 

@@ -71,11 +71,14 @@ class PoolLease:
         if self.released:
             return False
         pool = self._pool
-        with pool._lock:
+        lock = pool._lock
+        lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
+        try:
             if self.released or self._generation != pool._generation:
                 return False  # released meanwhile, or a parent's lease after a fork
             self.released = True
-            pool.held -= 1
+        finally:
+            lock.release()
         self._inner.release()
         # After the slot is really free. Unlocked peek: a waiter that enqueues
         # after it tries _take() once more before it sleeps, and sees it free.
@@ -108,7 +111,6 @@ class Pool:
         self._lock = threading.Lock()
         # Only keys that have waiters have an entry: memory follows demand.
         self._queues: dict[str, collections.deque[_Waiter]] = {}
-        self.held = 0  # leases of this pool held by this process
         # A forked child starts empty: its parent's leases and waiters are not its own.
         self._generation = 0
         after_fork_in_child(self)
@@ -116,7 +118,6 @@ class Pool:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._queues = {}
-        self.held = 0
         self._generation += 1
 
     def in_use(self, key: str = "") -> int:
@@ -137,15 +138,12 @@ class Pool:
                     queue[0].wake()  # it may fit too
                 else:
                     del self._queues[key]
-            self.held += 1
         # Granted at the first try: no wait, and no second clock read.
         now = started if waiter is None else self.clock()
         return PoolLease(self, key, inner, now - started, now)
 
     def adopt(self, key: str, inner: Lease, *, waited: float) -> PoolLease:
         """A lease for a slot a backend granted by itself (a cluster wait in Redis)."""
-        with self._lock:
-            self.held += 1
         return PoolLease(self, key, inner, waited, self.clock())
 
     def _wake(self, key: str) -> None:
@@ -176,15 +174,16 @@ class Pool:
     def try_acquire(self, key: str = "") -> PoolLease | None:
         """A slot at once, or None; never ahead of this process's waiters.
 
-        ``_take`` for a newcomer, written out: this is every admission's path.
+        ``_take`` for a newcomer, written out: this is every admission's path,
+        and it takes no lock of the pool's. The look at the queues is a peek: a
+        newcomer that looked just before a waiter queued came first, and the
+        backend, not the pool, is what never admits more than ``limit``.
         """
-        with self._lock:
-            if key in self._queues:
-                return None
-            inner = self.backend.try_acquire(self.name, key, self.limit)
-            if inner is None:
-                return None
-            self.held += 1
+        if key in self._queues:
+            return None
+        inner = self.backend.try_acquire(self.name, key, self.limit)
+        if inner is None:
+            return None
         return PoolLease(self, key, inner, 0.0, self.clock())
 
     def _turns(

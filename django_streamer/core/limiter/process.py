@@ -18,7 +18,9 @@ class _CountLease:
 
     def release(self) -> None:
         backend = self._backend
-        with backend._lock:
+        lock = backend._lock
+        lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
+        try:
             if self._released or self._generation != backend._generation:
                 return
             self._released = True
@@ -28,6 +30,8 @@ class _CountLease:
                 backend._counts[key] = held
             else:
                 del backend._counts[key]
+        finally:
+            lock.release()
 
 
 class ProcessBackend:
@@ -49,11 +53,15 @@ class ProcessBackend:
 
     def try_acquire(self, pool: str, key: str, limit: int) -> Lease | None:
         k = (pool, key)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             held = self._counts.get(k, 0)
             if held >= limit:
                 return None
             self._counts[k] = held + 1
+        finally:
+            lock.release()
         return _CountLease(self, k)
 
     def in_use(self, pool: str, key: str, limit: int) -> int:

@@ -207,9 +207,8 @@ def record_backend_error(store: Store, pool: str) -> None:
         _mark_cluster(f.values, f.pool_at(row, "cluster"), 1)
 
 
-def record_admitted(
-    store: Store, pool: str, limit: int, waited: float, *, cluster: int = 0
-) -> None:
+def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster: int = 0) -> None:
+    """``cluster``: 1 for a cluster pool, else 0."""
     f, base = store.pool_figures(pool)
     values = f.values
     wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
