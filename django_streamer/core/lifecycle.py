@@ -44,7 +44,9 @@ class Lifecycle:
         An illegal move raises ``RuntimeError`` naming the stream: a stream
         consumed twice is a programming error, never silently served twice.
         """
-        with self._lock:  # one lock round per move
+        lock = self._lock
+        lock.acquire()  # one lock round per move; not ``with`` (the hot path, architecture.md)
+        try:
             old = self.state
             if to not in MOVES[old] or (allowed is not None and old not in allowed):
                 if to is State.STREAMING or to is State.PREPARED:
@@ -56,11 +58,17 @@ class Lifecycle:
                 )
             self.state = to
             return old
+        finally:
+            lock.release()
 
     def try_move(self, to: State) -> bool:
         """Go to ``to`` if that move is allowed from here; say whether it happened."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if to not in MOVES[self.state]:
                 return False
             self.state = to
             return True
+        finally:
+            lock.release()
