@@ -52,15 +52,14 @@ def _set_done(future: asyncio.Future[None]) -> None:
 class PoolLease:
     """A slot of a pool. ``release()`` is idempotent and wakes the next waiter."""
 
-    __slots__ = ("_generation", "_inner", "_pool", "acquired_at", "key", "released", "waited")
+    __slots__ = ("_generation", "_inner", "_pool", "key", "released", "waited")
 
-    def __init__(self, pool: Pool, key: str, inner: Lease, waited: float, now: float) -> None:
+    def __init__(self, pool: Pool, key: str, inner: Lease, waited: float) -> None:
         self._pool = pool
         self._inner = inner
         self._generation = pool._generation
         self.key = key
         self.waited = waited
-        self.acquired_at = now
         self.released = False
 
     def release(self) -> bool:
@@ -139,12 +138,11 @@ class Pool:
                 else:
                     del self._queues[key]
         # Granted at the first try: no wait, and no second clock read.
-        now = started if waiter is None else self.clock()
-        return PoolLease(self, key, inner, now - started, now)
+        return PoolLease(self, key, inner, 0.0 if waiter is None else self.clock() - started)
 
     def adopt(self, key: str, inner: Lease, *, waited: float) -> PoolLease:
         """A lease for a slot a backend granted by itself (a cluster wait in Redis)."""
-        return PoolLease(self, key, inner, waited, self.clock())
+        return PoolLease(self, key, inner, waited)
 
     def _wake(self, key: str) -> None:
         with self._lock:
@@ -184,7 +182,7 @@ class Pool:
         inner = self.backend.try_acquire(self.name, key, self.limit)
         if inner is None:
             return None
-        return PoolLease(self, key, inner, 0.0, self.clock())
+        return PoolLease(self, key, inner, 0.0)
 
     def _turns(
         self, key: str, waiter: _Waiter, started: float, deadline: float
