@@ -111,6 +111,21 @@ def test_the_fan_out_reaches_recorders_whose_chunk_is_not_on_their_class():
     double.finish.assert_called_once_with(Outcome.COMPLETED)
 
 
+def test_the_fan_out_decides_per_instance_after_the_class_was_seen():
+    # What a class listens to is remembered per class; a chunk() set on one
+    # instance still counts for that instance only.
+    class Quiet(StreamRecorder):
+        pass
+
+    first, second, third = Quiet(), Quiet(), Quiet()
+    seen: list[int] = []
+    second.chunk = seen.append  # type: ignore[method-assign, assignment]
+    fan = Recorders([first, second, third])
+    fan.chunk(5)
+    assert seen == [5]
+    assert fan._chunk == [second]  # the quiet ones cost nothing per chunk
+
+
 def test_a_sigkilled_process_keeps_uncompressed_and_drained_and_loses_its_active(tmp_path: Path):
     def hold() -> None:
         child = Store(str(tmp_path))

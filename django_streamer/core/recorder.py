@@ -55,14 +55,23 @@ class StreamRecorder:
         """Called exactly once, however the stream ended."""
 
 
-def _listens(recorder: StreamRecorder, event: str) -> bool:
-    """False only when ``recorder``'s ``event`` is surely StreamRecorder's no-op.
+def _class_listens(cls: type) -> tuple[bool, bool, bool]:
+    """Whether ``cls`` overrides ``chunk`` and ``uncompressed``, and whether its
+    instances have a ``__dict__`` (where a method may be set per instance).
 
-    A method set on the instance, or one its class lacks (a test double), counts.
+    Only StreamRecorder's own no-op counts as not listening: a class that
+    lacks the method (a test double) listens.
     """
-    if getattr(type(recorder), event, None) is not getattr(StreamRecorder, event):
-        return True
-    return event in getattr(recorder, "__dict__", ())
+    listens = tuple(
+        getattr(cls, event, None) is not getattr(StreamRecorder, event)
+        for event in ("chunk", "uncompressed")
+    )
+    return listens[0], listens[1], cls.__dictoffset__ != 0
+
+
+# Per recorder class, what _class_listens() says: streams add the same few
+# classes over and over. Bounded: a Mock is a class of its own.
+_class_listening: dict[type, tuple[bool, bool, bool]] = {}
 
 
 class Recorders(StreamRecorder):
@@ -81,9 +90,20 @@ class Recorders(StreamRecorder):
 
     def add(self, recorder: StreamRecorder) -> None:
         self.recorders.append(recorder)
-        if _listens(recorder, "chunk"):
+        cls = type(recorder)  # not __class__, which a Mock(spec=...) fakes
+        found = _class_listening.get(cls)
+        if found is None:
+            if len(_class_listening) >= 256:
+                _class_listening.clear()
+            found = _class_listening[cls] = _class_listens(cls)
+        chunk, uncompressed, per_instance = found
+        if per_instance:  # a method set on the instance listens too
+            own = recorder.__dict__
+            chunk = chunk or "chunk" in own
+            uncompressed = uncompressed or "uncompressed" in own
+        if chunk:
             self._chunk.append(recorder)
-        if _listens(recorder, "uncompressed"):
+        if uncompressed:
             self._uncompressed.append(recorder)
 
     def start(self) -> None:
