@@ -208,10 +208,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
                 return refused
             if key is None:
                 return await view(*args, **kwargs)
-            lease = pool.try_acquire(key) if limiter.at_once else await limiter.atake(pool, key)
-            if lease is None:
+            slot: Slot | None  # get_pool's pools make their leases Slots
+            slot = pool.try_acquire(key) if limiter.at_once else await limiter.atake(pool, key)  # type: ignore[assignment]
+            if slot is None:
                 return limiter.reject(request, pool, key)
-            slot = Slot(pool, lease)
             try:
                 return hold_until_done(await view(*args, **kwargs), slot)
             except BaseException:
@@ -226,10 +226,10 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
             return refused
         if key is None:
             return view(*args, **kwargs)
-        lease = pool.try_acquire(key) if limiter.at_once else limiter.take(pool, key)
-        if lease is None:
+        slot: Slot | None  # get_pool's pools make their leases Slots
+        slot = pool.try_acquire(key) if limiter.at_once else limiter.take(pool, key)  # type: ignore[assignment]
+        if slot is None:
             return limiter.reject(request, pool, key)
-        slot = Slot(pool, lease)
         try:
             return hold_until_done(view(*args, **kwargs), slot)
         except BaseException:

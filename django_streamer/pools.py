@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .conf import state_dir
 from .core.limiter import Backend, HostBackend, Pool, ProcessBackend
 from .core.statedir import UnsafeStateError
+from .slots import Slot
 
 __all__ = ["backend_for", "get_pool", "limiter_dir"]
 
@@ -60,13 +61,19 @@ def _host_backend(directory: str, owned_from: str | None) -> HostBackend:
 
 
 def get_pool(scope: str, name: str, limit: int) -> Pool:
-    """The pool for (scope, name), made on first use; backends resolve settings then."""
+    """The pool for (scope, name), made on first use; backends resolve settings then.
+
+    Its leases are :class:`~django_streamer.slots.Slot`: the limiter recorders
+    hear of each admission and release.
+    """
     backend = backend_for(scope)
     where = id(backend)  # backends are kept for the life of the process
     with _lock:
         pool = _pools.get((scope, where, name))
         if pool is None:
-            pool = _pools[(scope, where, name)] = Pool(name=name, limit=limit, backend=backend)
+            pool = _pools[(scope, where, name)] = Pool(
+                name=name, limit=limit, backend=backend, lease_class=Slot
+            )
         elif pool.limit != limit:
             raise ValueError(
                 f"pool {name!r} ({scope}) is used with limit {pool.limit} and {limit}; "

@@ -19,7 +19,7 @@ from typing import Any, cast
 from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
-from .core.limiter import Pool, PoolLease
+from .core.limiter import Lease, Pool, PoolLease
 from .core.recorder import Outcome, StreamRecorder
 from .core.stream import Stream
 from .extensions import extensions
@@ -59,18 +59,18 @@ _open: contextvars.ContextVar[dict[int, weakref.ref[Slot]] | None] = contextvars
 )
 
 
-class Slot(StreamRecorder):
-    """Holds a lease until the stream finishes, the response closes or the request ends.
+class Slot(PoolLease, StreamRecorder):
+    """A pool's lease, held until the stream finishes, the response closes or the request ends.
 
-    Made at admission: the limiter recorders hear of it; one that raises frees
-    the slot again and the error propagates.
+    The Django layer's pools make their leases of this class (``get_pool``),
+    so an admission is one object. Made at admission: the limiter recorders
+    hear of it; one that raises frees the slot again and the error propagates.
     """
 
-    __slots__ = ("__weakref__", "_slots", "lease", "pool", "stream")
+    __slots__ = ("__weakref__", "_slots", "stream")
 
-    def __init__(self, pool: Pool, lease: PoolLease) -> None:
-        self.pool = pool
-        self.lease = lease
+    def __init__(self, pool: Pool, key: str, inner: Lease, waited: float) -> None:
+        PoolLease.__init__(self, pool, key, inner, waited)
         # Weak: the stream holds this slot among its recorders already.
         self.stream: weakref.ref[Stream] | None = None
         slots = _open.get()
@@ -81,23 +81,27 @@ class Slot(StreamRecorder):
         self._slots = slots
         try:
             for recorder in extensions.limiter_recorders:
-                recorder.admitted(pool, lease)
+                recorder.admitted(pool, self)
         except BaseException:
             self.release()
             raise
 
-    def release(self, outcome: Outcome | None = None) -> None:
-        """Give the slot back (once; later calls do nothing). ``outcome`` is unused."""
-        lease = self.lease
+    def release(self, outcome: Outcome | None = None) -> bool:
+        """Give the slot back; True for the one call that did (later calls do
+        nothing). ``outcome`` is unused.
+        """
         # Unlocked peek: released up to three times per request (the stream's
         # end, the response's close, the request's end); only the first counts.
-        if not lease.released and lease.release():  # one of two racing threads gets True
-            self._slots.pop(id(self), None)
-            for recorder in extensions.limiter_recorders:
-                recorder.released(self.pool, lease)
+        if self.released or not PoolLease.release(self):  # one of two racing threads
+            return False
+        self._slots.pop(id(self), None)
+        for recorder in extensions.limiter_recorders:
+            recorder.released(self.pool, self)
+        return True
 
-    # The stream's end (whatever its outcome) releases the slot.
-    finish = release
+    # The stream's end (whatever its outcome) releases the slot; the stream
+    # ignores the bool.
+    finish = release  # type: ignore[assignment]
 
     def abort(self) -> None:
         """The request ended with this slot held: end its stream too (as aborted)."""
@@ -108,7 +112,7 @@ class Slot(StreamRecorder):
 
     def __del__(self) -> None:
         # Last resort, should the response be dropped outside any request.
-        if not self.lease.released:
+        if not self.released:
             self.release()
 
 

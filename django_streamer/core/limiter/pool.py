@@ -50,12 +50,16 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 
 class PoolLease:
-    """A slot of a pool. ``release()`` is idempotent and wakes the next waiter."""
+    """A slot of a pool. ``release()`` is idempotent and wakes the next waiter.
 
-    __slots__ = ("_generation", "_inner", "_pool", "key", "released", "waited")
+    A pool makes its leases of its ``lease_class``: a subclass may add what a
+    lease means to its user (the Django layer's ``Slot`` ties it to a response).
+    """
+
+    __slots__ = ("_generation", "_inner", "key", "pool", "released", "waited")
 
     def __init__(self, pool: Pool, key: str, inner: Lease, waited: float) -> None:
-        self._pool = pool
+        self.pool = pool
         self._inner = inner
         self._generation = pool._generation
         self.key = key
@@ -69,7 +73,7 @@ class PoolLease:
         # first needs the lock. ``released`` never goes back to False.
         if self.released:
             return False
-        pool = self._pool
+        pool = self.pool
         lock = pool._lock
         lock.acquire()  # not ``with``: see "The hot path" in docs/architecture.md
         try:
@@ -90,7 +94,9 @@ class Pool:
     """At most ``limit`` leases per key, through ``backend``.
 
     ``poll_interval``: how often waiters retry when slots may be freed by other
-    processes (not used when the backend is process-local).
+    processes (not used when the backend is process-local). ``lease_class``:
+    what the pool's leases are made of, :class:`PoolLease` or a subclass taking
+    the same arguments.
     """
 
     def __init__(
@@ -101,12 +107,14 @@ class Pool:
         backend: Backend,
         poll_interval: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
+        lease_class: type[PoolLease] = PoolLease,
     ) -> None:
         self.name = name
         self.limit = validate.positive_int(limit, what=f"pool {name!r}: limit")
         self.backend = backend
         self.poll_interval = poll_interval
         self.clock = clock
+        self.lease_class = lease_class
         self._lock = threading.Lock()
         # Only keys that have waiters have an entry: memory follows demand.
         self._queues: dict[str, collections.deque[_Waiter]] = {}
@@ -138,11 +146,11 @@ class Pool:
                 else:
                     del self._queues[key]
         # Granted at the first try: no wait, and no second clock read.
-        return PoolLease(self, key, inner, 0.0 if waiter is None else self.clock() - started)
+        return self.lease_class(self, key, inner, 0.0 if waiter is None else self.clock() - started)
 
     def adopt(self, key: str, inner: Lease, *, waited: float) -> PoolLease:
         """A lease for a slot a backend granted by itself (a cluster wait in Redis)."""
-        return PoolLease(self, key, inner, waited)
+        return self.lease_class(self, key, inner, waited)
 
     def _wake(self, key: str) -> None:
         with self._lock:
@@ -182,7 +190,7 @@ class Pool:
         inner = self.backend.try_acquire(self.name, key, self.limit)
         if inner is None:
             return None
-        return PoolLease(self, key, inner, 0.0)
+        return self.lease_class(self, key, inner, 0.0)
 
     def _turns(
         self, key: str, waiter: _Waiter, started: float, deadline: float
