@@ -218,6 +218,29 @@ def test_async_flush_happens_while_the_source_is_silent():
     assert seen[0][0] < 1.0  # flushed by the timer, not by the source
 
 
+def test_async_each_piece_after_a_timed_flush_starts_the_timer_again():
+    # After a timed flush the next piece must be flushed by the timer too,
+    # however far the next chunk boundary is (the pump's loop keeps the limit
+    # in a local, which the flush resets).
+    async def main() -> list[bytes]:
+        got_it = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            for piece in (b"one", b"two", b"three"):
+                got_it.clear()
+                yield piece
+                await got_it.wait()  # silent until the consumer has it
+
+        got = []
+        async for chunk in aiter_chunks(source(), chunk_size=1 << 16, flush_interval=0.02):
+            got.append(chunk)
+            got_it.set()
+        return got
+
+    # A piece held back would wait for the source's end, which never comes.
+    assert asyncio.run(asyncio.wait_for(main(), 5)) == [b"one", b"two", b"three"]
+
+
 def test_async_flush_holds_after_a_fast_burst_when_the_source_goes_silent():
     # Many chunks at once (the pump reads ahead in batches), then a partial
     # chunk and silence: the partial one must still go out by the timer.
