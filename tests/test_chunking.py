@@ -459,3 +459,33 @@ def test_an_empty_source_reports_its_end_with_zero_bytes(flush):
         collect(aiter_chunks(arange([]), chunk_size=4, flush_interval=flush, on_end=aended.append))
     )
     assert out == [] and ended == [0] and aended == [0]
+
+
+@pytest.mark.parametrize("burst", [[b"abc"] * 30, [b"x" * 64]])
+def test_async_flush_holds_for_a_piece_after_silence_after_a_timed_flush(burst):
+    # A burst (a partial chunk flushed by the timer, or exactly one chunk),
+    # silence, then one piece and silence again: that piece must go out by
+    # the timer too, though the pump saw no chunk boundary since.
+    async def main() -> bytes:
+        again = asyncio.Event()
+        end = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            for piece in burst:
+                yield piece
+            await again.wait()
+            yield b"late"
+            await end.wait()
+            yield b"end"
+
+        got = b""
+        async for chunk in aiter_chunks(source(), chunk_size=64, flush_interval=0.05):
+            got += chunk
+            if got == b"".join(burst):
+                again.set()
+            elif got.endswith(b"late"):
+                end.set()
+        return got
+
+    got = asyncio.run(asyncio.wait_for(main(), 5))  # a lost flush fails, not hangs
+    assert got == b"".join(burst) + b"lateend"

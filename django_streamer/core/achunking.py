@@ -76,6 +76,7 @@ async def aiter_chunks(
                         on_forced(b"")
                         yield b""
                     continue
+                pump.wake_on_any()  # after a whole chunk, the pump awaits a boundary
                 await pump.wait(None)
                 oldest = loop.time()
                 continue

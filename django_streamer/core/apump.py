@@ -177,6 +177,13 @@ class Pump:
         self._make_room()
         return split_all(data, self.chunk_size)
 
+    def wake_on_any(self) -> None:
+        """Nothing is buffered: wake the consumer at the next piece, not at the
+        next chunk boundary (so a piece after silence starts the timer)."""
+        if not self.eager:
+            self.limit, self.eager = self.taken + 1, True
+            self.set_limit(self.limit)
+
     def buffered(self) -> bool:
         return bool(self.batches or self.pieces or self.carry)
 
