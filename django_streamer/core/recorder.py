@@ -62,11 +62,11 @@ def _class_listens(cls: type) -> tuple[bool, bool, bool]:
     Only StreamRecorder's own no-op counts as not listening: a class that
     lacks the method (a test double) listens.
     """
-    listens = tuple(
-        getattr(cls, event, None) is not getattr(StreamRecorder, event)
-        for event in ("chunk", "uncompressed")
+    return (
+        getattr(cls, "chunk", None) is not StreamRecorder.chunk,
+        getattr(cls, "uncompressed", None) is not StreamRecorder.uncompressed,
+        cls.__dictoffset__ != 0,
     )
-    return listens[0], listens[1], cls.__dictoffset__ != 0
 
 
 # Per recorder class, what _class_listens() says: streams add the same few

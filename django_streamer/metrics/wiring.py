@@ -85,11 +85,9 @@ class PoolRecorder(LimiterRecorder):
 
     def admitted(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            current = stores.current  # get_store(), inline while no setting changed
-            store = current[2] if current and current[0] == conf.generation else get_store()
+            store = get_store()
             try:
-                cluster = 1 if isinstance(pool.backend, ClusterBackend) else 0  # _cluster()
-                record_admitted(store, pool.name, pool.limit, lease.waited, cluster)
+                record_admitted(store, pool.name, pool.limit, lease.waited, _cluster(pool))
             except Exception as exc:
                 store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 
@@ -103,8 +101,7 @@ class PoolRecorder(LimiterRecorder):
 
     def released(self, pool: Pool, lease: PoolLease) -> None:
         if conf.STREAMER_METRICS:
-            current = stores.current
-            store = current[2] if current and current[0] == conf.generation else get_store()
+            store = get_store()
             try:
                 record_released(store, pool.name)
             except Exception as exc:

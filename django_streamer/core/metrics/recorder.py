@@ -215,7 +215,7 @@ def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster:
     lock = store.lock
     lock.acquire()
     try:
-        # Each access to the mapped file is ~300 instructions: none is spent
+        # An access to the mapped file costs more than a branch: none is spent
         # on a process pool's cluster flag or on adding a wait of 0.
         if cluster and cluster > values[base + _CLUSTER]:
             values[base + _CLUSTER] = cluster
