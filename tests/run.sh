@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run every test on a fresh machine: bash tests/run.sh
 # Installs what the suite needs (Debian packages for the browser, load and
-# Redis tests; a .venv with the package and its dev extras), then runs the
-# linters, the type checker and pytest. Extra arguments go to pytest.
+# Redis tests; a .venv with the package and its dev extras at the exact
+# versions of tests/constraints.txt), then runs the linters, the type checker
+# and pytest. Extra arguments go to pytest. The newest versions, unpinned and
+# not blocking: bash tests/latest.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -28,11 +30,20 @@ fi
 quiet() {  # run a noisy install step; show its output only if it fails
   "$@" >.install.log 2>&1 || { cat .install.log; return 1; }
 }
+# Every leg installs the same pinned set (tests/constraints.txt): an upstream
+# release cannot turn this script red. Django is pinned per leg.
+PIP_VERSION=26.3
+DJANGO_MAIN=5.2.20
+pinned_install() {  # pinned_install VENV DJANGO_VERSION
+  quiet "$1/bin/python" -m pip install "pip==$PIP_VERSION"
+  # The variable, not -c, so that the isolated build of the package is pinned too.
+  PIP_CONSTRAINT="$PWD/tests/constraints.txt" \
+    quiet "$1/bin/python" -m pip install -e ".[dev]" "Django==$2"
+}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-quiet .venv/bin/python -m pip install --upgrade pip
-quiet .venv/bin/python -m pip install -e ".[dev]"
+pinned_install .venv "$DJANGO_MAIN"
 
 echo "== ruff"
 .venv/bin/ruff check .
@@ -53,7 +64,7 @@ find_python() {
     fi
   done
 }
-compat() {  # compat PYTHON_VERSION DJANGO_SPEC VENV
+compat() {  # compat PYTHON_VERSION DJANGO_VERSION VENV
   local python
   python=$(find_python "$1")
   if [ -z "$python" ]; then
@@ -61,12 +72,11 @@ compat() {  # compat PYTHON_VERSION DJANGO_SPEC VENV
     return
   fi
   [ -x "$3/bin/python" ] || "$python" -m venv "$3"
-  quiet "$3/bin/python" -m pip install --upgrade pip
-  quiet "$3/bin/python" -m pip install -e ".[dev]" "$2"
+  pinned_install "$3" "$2"
   echo "== pytest (Python $1, $("$3/bin/python" -c 'import django; print("Django", django.get_version())'))"
   "$3/bin/python" -m pytest -p no:randomly -q -m "not server and not browser"
 }
 if [ "${STREAMER_MATRIX:-1}" = 1 ]; then
-  compat 3.10 "django>=4.2,<5" .venv-django42
-  compat 3.12 "django>=6.0" .venv-django6
+  compat 3.10 4.2.30 .venv-django42
+  compat 3.12 6.1.3 .venv-django6
 fi

@@ -58,3 +58,30 @@ def test_every_check_id_in_the_code_is_in_the_readme():
     for kind in "EW":
         top = max(n for i, n in numbers.items() if i[0] == kind)
         assert f"`{kind}{top:03d}`" in README or f"{kind}{top:03d}`" in README, kind
+
+
+def test_every_installed_test_dependency_is_pinned():
+    """tests/run.sh installs from tests/constraints.txt: a package it installs
+    without a pin would float to whatever upstream released last."""
+    import platform
+    from importlib.metadata import distributions
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parent.parent
+    python = ".".join(platform.python_version_tuple()[:2])
+    pinned = set()
+    for line in (root / "tests" / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"python_version": python}):
+            pinned.add(re.sub(r"[-_.]+", "-", req.name).lower())
+    if python not in ("3.10", "3.11", "3.12"):
+        import pytest
+
+        pytest.skip(f"the pins cover Python 3.10 to 3.12, not {python}")
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in distributions()}
+    unpinned = installed - pinned - {"django", "django-streamer", "pip", "setuptools", "wheel"}
+    assert not unpinned, f"add these to tests/constraints.txt: {sorted(unpinned)}"

@@ -129,7 +129,7 @@ class ClusterBackend:
 
         # Its own connection, without a read timeout: it waits for messages.
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        return client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        return client.pubsub(ignore_subscribe_messages=False)
 
     # -- shared pieces of the sync and async paths -----------------------------
 
