@@ -299,18 +299,27 @@ class Soak:
     def kill_worker(self) -> None:
         assert self.server is not None
         with self.window("SIGKILL a worker mid-stream") as w:
-            holder = hold_open(self.port, "/lim/cluster?hold=8")
-            victim = int(holder.headers.get("x-worker-pid", "0"))
-            if victim not in self.server.workers():
-                w.detail = f"no stream to kill (status {holder.status})"
+            for _ in range(50):  # a slot of the cluster pool, on the worker to kill
+                path = "/lim/cluster?hold=8"
+                result = Result(path=path, behaviour="full", name=stream_name(path))
+                holder = hold_open(self.port, path)
+                if holder.status == 200:
+                    break
                 holder.close()
+                time.sleep(0.1)
+            else:
+                w.detail = "no slot to hold: not run"
+                self.failures.append("SIGKILL: no stream to kill")
                 return
+            result.worker = victim = int(holder.headers["x-worker-pid"])
             os.kill(victim, signal.SIGKILL)
             self.killed.add(victim)
-            cut = holder.rest_is_cut()
+            holder.read_rest(result)
             holder.close()
-            w.detail = f"pid {victim}, its stream {'cut' if cut else 'ENDED CLEANLY'}"
-            if not cut:
+            with self.lock:
+                self.results.append(result)
+            w.detail = f"pid {victim}, its stream {'ENDED CLEANLY' if result.clean else 'cut'}"
+            if result.clean:
                 self.failures.append("a stream of a SIGKILLed worker ended cleanly")
             time.sleep(1.5)
 
@@ -352,13 +361,14 @@ class Soak:
             self.server.signal(signal.SIGTTOU)
             time.sleep(1)
 
-    def restart_server(self) -> None:
+    def restart_server(self, *, recycling: bool = True) -> None:
         assert self.server is not None
         with self.window("SIGTERM drain, restart") as w:
             started = time.monotonic()
             self.server.stop()
             w.detail = f"drained in {time.monotonic() - started:.1f} s"
-            self.server = Gunicorn(self.env, self.directory)
+            max_requests = self.args.max_requests if recycling else 0
+            self.server = Gunicorn(self.env, self.directory, max_requests=max_requests)
 
 
 FAULTS: list[tuple[str, Callable[[Soak], None]]] = [
@@ -370,6 +380,7 @@ FAULTS: list[tuple[str, Callable[[Soak], None]]] = [
     ("kill", Soak.kill_worker),
     ("restart", Soak.restart_server),
 ]
+CYCLE = 150  # seconds: a long run goes through the faults again every CYCLE
 
 
 # -- the end: invariants ----------------------------------------------------------------
@@ -646,12 +657,14 @@ def run(args: argparse.Namespace) -> int:
         fault_phase, final_phase = total * 0.6, total * 0.3
         threads = soak.traffic(fault_phase, clients=args.clients, storm=args.storm // 2)
         faults = [(n, f) for n, f in FAULTS if n in args.faults.split(",")]
+        faults *= max(1, int(fault_phase // CYCLE))
         step = fault_phase / (len(faults) + 1)
         for _name, fault in faults:
             time.sleep(step)
             fault(soak)
         for t in threads:
             t.join(30)
+        soak.restart_server(recycling=False)
         # The last phase: a server with no recycling, so its workers can be measured,
         # warm (under traffic) at first and again when the traffic has stopped.
         threads = soak.traffic(
@@ -716,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--storm", type=int, default=0, help="aborted downloads (default 40/min)")
-    parser.add_argument("--max-requests", type=int, default=300)
+    parser.add_argument("--max-requests", type=int, default=150)
     parser.add_argument("--require-all-faults", action="store_true")
     parser.add_argument(
         "--faults", default=",".join(dict(FAULTS)), help="which, comma-separated (default: all)"

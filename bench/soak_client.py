@@ -175,8 +175,8 @@ class Holder:
             for k, _, v in (x.partition(":") for x in head.decode("latin-1").split("\r\n")[1:])
         }
 
-    def rest_is_cut(self) -> bool:
-        """Read the body to its end: True if it ended without the last chunk."""
+    def read_rest(self, result: Result) -> Result:
+        """Read the body to its end, into ``result``."""
         body = Body(self.headers)
         try:
             while not body.done:
@@ -186,7 +186,10 @@ class Holder:
                 body.feed(data, None)
         except OSError:
             pass
-        return not body.done
+        result.status, result.body_bytes, result.clean = self.status, body.count, body.done
+        result.error = None if body.done else "cut"
+        result.ended = time.monotonic()
+        return result
 
     def close(self) -> None:
         self.sock.close()
