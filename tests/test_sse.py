@@ -16,9 +16,10 @@ from django.middleware.gzip import GZipMiddleware
 from django.test import RequestFactory, override_settings
 from django_http_compression.middleware import HttpCompressionMiddleware
 
+import django_streamer.sse
 from django_streamer import Event, last_event_id, sse_response
 from django_streamer.checks import check_drain
-from django_streamer.core.sse.threads import SOURCE_THREADS
+from django_streamer.core.sse.threads import ThreadBudget
 from django_streamer.response import StreamingResponse
 
 
@@ -187,9 +188,17 @@ def test_e026_sse_max_threads_must_be_a_positive_int():
     assert "django_streamer.E026" in [m.id for m in run_checks()]
 
 
-def test_a_sync_source_past_the_thread_budget_is_a_503(settings, caplog):
+@pytest.fixture
+def budget(monkeypatch: pytest.MonkeyPatch) -> ThreadBudget:
+    # A budget of its own: other tests' source threads end when they end.
+    fresh = ThreadBudget()
+    monkeypatch.setattr(django_streamer.sse, "SOURCE_THREADS", fresh)
+    return fresh
+
+
+@override_settings(STREAMER_SSE_MAX_THREADS=1)
+def test_a_sync_source_past_the_thread_budget_is_a_503(budget, caplog):
     release = threading.Event()
-    settings.STREAMER_SSE_MAX_THREADS = SOURCE_THREADS.held + 1
     held = sse_response(slow_events(release), ping=None)
     assert held.status_code == 200 and next(iter(held)) == b":\n\n"  # its thread runs
     refused = sse_response(iter(["a"]))
@@ -199,21 +208,23 @@ def test_a_sync_source_past_the_thread_budget_is_a_503(settings, caplog):
     # An async source needs no thread.
     assert sse_response(aiter_of(["a"])).status_code == 200
     held.close()
-    release.set()  # the source yields, sees the close, its thread ends
+    assert budget.held == 1  # until the source yields
+    release.set()  # it yields, sees the close, its thread ends
     deadline = time.monotonic() + 5
-    while SOURCE_THREADS.held >= settings.STREAMER_SSE_MAX_THREADS and time.monotonic() < deadline:
+    while budget.held and time.monotonic() < deadline:
         time.sleep(0.02)
     served = sse_response(iter(["a"]))
     assert served.status_code == 200
     assert b"".join(served) == b":\n\ndata: a\n\n"
 
 
-def test_an_unstarted_stream_gives_its_thread_back_at_close(settings):
-    settings.STREAMER_SSE_MAX_THREADS = SOURCE_THREADS.held + 1
+@override_settings(STREAMER_SSE_MAX_THREADS=1)
+def test_an_unstarted_stream_gives_its_thread_back_at_close(budget):
     for _ in range(3):
         response = sse_response(iter(["a"]))
         assert response.status_code == 200
         response.close()
+    assert budget.held == 0
 
 
 async def aiter_of(items: list[str]) -> AsyncIterator[str]:

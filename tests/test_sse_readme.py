@@ -10,7 +10,8 @@ from typing import Any
 
 from django.test import RequestFactory
 
-from django_streamer.core.sse.threads import SOURCE_THREADS
+import django_streamer.sse
+from django_streamer.core.sse.threads import ThreadBudget
 from django_streamer.response import StreamingResponse
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -61,16 +62,17 @@ def test_the_readme_feed_sends_what_was_missed_then_what_is_new():
     junk.close()
 
 
-def test_the_readme_feeds_source_stops_after_its_stream_closes():
+def test_the_readme_feeds_source_stops_after_its_stream_closes(monkeypatch):
+    budget = ThreadBudget()
+    monkeypatch.setattr(django_streamer.sse, "SOURCE_THREADS", budget)
     example = readme_example()
-    before = SOURCE_THREADS.held
     response = open_feed(example)
     chunks = iter(response)
     next(chunks)
-    assert SOURCE_THREADS.held == before + 1
+    assert budget.held == 1
     response.close()
     example["post"]("wakes the closed stream's source")
     deadline = time.monotonic() + 5
-    while SOURCE_THREADS.held > before and time.monotonic() < deadline:
+    while budget.held and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert SOURCE_THREADS.held == before
+    assert budget.held == 0

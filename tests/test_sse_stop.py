@@ -101,7 +101,7 @@ def test_a_source_blocked_in_c_keeps_its_thread_until_the_call_returns():
     next(events)
     t0 = time.monotonic()
     events.close()
-    assert time.monotonic() - t0 < 0.1  # close() does not wait for the source
+    assert time.monotonic() - t0 < 1  # close() does not wait for the source
     assert events.thread is not None
     time.sleep(0.3)
     assert events.thread.is_alive() and events.thread.daemon
