@@ -53,7 +53,8 @@ def sse_response(
     ``compress`` is :func:`stream_response`'s: every event is flushed, so a
     compressed stream is still read event by event.
 
-    A sync source is read by a helper thread. When the process already holds
+    A sync source is read by a helper thread; it may yield ``IDLE`` while it
+    waits, so that a closed stream stops it there. When the process already holds
     ``STREAMER_SSE_MAX_THREADS`` of them (streams' and closed streams' whose
     source has not returned yet), the answer is a 503 with ``Retry-After``.
     """

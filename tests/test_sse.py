@@ -225,6 +225,9 @@ def test_an_unstarted_stream_gives_its_thread_back_at_close(budget):
         assert response.status_code == 200
         response.close()
     assert budget.held == 0
+    with pytest.raises(ValueError, match="hop-by-hop"):
+        sse_response(iter(["a"]), headers={"Connection": "close"})
+    assert budget.held == 0
 
 
 async def aiter_of(items: list[str]) -> AsyncIterator[str]:

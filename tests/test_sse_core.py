@@ -48,6 +48,15 @@ def test_line_breaks_refused_in_id_and_event(field, bad):
     assert len(f"{field}: {bad}".splitlines()) > 1  # what the refusal prevents
 
 
+def test_json_data_is_one_line_whatever_splits_it():
+    value = {"text": "a\u2028id: 5\x85b\u2029c"}
+    text = encode(value)
+    assert text == 'data: {"text":"a\\u2028id: 5\\u0085b\\u2029c"}\n\n'
+    assert len(text.splitlines()) == 2 and json.loads(text[6:]) == value
+    # str data is the caller's text, split where the standard's parser splits.
+    assert encode("a\u2028b") == "data: a\u2028b\n\n"
+
+
 def test_lone_surrogates_become_replacement_characters():
     # json.loads accepts a lone surrogate escape; UTF-8 cannot encode it.
     relayed = json.loads('{"text": "a\\ud800b", "pair": "\\ud83d\\ude00"}')

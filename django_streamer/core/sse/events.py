@@ -20,6 +20,7 @@ _NEWLINES = ("\r\n", "\r", "\n")
 # What str.splitlines() splits on: a client that splits with it (rather than
 # on CR and LF only, as the standard says) would read any of them as a new field.
 _LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+_JSON_RAW_BREAKS = re.compile("[\x85\u2028\u2029]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -28,8 +29,8 @@ class _Idle:
         return "IDLE"
 
 
-# Yielded by a sync source that is waiting: nothing is sent, and a closed
-# stream stops its source there (see SyncEvents).
+# Yielded by a source that is waiting: nothing is sent, and a closed stream
+# stops a sync source there (see SyncEvents).
 IDLE: Any = _Idle()
 
 
@@ -44,7 +45,10 @@ class Event:
 
     The encoded text is always valid UTF-8: a lone surrogate (``"\\ud800"``,
     which ``json.loads`` can return) becomes U+FFFD; in JSON data, NaN and
-    infinities become ``null``.
+    infinities become ``null``, and U+0085, U+2028 and U+2029 are escaped
+    (``\\u2028``), so JSON data is one line whatever splits it. ``str`` data
+    is split into ``data:`` lines at CR and LF only, as the standard's parser
+    reads it.
     """
 
     __slots__ = ("data", "event", "id", "retry")
@@ -100,9 +104,16 @@ def _data_text(data: object) -> str:
         raise TypeError("Event data must be a str or JSON-encodable, not bytes; decode it first")
     # Compact separators: every byte is sent to every client.
     try:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:  # NaN or an infinity: not JSON
-        return json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False)
+    # Line breaks json.dumps leaves raw (it escapes the others), escaped: the
+    # same JSON value, and one line for a client that splits with splitlines().
+    return _JSON_RAW_BREAKS.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _finite(data: object, inside: frozenset[int] = frozenset()) -> object:
