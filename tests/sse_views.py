@@ -128,8 +128,20 @@ source.onmessage = (e) => { window.received.push(Number(e.data)); };
 
 
 def resume(request: HttpRequest) -> HttpResponseBase:
-    """One event: the ``Last-Event-ID`` as ``last_event_id()`` reads it."""
-    return sse_response(iter([Event(repr(last_event_id(request)))]), **_options(request))
+    """One event: the ``Last-Event-ID`` as ``last_event_id()`` reads it, with ``?id=``."""
+    said = Event(repr(last_event_id(request)), id=request.GET.get("id"))
+    return sse_response(iter([said]), **_options(request))
+
+
+RESUME_PAGE = """<!doctype html><title>sse</title><script>
+window.received = [];
+const source = new EventSource("/sse/resume/?retry=100&id=" + encodeURIComponent("café ☃"));
+source.onmessage = (e) => { window.received.push(e.data); };
+</script>"""
+
+
+def resume_page(request: HttpRequest) -> HttpResponseBase:
+    return HttpResponse(RESUME_PAGE)
 
 
 # Relayed items, as json.loads gives them: a lone surrogate, NaN, good ones between.
@@ -184,6 +196,7 @@ urlpatterns = [
     path("ticks/", ticks),
     path("unnamed/", unnamed),
     path("resume/", resume),
+    path("resume-page/", resume_page),
     path("relay/", relay),
     path("stuck/", stuck),
     path("slow-view/", slow_view),
