@@ -67,7 +67,7 @@ def live(request: HttpRequest) -> HttpResponseBase:
 @limit_concurrency(3, key="user", status=429)
 def clock(request: HttpRequest) -> HttpResponseBase:
     """Server-Sent Events: one a second; a reconnecting browser resumes after its last id."""
-    start = int(last_event_id(request) or 0) + 1
+    start = last_event_id(request, type=int, default=0) + 1
 
     def seconds() -> Iterator[Event]:
         n = start

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "IDLE",
     "Event",
     "Outcome",
     "Rejection",
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .core.chunking import StreamSourceError
     from .core.drain import draining
     from .core.recorder import Outcome, StreamRecorder
-    from .core.sse.events import Event
+    from .core.sse.events import IDLE, Event
     from .core.writer.handoff import StreamClosed
     from .decorators import Rejection, limit_concurrency
     from .formats import stream_csv, stream_json_array, stream_jsonl
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Event": "django_streamer.core.sse.events",
+    "IDLE": "django_streamer.core.sse.events",
     "draining": "django_streamer.core.drain",
     "last_event_id": "django_streamer.sse",
     "sse_response": "django_streamer.sse",

@@ -101,6 +101,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E016",
         "A byte count such as 262144: what a writer may have waiting before write() blocks.",
     ),
+    "STREAMER_SSE_MAX_THREADS": (
+        "django_streamer.E026",
+        "A thread count such as 1000: sync SSE sources' threads, per process.",
+    ),
 }
 DIRECTORIES = {"STREAMER_LIMITER_DIR": "pools", "STREAMER_METRICS_DIR": "metrics"}
 CALLABLES = ("STREAMER_LIMIT_HANDLER", "STREAMER_DASHBOARD_PERMISSION")

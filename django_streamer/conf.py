@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_DASHBOARD_PERMISSION": None,
     "STREAMER_WRITER_BUFFER": 256 * 1024,
     "STREAMER_DRAIN_TIMEOUT": 5,
+    "STREAMER_SSE_MAX_THREADS": 1000,
     "STREAMER_REDIS_URL": None,
     "STREAMER_CLUSTER_LEASE": 10,
     "STREAMER_CLUSTER_ON_ERROR": "local",
@@ -77,6 +78,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
     "STREAMER_WRITER_BUFFER": validate.positive_int,
     "STREAMER_DRAIN_TIMEOUT": validate.non_negative_number,
+    "STREAMER_SSE_MAX_THREADS": validate.positive_int,
     "STREAMER_SEND_TIMEOUT": _optional(validate.positive_number),
     "STREAMER_REDIS_URL": validate.optional_redis_url,
     "STREAMER_CLUSTER_LEASE": validate.positive_number,
@@ -230,6 +232,12 @@ class Settings:
     def STREAMER_DRAIN_TIMEOUT(self) -> float:
         """Seconds within which long-lived streams end once the worker drains."""
         value: float = self._get("STREAMER_DRAIN_TIMEOUT")
+        return value
+
+    @cached_property
+    def STREAMER_SSE_MAX_THREADS(self) -> int:
+        """SSE source threads a process may hold before ``sse_response`` answers 503."""
+        value: int = self._get("STREAMER_SSE_MAX_THREADS")
         return value
 
     @cached_property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
 
 from asgiref.sync import SyncToAsync
 from django.db import connections
@@ -14,10 +16,19 @@ from .context import stream_name
 from .core.drain import process_drain
 from .core.sse.schedule import Schedule
 from .core.sse.source import AsyncEvents, SyncEvents
+from .core.sse.threads import SOURCE_THREADS
 from .core.validate import non_negative_int, positive_number
 from .response import StreamingResponse, stream_response
 
 __all__ = ["last_event_id", "sse_response"]
+
+logger = logging.getLogger("django_streamer")
+
+# A longer Last-Event-ID is not one of ours: last_event_id() ignores it.
+MAX_LAST_EVENT_ID = 1024
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 def sse_response(
@@ -41,6 +52,11 @@ def sse_response(
     client reconnects, with ``Last-Event-ID``, to whichever worker is free.
     ``compress`` is :func:`stream_response`'s: every event is flushed, so a
     compressed stream is still read event by event.
+
+    A sync source is read by a helper thread; it may yield ``IDLE`` while it
+    waits, so that a closed stream stops it there. When the process already holds
+    ``STREAMER_SSE_MAX_THREADS`` of them (streams' and closed streams' whose
+    source has not returned yet), the answer is a 503 with ``Retry-After``.
     """
     if ping is not None:
         ping = positive_number(ping, what="sse_response: ping")
@@ -51,11 +67,24 @@ def sse_response(
     schedule = Schedule(
         ping=ping, retry=retry, max_duration=max_duration, drain_spread=conf.STREAMER_DRAIN_TIMEOUT
     )
+    if name is None:
+        # Named as stream_response() names streams, but from our caller's
+        # frame: without a resolved view, the name is the view that called us,
+        # not sse_response. The path comes from the same request, found again
+        # by stream_response() before any recorder reads it.
+        caller = sys._getframe(1)
+        name = stream_name(caller)
     source: SyncEvents | AsyncEvents
     if hasattr(events, "__iter__") and not isinstance(events, (str, bytes, Mapping)):
+        if not SOURCE_THREADS.take(conf.STREAMER_SSE_MAX_THREADS):
+            return _no_thread_left(name)
         # The helper thread may touch the database: close what it opened.
         source = SyncEvents(
-            events, schedule=schedule, drain=process_drain, on_thread_end=connections.close_all
+            events,
+            schedule=schedule,
+            drain=process_drain,
+            on_thread_end=connections.close_all,
+            budget=SOURCE_THREADS,
         )
     elif hasattr(events, "__aiter__"):
         source = AsyncEvents(
@@ -67,27 +96,40 @@ def sse_response(
             f"not {type(events).__name__}"
         )
     extra = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})}
-    if name is None:
-        # Named as stream_response() names streams, but from our caller's
-        # frame: without a resolved view, the name is the view that called us,
-        # not sse_response. The path comes from the same request, found again
-        # by stream_response() before any recorder reads it.
-        caller = sys._getframe(1)
-        name = stream_name(caller)
-    response = stream_response(
-        source,
-        name=name,
-        content_type="text/event-stream; charset=utf-8",
-        flush_interval=0,
-        status=status,
-        headers=extra,
-        compress=compress,
+    try:
+        # No Content-Encoding unless compressed: Django's GZipMiddleware has no
+        # other opt-out, and must not run over SSE (README, "Server-Sent Events").
+        return stream_response(
+            source,
+            name=name,
+            content_type="text/event-stream; charset=utf-8",
+            flush_interval=0,
+            status=status,
+            headers=extra,
+            compress=compress,
+        )
+    except BaseException:
+        if isinstance(source, SyncEvents):
+            source.close()  # gives its thread back to the budget
+        raise
+
+
+def _no_thread_left(name: str) -> StreamingResponse:
+    limit = conf.STREAMER_SSE_MAX_THREADS
+    logger.warning(
+        "sse_response: %d SSE source threads in this process (STREAMER_SSE_MAX_THREADS); "
+        "answering 503. A source blocked in a call keeps its thread after its stream "
+        "closes: let it wake and yield IDLE every few seconds.",
+        limit,
     )
-    # Not compressed here: GZipMiddleware leaves a response alone when it has a
-    # Content-Encoding (its documented opt-out); for a sync stream it would
-    # otherwise hold events in gzip's buffer indefinitely (it never flushes).
-    response.setdefault("Content-Encoding", "identity")
-    return response
+    retry_after = conf.STREAMER_RETRY_AFTER
+    return stream_response(
+        iter(["Too many live event streams on this server; try again later.\n"]),
+        name=name,
+        content_type="text/plain; charset=utf-8",
+        status=503,
+        headers=None if retry_after is None else {"Retry-After": str(retry_after)},
+    )
 
 
 def release_request_thread() -> None:
@@ -120,11 +162,43 @@ def release_request_thread() -> None:
     executor.shutdown(wait=False)
 
 
-def last_event_id(request: HttpRequest) -> str | None:
-    """The ``Last-Event-ID`` a reconnecting ``EventSource`` sent, or None.
+@overload
+def last_event_id(request: HttpRequest) -> str | None: ...
+@overload
+def last_event_id(request: HttpRequest, *, default: D) -> str | D: ...
+@overload
+def last_event_id(request: HttpRequest, *, type: Callable[[str], T]) -> T | None: ...
+@overload
+def last_event_id(request: HttpRequest, *, type: Callable[[str], T], default: D) -> T | D: ...
+def last_event_id(
+    request: HttpRequest, *, type: Callable[[str], Any] | None = None, default: Any = None
+) -> Any:
+    """The ``Last-Event-ID`` a reconnecting ``EventSource`` sent, or ``default``.
 
     Browsers send it on reconnect; a client that cannot set headers may pass
-    ``?lastEventId=`` instead. An empty value counts as none.
+    ``?lastEventId=`` instead. An empty value, one that is not UTF-8 or one
+    over 1 KiB counts as none. With ``type`` (e.g. ``int``) the value is
+    converted, and one it refuses (``ValueError``, ``TypeError``) gives
+    ``default`` too: ``last_event_id(request, type=int, default=0)``.
     """
-    value = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
-    return value or None
+    header = request.headers.get("Last-Event-ID")
+    value = _header_text(header) if header else request.GET.get("lastEventId") or None
+    if value is None or len(value) > MAX_LAST_EVENT_ID:
+        return default
+    if type is None:
+        return value
+    try:
+        return type(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return default
+
+
+def _header_text(value: str) -> str | None:
+    # WSGI servers and Django's ASGI handler decode header bytes as latin-1;
+    # browsers send the id as UTF-8.
+    if len(value) > MAX_LAST_EVENT_ID:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None

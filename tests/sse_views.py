@@ -8,6 +8,7 @@ outcome lands in the events file, see ``tests.views``).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,7 +17,14 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
-from django_streamer import Event, last_event_id, limit_concurrency, sse_response, stream_response
+from django_streamer import (
+    IDLE,
+    Event,
+    last_event_id,
+    limit_concurrency,
+    sse_response,
+    stream_response,
+)
 from django_streamer.core.stream import Stream
 from django_streamer.extensions import extensions
 
@@ -65,13 +73,13 @@ def frames(request: HttpRequest) -> HttpResponseBase:
 
 
 def idle(request: HttpRequest) -> HttpResponseBase:
-    """A source that never yields: waits in short steps, as a queue consumer does."""
+    """A source that sends nothing: waits in short steps, as a queue consumer does."""
     tag = request.GET.get("tag", "sse")
 
     def blocking() -> Iterator[object]:
         try:
             while not threading.Event().wait(0.1):
-                pass
+                yield IDLE
             yield "never"
         finally:
             event(f"source-closed {tag}")
@@ -90,7 +98,7 @@ def idle(request: HttpRequest) -> HttpResponseBase:
 def ticks(request: HttpRequest) -> HttpResponseBase:
     """Numbered events every ``interval`` seconds, resuming after ``Last-Event-ID``."""
     interval = float(request.GET.get("interval", 0.2))
-    start = int(last_event_id(request) or 0) + 1
+    start = last_event_id(request, type=int, default=0) + 1
     event(f"serving {request.GET.get('tag', 'sse')}")
 
     def sync_ticks() -> Iterator[Event]:
@@ -119,6 +127,50 @@ source.onmessage = (e) => { window.received.push(Number(e.data)); };
 </script>"""
 
 
+def resume(request: HttpRequest) -> HttpResponseBase:
+    """One event: the ``Last-Event-ID`` as ``last_event_id()`` reads it, with ``?id=``."""
+    said = Event(repr(last_event_id(request)), id=request.GET.get("id"))
+    return sse_response(iter([said]), **_options(request))
+
+
+RESUME_PAGE = """<!doctype html><title>sse</title><script>
+window.received = [];
+const source = new EventSource("/sse/resume/?retry=100&id=" + encodeURIComponent("café ☃"));
+source.onmessage = (e) => { window.received.push(e.data); };
+</script>"""
+
+
+def resume_page(request: HttpRequest) -> HttpResponseBase:
+    return HttpResponse(RESUME_PAGE)
+
+
+# Relayed items, as json.loads gives them: a lone surrogate, NaN, good ones between.
+RELAYED = '["ok 1", "bad \\ud800 text", {"n": NaN, "m": [Infinity]}, "ok 2"]'
+
+
+def relay(request: HttpRequest) -> HttpResponseBase:
+    items = json.loads(RELAYED)
+    if request.GET.get("kind") == "async":
+
+        async def agen() -> AsyncIterator[object]:
+            for item in items:
+                yield item
+
+        return sse_response(agen(), **_options(request))
+    return sse_response(iter(items), **_options(request))
+
+
+def stuck(request: HttpRequest) -> HttpResponseBase:
+    """A sync source blocked in C, without a timeout, until the server exits."""
+
+    def blocked() -> Iterator[object]:
+        yield "started"
+        threading.Event().wait()
+        yield "never"
+
+    return sse_response(blocked(), **_options(request))
+
+
 def unnamed(request: HttpRequest) -> HttpResponseBase:
     """No ``name``: the stream is named after this view."""
     return sse_response(iter(["a"]))
@@ -143,5 +195,9 @@ urlpatterns = [
     path("idle/", idle),
     path("ticks/", ticks),
     path("unnamed/", unnamed),
+    path("resume/", resume),
+    path("resume-page/", resume_page),
+    path("relay/", relay),
+    path("stuck/", stuck),
     path("slow-view/", slow_view),
 ]

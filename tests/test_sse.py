@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import django
 import pytest
@@ -12,9 +14,12 @@ from django.core.checks import run_checks
 from django.http import HttpRequest
 from django.middleware.gzip import GZipMiddleware
 from django.test import RequestFactory, override_settings
+from django_http_compression.middleware import HttpCompressionMiddleware
 
-from django_streamer import Event, last_event_id, sse_response, stream_response
+import django_streamer.sse
+from django_streamer import Event, last_event_id, sse_response
 from django_streamer.checks import check_drain
+from django_streamer.core.sse.threads import ThreadBudget
 from django_streamer.response import StreamingResponse
 
 
@@ -28,31 +33,79 @@ def gzip_request() -> HttpRequest:
     return RequestFactory().get("/", HTTP_ACCEPT_ENCODING="gzip, deflate")
 
 
-def through_gzip(response: StreamingResponse) -> StreamingResponse:
-    result = GZipMiddleware(lambda request: response)(gzip_request())
-    assert isinstance(result, StreamingResponse)
-    return result
+def through(middleware: type, view: Callable[[HttpRequest], StreamingResponse]) -> Any:
+    response = middleware(view)(gzip_request())
+    assert isinstance(response, StreamingResponse)
+    return response
 
 
-def test_gzip_middleware_leaves_events_unbuffered():
-    release = threading.Event()
-    response = through_gzip(sse_response(slow_events(release), ping=None))
-    assert response["Content-Encoding"] == "identity"
+def read_decoded(response: StreamingResponse, release: threading.Event) -> list[bytes]:
+    """Each wire chunk decoded as it arrives: what a client can read at that moment."""
+    decoder = zlib.decompressobj(wbits=31)  # gzip
     chunks = iter(response)
     started = time.monotonic()
-    assert next(chunks) == b":\n\n"
-    assert next(chunks) == b"id: 1\ndata: first\n\n"
+    seen = [decoder.decompress(next(chunks)), decoder.decompress(next(chunks))]
     assert time.monotonic() - started < 1  # not held until "second" or the end
     release.set()
-    assert next(chunks) == b"id: 2\ndata: second\n\n"
+    seen.append(b"".join(decoder.decompress(chunk) for chunk in chunks))
+    response.close()
+    return seen
+
+
+def test_no_content_encoding_unless_compressed():
+    # RFC 9110 8.4.1: "identity" belongs in Accept-Encoding, never in Content-Encoding.
+    response = sse_response(iter(["a"]))
+    assert not response.has_header("Content-Encoding")
     response.close()
 
 
-def test_gzip_middleware_would_compress_a_plain_stream():
-    # The control: without the opt-out the middleware wraps the stream.
-    response = through_gzip(stream_response(iter([b"x" * 300])))
+@pytest.mark.parametrize("middleware", [GZipMiddleware, HttpCompressionMiddleware])
+def test_a_compressed_stream_passes_either_middleware_event_by_event(middleware: type):
+    # With compress=True the stream sets its real Content-Encoding, each event
+    # flushed; both middlewares leave a response with a Content-Encoding alone.
+    release = threading.Event()
+
+    def view(request: HttpRequest) -> StreamingResponse:
+        return sse_response(slow_events(release), ping=None, compress=True)
+
+    response = through(middleware, view)
     assert response["Content-Encoding"] == "gzip"
+    assert read_decoded(response, release) == [
+        b":\n\n",
+        b"id: 1\ndata: first\n\n",
+        b"id: 2\ndata: second\n\n",
+    ]
+
+
+def test_django_http_compression_flushes_an_uncompressed_stream_event_by_event():
+    # It compresses text/event-stream itself, and flushes every chunk.
+    release = threading.Event()
+
+    def view(request: HttpRequest) -> StreamingResponse:
+        return sse_response(slow_events(release), ping=None)
+
+    response = through(HttpCompressionMiddleware, view)
+    assert response["Content-Encoding"] == "gzip"
+    assert b"".join(read_decoded(response, release)) == (
+        b":\n\nid: 1\ndata: first\n\nid: 2\ndata: second\n\n"
+    )
+
+
+def test_gzip_middleware_holds_an_uncompressed_stream():
+    # Why the README says to keep GZipMiddleware off SSE: it never flushes, so
+    # the client reads nothing until gzip's buffer fills or the stream ends.
+    release = threading.Event()
+    release.set()
+
+    def view(request: HttpRequest) -> StreamingResponse:
+        return sse_response(slow_events(release), ping=None)
+
+    response = through(GZipMiddleware, view)
+    assert response["Content-Encoding"] == "gzip"
+    decoder = zlib.decompressobj(wbits=31)
+    decoded = [decoder.decompress(chunk) for chunk in response]
     response.close()
+    assert decoded[:-1] == [b""] * (len(decoded) - 1)  # nothing readable before the end
 
 
 def test_headers():
@@ -64,12 +117,39 @@ def test_headers():
     assert b"".join(response) == b":\n\ndata: a\n\n"
 
 
+def wsgi_header(value: str) -> str:
+    # What a WSGI server (and Django's ASGI handler) makes of the UTF-8 bytes sent.
+    return value.encode().decode("latin-1")
+
+
 def test_last_event_id():
     factory = RequestFactory()
     assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="41")) == "41"
     assert last_event_id(factory.get("/?lastEventId=7")) == "7"
     assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="")) is None
     assert last_event_id(factory.get("/")) is None
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID=wsgi_header("café"))) == "café"
+    assert last_event_id(factory.get("/?lastEventId=caf%C3%A9")) == "café"
+
+
+def test_last_event_id_ignores_what_is_not_an_id():
+    factory = RequestFactory()
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="7" * 1024)) == "7" * 1024
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="7" * 1025)) is None
+    assert last_event_id(factory.get(f"/?lastEventId={'7' * 1025}")) is None
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="\xff\xfe")) is None  # not UTF-8
+    # A header there but unusable is not replaced by the query parameter.
+    assert last_event_id(factory.get("/?lastEventId=3", HTTP_LAST_EVENT_ID="7" * 2000)) is None
+
+
+def test_last_event_id_converted():
+    factory = RequestFactory()
+    assert last_event_id(factory.get("/", HTTP_LAST_EVENT_ID="41"), type=int, default=0) == 41
+    for junk in ["junk", "4.5", "9" * 2000, ""]:
+        request = factory.get("/", HTTP_LAST_EVENT_ID=junk)
+        assert last_event_id(request, type=int, default=0) == 0
+        assert last_event_id(request, type=int) is None
+    assert last_event_id(factory.get("/"), default="start") == "start"
 
 
 @pytest.mark.parametrize(
@@ -101,6 +181,58 @@ def test_w005_drain_timeout_not_shorter_than_graceful_timeout():
 def test_e017_drain_timeout_must_be_seconds():
     assert check_drain() == []  # the value check reports it, once
     assert "django_streamer.E017" in [m.id for m in run_checks()]
+
+
+@override_settings(STREAMER_SSE_MAX_THREADS=0)
+def test_e026_sse_max_threads_must_be_a_positive_int():
+    assert "django_streamer.E026" in [m.id for m in run_checks()]
+
+
+@pytest.fixture
+def budget(monkeypatch: pytest.MonkeyPatch) -> ThreadBudget:
+    # A budget of its own: other tests' source threads end when they end.
+    fresh = ThreadBudget()
+    monkeypatch.setattr(django_streamer.sse, "SOURCE_THREADS", fresh)
+    return fresh
+
+
+@override_settings(STREAMER_SSE_MAX_THREADS=1)
+def test_a_sync_source_past_the_thread_budget_is_a_503(budget, caplog):
+    release = threading.Event()
+    held = sse_response(slow_events(release), ping=None)
+    assert held.status_code == 200 and next(iter(held)) == b":\n\n"  # its thread runs
+    refused = sse_response(iter(["a"]))
+    assert refused.status_code == 503 and refused["Retry-After"] == "5"
+    assert b"".join(refused) == b"Too many live event streams on this server; try again later.\n"
+    assert "STREAMER_SSE_MAX_THREADS" in caplog.text
+    # An async source needs no thread.
+    assert sse_response(aiter_of(["a"])).status_code == 200
+    held.close()
+    assert budget.held == 1  # until the source yields
+    release.set()  # it yields, sees the close, its thread ends
+    deadline = time.monotonic() + 5
+    while budget.held and time.monotonic() < deadline:
+        time.sleep(0.02)
+    served = sse_response(iter(["a"]))
+    assert served.status_code == 200
+    assert b"".join(served) == b":\n\ndata: a\n\n"
+
+
+@override_settings(STREAMER_SSE_MAX_THREADS=1)
+def test_an_unstarted_stream_gives_its_thread_back_at_close(budget):
+    for _ in range(3):
+        response = sse_response(iter(["a"]))
+        assert response.status_code == 200
+        response.close()
+    assert budget.held == 0
+    with pytest.raises(ValueError, match="hop-by-hop"):
+        sse_response(iter(["a"]), headers={"Connection": "close"})
+    assert budget.held == 0
+
+
+async def aiter_of(items: list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
 
 
 def test_default_drain_timeout_passes():

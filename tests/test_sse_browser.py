@@ -44,3 +44,19 @@ def test_eventsource_reconnects_across_a_drain_without_gap_or_duplicate(
     finished = [e for e in srv.events() if e[1:3] == ["finish", "browser"]]
     assert len({e[0] for e in finished}) == 2, finished
     assert {e[3] for e in finished} <= {"completed", "drained"}, finished
+
+
+def test_eventsource_sends_a_non_ascii_id_back_and_it_is_read_as_sent(
+    tmp_path: Path,
+    page: Page,  # noqa: F811
+):
+    # Each stream sends one event, with an id, and ends; Chromium reconnects
+    # after 100 ms with that id in Last-Event-ID, as UTF-8 bytes.
+    srv = start_gunicorn(tmp_path, "gthread")
+    try:
+        page.goto(f"http://{srv.host}:{srv.port}/sse/resume-page/")
+        page.wait_for_function("window.received.length >= 2", timeout=15000)
+        received = page.evaluate("window.received")
+    finally:
+        stop_gunicorn(srv)
+    assert received[:2] == ["None", repr("café ☃")], received

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from django_streamer.core.drain import Drain
 from django_streamer.core.recorder import Outcome
-from django_streamer.core.sse.events import Event, comment, encode, retry_hint
+from django_streamer.core.sse.events import IDLE, Event, comment, encode, retry_hint
 from django_streamer.core.sse.schedule import Schedule
 from django_streamer.core.sse.source import AsyncEvents, SyncEvents
 
@@ -33,10 +34,52 @@ def test_plain_values():
 
 
 @pytest.mark.parametrize("field", ["id", "event"])
-@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "x\r\ndata: injected"])
-def test_cr_and_lf_refused_in_id_and_event(field, bad):
-    with pytest.raises(ValueError, match=f"Event {field} must not contain CR or LF"):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        *("a\nb", "a\rb", "x\r\ndata: injected"),
+        # What str.splitlines() also splits on: such a client reads a new field.
+        *("x\u2028data: injected", "x\u2029y", "x\x85y", "x\vy", "x\fy", "x\x1ey"),
+    ],
+)
+def test_line_breaks_refused_in_id_and_event(field, bad):
+    with pytest.raises(ValueError, match=f"Event {field} must not contain a line break"):
         Event("x", **{field: bad})
+    assert len(f"{field}: {bad}".splitlines()) > 1  # what the refusal prevents
+
+
+def test_json_data_is_one_line_whatever_splits_it():
+    value = {"text": "a\u2028id: 5\x85b\u2029c"}
+    text = encode(value)
+    assert text == 'data: {"text":"a\\u2028id: 5\\u0085b\\u2029c"}\n\n'
+    assert len(text.splitlines()) == 2 and json.loads(text[6:]) == value
+    # str data is the caller's text, split where the standard's parser splits.
+    assert encode("a\u2028b") == "data: a\u2028b\n\n"
+
+
+def test_lone_surrogates_become_replacement_characters():
+    # json.loads accepts a lone surrogate escape; UTF-8 cannot encode it.
+    relayed = json.loads('{"text": "a\\ud800b", "pair": "\\ud83d\\ude00"}')
+    text = encode(relayed)
+    assert text == 'data: {"text":"a\ufffdb","pair":"\U0001f600"}\n\n'
+    assert json.loads(text.encode("utf-8")[6:]) == {"text": "a\ufffdb", "pair": "\U0001f600"}
+    assert encode("x\udc80") == "data: x\ufffd\n\n"
+    # A pair held as two code points (surrogateescape, UTF-16 sources) is joined.
+    assert encode("\ud83d\ude00") == "data: \U0001f600\n\n"
+    assert Event("x", id="7\ud800", event="t\udfff").encode().encode("utf-8") == (
+        "event: t\ufffd\nid: 7\ufffd\ndata: x\n\n".encode()
+    )
+
+
+def test_nan_and_infinities_in_json_data_become_null():
+    nan, inf = float("nan"), float("inf")
+    text = encode({"a": nan, "b": [inf, -inf, 1.5], "c": (2, nan), "d": {"e": nan}})
+    assert text == 'data: {"a":null,"b":[null,null,1.5],"c":[2,null],"d":{"e":null}}\n\n'
+    json.loads(text[6:], parse_constant=pytest.fail)  # strict JSON, no NaN literal
+    circular: list[object] = [nan]
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference"):
+        encode(circular)
 
 
 def test_bad_values_are_named():
@@ -55,10 +98,10 @@ def schedule(**kw: object) -> Schedule:
 
 
 def blocking_source(release: threading.Event, items: list[str]) -> Iterator[str]:
-    # Waits like a queue consumer that wakes every 0.1 s to be stoppable.
+    # Waits like a queue consumer that wakes every 0.1 s and yields IDLE to be stoppable.
     for item in items:
         while not release.wait(0.1):
-            pass
+            yield IDLE
         release.clear()
         yield item
 
@@ -122,6 +165,34 @@ def test_sync_batches_what_is_already_queued():
     next(events)
     time.sleep(0.1)
     assert next(events) == "data: 1\n\ndata: 2\n\ndata: 3\n\n"
+
+
+def test_a_bad_item_does_not_take_the_good_ones_batched_with_it():
+    events = SyncEvents(iter(["1", "2", object(), "4"]), schedule=schedule(), drain=Drain())
+    next(events)
+    time.sleep(0.2)  # all four queued: one batch
+    assert next(events) == "data: 1\n\ndata: 2\n\n"
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        next(events)
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+def test_idle_sends_nothing():
+    source = iter([IDLE, "a", IDLE, IDLE, "b"])
+    assert "".join(SyncEvents(source, schedule=schedule(), drain=Drain())) == (
+        ":\n\ndata: a\n\ndata: b\n\n"
+    )
+
+    async def agen() -> AsyncIterator[object]:
+        for item in [IDLE, "a", IDLE, "b"]:
+            yield item
+
+    async def collect() -> str:
+        events = AsyncEvents(agen(), schedule=schedule(), drain=Drain())
+        return "".join([block async for block in events])
+
+    assert asyncio.run(collect()) == ":\n\ndata: a\n\ndata: b\n\n"
 
 
 def test_sync_drain_ends_with_a_retry_hint():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import queue
 import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
@@ -22,22 +21,14 @@ from typing import Any
 
 from ..drain import Drain
 from ..recorder import Outcome
-from .events import comment, encode
+from .events import IDLE, comment, encode
 from .schedule import Schedule
+from .threads import ThreadBudget
 
-__all__ = ["AsyncEvents", "SourceClosed", "SyncEvents"]
+__all__ = ["AsyncEvents", "SyncEvents"]
 
 # Events already queued are written together, up to this many per write.
 _BATCH = 32
-
-
-class SourceClosed(BaseException):
-    """Raised inside a sync source whose stream was closed (the client went away).
-
-    A ``BaseException``, like ``GeneratorExit``, so that a source's
-    ``except Exception`` does not swallow it; its ``finally`` blocks run.
-    """
-
 
 _END = object()
 
@@ -46,11 +37,15 @@ class SyncEvents:
     """Iterator of SSE text over a blocking source, read by a helper thread.
 
     The thread lets pings go out while the source blocks (a WSGI server thread
-    can do nothing else meanwhile). :meth:`close` stops it as soon as the
-    source's ``next()`` returns: a source that waits on a queue or a
-    notification should wake every few seconds, or the thread lingers until
-    its next item. ``on_thread_end`` runs last in the thread (the Django layer
-    closes the thread's database connections there).
+    can do nothing else meanwhile). :meth:`close` asks the thread to stop; it
+    stops, and closes the source from its own thread, the next time the
+    source yields (an event or :data:`~.events.IDLE`). Nothing is raised
+    inside a call the source is making, so a lock or queue it shares with
+    other streams is never left half-updated; a source blocked in a call keeps
+    its (daemon) thread until the call returns. ``on_thread_end`` runs last in
+    the thread (the Django layer closes the thread's database connections
+    there). ``budget``, when given, is a thread already counted in it: given
+    back when the thread ends, or at :meth:`close` if it never started.
     """
 
     def __init__(
@@ -60,17 +55,16 @@ class SyncEvents:
         schedule: Schedule,
         drain: Drain,
         on_thread_end: Callable[[], None] | None = None,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.schedule = schedule
         self._source = source
         self._drain = drain
         self._on_thread_end = on_thread_end
+        self._budget = budget
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_BATCH)
         self._stop = threading.Event()
         self._stash: tuple[str, Any] | None = None
-        self._guard = threading.Lock()
-        self._in_source = False
-        self._interrupted = False
         self._done = False
         self._unregister: Callable[[], None] | None = None
         self.thread: threading.Thread | None = None
@@ -137,16 +131,29 @@ class SyncEvents:
         return self._queue.get(timeout=timeout)
 
     def _batch(self, first: Any) -> str:
-        blocks = [encode(first)]
+        """``first`` and the items queued behind it, encoded.
+
+        An item that cannot be encoded does not take the ones before it down:
+        they go out, and its error is raised on the next call.
+        """
+        try:
+            blocks = [encode(first)]
+        except Exception:
+            self._end()
+            raise
         while len(blocks) < _BATCH:
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if message[0] != "item":
-                self._stash = message
-                break
-            blocks.append(encode(message[1]))
+            if message[0] == "item":
+                try:
+                    blocks.append(encode(message[1]))
+                    continue
+                except Exception as exc:
+                    message = ("error", exc)
+            self._stash = message
+            break
         return "".join(blocks)
 
     def _pump(self) -> None:
@@ -154,38 +161,31 @@ class SyncEvents:
         try:
             try:
                 iterator = iter(self._source)
-                while (item := self._read(iterator)) is not _END:
-                    if not self._put(("item", item)):
+                while (item := next(iterator, _END)) is not _END:
+                    if item is not IDLE and not self._put(("item", item)):
+                        return
+                    if self._stop.is_set():
                         return
                 self._put(("end", None))
-            except SourceClosed:
-                return
             except Exception as exc:
                 self._put(("error", exc))
         finally:
             self._cleanup(iterator)
 
-    def _read(self, iterator: Any) -> Any:
-        # ``_in_source`` tells close() whether this thread is inside the
-        # source, where SourceClosed may be raised (see close()).
-        with self._guard:
-            if self._stop.is_set():
-                raise SourceClosed
-            self._in_source = True
-        try:
-            return next(iterator, _END)
-        finally:
-            with self._guard:
-                self._in_source = False
-
     def _cleanup(self, iterator: Any) -> None:
+        # Closing here, in the source's own thread, raises GeneratorExit at
+        # the yield it is suspended at: its ``finally`` blocks run here too.
         try:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
         finally:
-            if self._on_thread_end is not None:
-                self._on_thread_end()
+            try:
+                if self._on_thread_end is not None:
+                    self._on_thread_end()
+            finally:
+                if self._budget is not None:
+                    self._budget.give_back()
 
     def _put(self, message: tuple[str, Any]) -> bool:
         # A slow client fills the queue; poll so that close() is seen.
@@ -205,21 +205,14 @@ class SyncEvents:
             self._unregister = None
 
     def close(self) -> None:
-        """Stop the source and its helper thread.
+        """Ask the helper thread to stop; it closes the source at its next yield.
 
-        A thread inside the source gets :class:`SourceClosed` raised there, at
-        its next Python instruction: at once for a source that waits in
-        short steps (``queue.get(timeout=1)``, ``Event.wait(1)``), at its next
-        item for one blocked in C without a timeout.
+        Returns at once: a source blocked in a call finishes the call first.
         """
+        first_close = not self._done
         self._end()
-        with self._guard:
-            thread = self.thread
-            if self._in_source and not self._interrupted and thread is not None:
-                self._interrupted = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(thread.ident or 0), ctypes.py_object(SourceClosed)
-                )
+        if first_close and self.thread is None and self._budget is not None:
+            self._budget.give_back()  # the thread never started
 
 
 class AsyncEvents:
@@ -314,6 +307,8 @@ class AsyncEvents:
                     item = pending.result()
                 except StopAsyncIteration:
                     return None
+                if item is IDLE:
+                    continue
                 schedule.sent(schedule.clock())
                 return encode(item)
             now = schedule.clock()
