@@ -146,6 +146,23 @@ def test_a_failure_mid_array_under_asgi_ends_the_body_unfinished():
         json.loads(result.body)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "array"])
+def test_async_rows_under_asgi_and_wsgi(fmt):
+    # Before: stream_jsonl(async_gen) raised a bare TypeError (a 500).
+    path = f"/slow-rows?format={fmt}&source=async&n=50&gap=0"
+    result = asyncio.run(call_asgi(path))
+    assert (result.status, result.ended) == (200, True)
+    _, data = body(path)
+    for raw in (result.body, data):
+        text = raw.decode()
+        if fmt == "csv":
+            assert [r[0] for r in csv.reader(io.StringIO(text))] == ["seq", *map(str, range(50))]
+        elif fmt == "jsonl":
+            assert [json.loads(line)["seq"] for line in text.splitlines()] == list(range(50))
+        else:
+            assert [item["seq"] for item in json.loads(text)] == list(range(50))
+
+
 def test_csv_bom_lets_excel_read_utf8():
     response = stream_csv([["Zoë", 1]], header=["name", "n"], bom=True)
     data = b"".join(response)
