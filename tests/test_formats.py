@@ -210,11 +210,28 @@ def test_csv_model_instances_are_refused_with_a_hint():
             b"".join(response)
 
 
-def test_csv_rows_that_are_strings_are_refused():
+def test_rows_that_are_not_rows_are_refused_in_the_view():
     with pytest.raises(TypeError, match=r"stream 'export': the rows are a single str"):
         stream_csv("a,b\n", name="export")
+    with pytest.raises(TypeError, match=r"stream 'feed': the rows are a single dict"):
+        stream_jsonl({"id": 1}, name="feed")
+    with pytest.raises(TypeError, match=r"stream 'feed': the rows must be an iterable or an async"):
+        stream_json_array(5, name="feed")
     with pytest.raises(TypeError, match=r"stream 'export': a CSV row must be a sequence"):
         b"".join(stream_csv(["a,b"], name="export"))
+
+
+@pytest.mark.django_db
+def test_a_queryset_runs_when_the_first_chunk_is_made_not_in_the_view(
+    django_assert_num_queries,
+):
+    from django.contrib.auth.models import User
+
+    User.objects.create(username="zoe")
+    with django_assert_num_queries(0):
+        response = stream_csv(User.objects.values_list("username"))
+    with django_assert_num_queries(1):
+        assert b"".join(response) == b"zoe\r\n"
 
 
 def test_the_rows_are_closed_when_the_response_is():

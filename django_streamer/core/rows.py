@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -44,23 +52,28 @@ class RowFormat:
 
 
 def encode_rows(rows: object, fmt: RowFormat, *, name: str) -> object:
-    """The pieces of ``rows`` in ``fmt``: a generator, or an async one for async rows."""
-    if isinstance(rows, (str, bytes, bytearray, memoryview)):
+    """The pieces of ``rows`` in ``fmt``: a generator, or an async one for async rows.
+
+    Nothing is read here: a queryset runs when the first chunk is made (in a
+    thread under ASGI), not in the view.
+    """
+    if isinstance(rows, (str, bytes, bytearray, memoryview, Mapping)):
         raise StreamSourceError(
             f"stream {name!r}: the rows are a single {type(rows).__name__}; "
             "pass an iterable of rows (e.g. [row])"
         )
     if hasattr(rows, "__iter__"):
-        return _pieces(iter(rows), fmt)
+        return _pieces(rows, fmt)
     if hasattr(rows, "__aiter__"):
-        return _apieces(aiter(rows), fmt)
+        return _apieces(rows, fmt)
     raise StreamSourceError(
         f"stream {name!r}: the rows must be an iterable or an async iterable, "
         f"not {type(rows).__name__}"
     )
 
 
-def _pieces(rows: Iterator[Any], fmt: RowFormat) -> Iterator[Piece]:
+def _pieces(source: Iterable[Any], fmt: RowFormat) -> Iterator[Piece]:
+    rows = iter(source)
     try:
         first = next(rows, _END)
         if first is _END:
@@ -78,7 +91,8 @@ def _pieces(rows: Iterator[Any], fmt: RowFormat) -> Iterator[Piece]:
             close()
 
 
-async def _apieces(rows: AsyncIterator[Any], fmt: RowFormat) -> AsyncIterator[Piece]:
+async def _apieces(source: AsyncIterable[Any], fmt: RowFormat) -> AsyncIterator[Piece]:
+    rows = aiter(source)
     try:
         first = await anext(rows, _END)
         if first is _END:
