@@ -196,10 +196,6 @@ _COMPACT = (",", ":")
 _plain = json.JSONEncoder(ensure_ascii=False, separators=_COMPACT, allow_nan=False).encode
 
 
-def _null(constant: str) -> None:
-    return None
-
-
 def json_items(
     encoder: type[json.JSONEncoder], *, name: str, before: str = "", after: str = ""
 ) -> Callable[[Any], bytes]:
@@ -230,9 +226,11 @@ def repaired(item: Any, lenient: Callable[[Any], str], *, name: str) -> str:
             f"stream {name!r}: cannot encode {describe(item)} as JSON: {exc}"
         ) from exc
     text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if "NaN" in text or "Infinity" in text:  # perhaps only inside a string: harmless
-        text = _plain(json.loads(text, parse_constant=_null))
-    return text
+    if "NaN" not in text and "Infinity" not in text:
+        return text
+    constants: list[str] = []  # stays empty if they were only inside strings
+    value = json.loads(text, parse_constant=constants.append)  # each becomes None
+    return _plain(value) if constants else text
 
 
 def jsonl_format(encoder: type[json.JSONEncoder], *, name: str) -> RowFormat:
