@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime
+import decimal
 import inspect
 import io
 import json
@@ -13,6 +14,7 @@ import re
 import shutil
 import struct
 import subprocess
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -142,6 +144,146 @@ def test_a_failure_mid_array_under_asgi_ends_the_body_unfinished():
     assert not result.ended
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.body)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "array"])
+def test_async_rows_under_asgi_and_wsgi(fmt):
+    # Before: stream_jsonl(async_gen) raised a bare TypeError (a 500).
+    path = f"/slow-rows?format={fmt}&source=async&n=50&gap=0"
+    result = asyncio.run(call_asgi(path))
+    assert (result.status, result.ended) == (200, True)
+    _, data = body(path)
+    for raw in (result.body, data):
+        text = raw.decode()
+        if fmt == "csv":
+            assert [r[0] for r in csv.reader(io.StringIO(text))] == ["seq", *map(str, range(50))]
+        elif fmt == "jsonl":
+            assert [json.loads(line)["seq"] for line in text.splitlines()] == list(range(50))
+        else:
+            assert [item["seq"] for item in json.loads(text)] == list(range(50))
+
+
+def test_csv_bom_lets_excel_read_utf8():
+    response = stream_csv([["Zoë", 1]], header=["name", "n"], bom=True)
+    data = b"".join(response)
+    assert data.startswith(b"\xef\xbb\xbf")
+    assert data.decode("utf-8-sig") == "name,n\r\nZoë,1\r\n"
+    assert b"".join(stream_csv([], header=["name"], bom=True)) == b"\xef\xbb\xbfname\r\n"
+    assert not b"".join(stream_csv([["Zoë"]])).startswith(b"\xef\xbb\xbf")
+
+
+def test_csv_bom_with_another_charset_or_not_a_bool_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"stream 'export': bom=True .* not UTF-8"):
+        stream_csv([], bom=True, name="export", content_type="text/csv; charset=latin-1")
+    with pytest.raises(ValueError, match=r"stream 'export': bom must be True or False"):
+        stream_csv([], bom="yes", name="export")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"stream 'export': escape_formulas must be"):
+        stream_csv([], escape_formulas=1, name="export")  # type: ignore[arg-type]
+
+
+FORMULAS = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_csv_escape_formulas_quotes_what_a_spreadsheet_would_run():
+    cells = [*FORMULAS, "safe", "", -5, 2.5, None, decimal.Decimal("-1.5"), uuid.UUID(int=1)]
+    response = stream_csv([cells], escape_formulas=True)
+    (row,) = csv.reader(io.StringIO(b"".join(response).decode(), newline=""))
+    assert row == [
+        *("'" + cell for cell in FORMULAS),
+        *["safe", "", "-5", "2.5", "", "-1.5", str(uuid.UUID(int=1))],
+    ]
+    dicts = stream_csv([{"a": "=cmd", "b": 3}], header=["a", "b"], escape_formulas=True)
+    assert b"".join(dicts) == b"a,b\r\n'=cmd,3\r\n"
+    (plain,) = csv.reader(io.StringIO(b"".join(stream_csv([FORMULAS])).decode(), newline=""))
+    assert plain == FORMULAS  # off by default: it changes the data
+
+
+def test_csv_model_instances_are_refused_with_a_hint():
+    from django.contrib.auth.models import User
+
+    user = User(username="zoe")
+    for rows in ([user], [(user, 1)], [{"who": user}]):
+        response = stream_csv(rows, header=["who"], name="export")
+        with pytest.raises(
+            TypeError, match=r"stream 'export': a CSV row holds a model .*values_list"
+        ):
+            b"".join(response)
+
+
+def test_rows_that_are_not_rows_are_refused_in_the_view():
+    with pytest.raises(TypeError, match=r"stream 'export': the rows are a single str"):
+        stream_csv("a,b\n", name="export")
+    with pytest.raises(TypeError, match=r"stream 'feed': the rows are a single dict"):
+        stream_jsonl({"id": 1}, name="feed")
+    with pytest.raises(TypeError, match=r"stream 'feed': the rows must be an iterable or an async"):
+        stream_json_array(5, name="feed")
+    with pytest.raises(TypeError, match=r"stream 'export': a CSV row must be a sequence"):
+        b"".join(stream_csv(["a,b"], name="export"))
+
+
+@pytest.mark.django_db
+def test_a_queryset_runs_when_the_first_chunk_is_made_not_in_the_view(
+    django_assert_num_queries,
+):
+    from django.contrib.auth.models import User
+
+    User.objects.create(username="zoe")
+    with django_assert_num_queries(0):
+        response = stream_csv(User.objects.values_list("username"))
+    with django_assert_num_queries(1):
+        assert b"".join(response) == b"zoe\r\n"
+
+
+def test_the_rows_are_closed_when_the_response_is():
+    closed = []
+
+    def rows():
+        try:
+            for i in range(100_000):
+                yield (i, "x" * 100)
+        finally:
+            closed.append(True)
+
+    response = stream_csv(rows(), chunk_size=4096)
+    next(iter(response))
+    response.close()
+    assert closed == [True]
+
+
+LONE = json.loads('"\\ud800"')  # what a client's JSON may hand you
+
+
+def test_a_lone_surrogate_becomes_u_fffd_and_spares_the_other_items():
+    objects: list[dict[str, object]] = [{"id": i} for i in range(5000)]
+    objects[2500] = {"id": 2500, "text": "a" + LONE + "b", LONE: "key", "pair": "\ud83d\ude00"}
+    data = b"".join(stream_jsonl(iter(objects)))
+    lines = [json.loads(line) for line in data.decode("utf-8").splitlines()]  # strict UTF-8
+    assert [line["id"] for line in lines] == list(range(5000))
+    assert lines[2500] == {"id": 2500, "text": "a\ufffdb", "\ufffd": "key", "pair": "😀"}
+    array = b"".join(stream_json_array(iter(objects)))
+    assert json.loads(array.decode("utf-8"))[2500]["text"] == "a\ufffdb"
+    jq = subprocess.run([tool("jq"), "-c", ".text"], input=data, capture_output=True, check=True)
+    assert jq.stdout.decode().split().count('"a\ufffdb"') == 1
+
+
+def test_nan_and_infinity_become_null():
+    nan, inf = float("nan"), float("inf")
+    objects = [{"x": nan, "y": [inf, -inf, 1.5], "s": "NaN and Infinity"}, nan, {"ok": 1}]
+    data = b"".join(stream_jsonl(iter(objects)))
+    assert data == b'{"x":null,"y":[null,null,1.5],"s":"NaN and Infinity"}\nnull\n{"ok":1}\n'
+    subprocess.run([tool("jq"), "."], input=data, capture_output=True, check=True)
+    array = b"".join(stream_json_array(iter(objects)))
+    assert json.loads(array, parse_constant=pytest.fail) == [
+        {"x": None, "y": [None, None, 1.5], "s": "NaN and Infinity"},
+        None,
+        {"ok": 1},
+    ]
+
+
+def test_an_item_json_cannot_encode_fails_the_stream_naming_it():
+    response = stream_jsonl([{"ok": 1}, {"bad": object()}], name="feed")
+    with pytest.raises(TypeError, match=r"stream 'feed': cannot encode dict .* as JSON"):
+        b"".join(response)
 
 
 # -- ZIP -----------------------------------------------------------------

@@ -18,6 +18,7 @@ urlpatterns = [
         "rows-csv",
         "jsonl",
         "json-array",
+        "slow-rows",
         "zip-files",
         "bad-zip",
     ]

@@ -166,6 +166,33 @@ def json_array(request):
     return stream_json_array(_objects(_n(request, "n", 1000), _n(request, "fail", -1)))
 
 
+def slow_rows(request):
+    """``n`` rows made ``gap`` s apart in ``format``, each with the time it was made."""
+    n, gap = _n(request, "n", 6), float(request.GET.get("gap", 0.5))
+    sync = request.GET.get("source", "sync") == "sync"
+
+    def row(i):
+        made = time.time()
+        return {"seq": i, "made": made} if request.GET["format"] != "csv" else (i, made)
+
+    def rows():
+        for i in range(n):
+            yield row(i)
+            time.sleep(gap)
+
+    async def arows():
+        for i in range(n):
+            yield row(i)
+            await asyncio.sleep(gap)
+
+    source = rows() if sync else arows()
+    if request.GET["format"] == "csv":
+        return stream_csv(source, header=["seq", "made"])
+    if request.GET["format"] == "jsonl":
+        return stream_jsonl(source)
+    return stream_json_array(source)
+
+
 def zip_files(request):
     size = _n(request, "size", 100_000)
     stored = request.GET.get("stored") == "1"
