@@ -49,7 +49,7 @@ class Out:
     lock and a notify per chunk rather than per row.
     """
 
-    def __init__(self, pipe: SyncPipe, *, text: bool) -> None:
+    def __init__(self, pipe: SyncPipe, *, text: bool | None) -> None:
         self._pipe = pipe
         self._hand = pipe.hand
         self._text = text
@@ -245,7 +245,7 @@ class ThreadWriter:
         produce: Callable[[Out], object],
         hand: HandOff,
         *,
-        text: bool = False,
+        text: bool | None = False,
         on_exit: Callable[[], object] | None = None,
     ) -> None:
         self.produce = produce
