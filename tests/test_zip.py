@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime
+import io
 import os
 import stat
+import threading
 import time
 import zipfile
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 
 from django_streamer import stream_csv, stream_zip
 from django_streamer.core.stream import State
+from django_streamer.core.zipsources import OWN_THREAD
 from tests.test_formats import body_any, check_zip
 
 pytestmark = pytest.mark.urls("tests.writer_urls")
@@ -51,7 +56,7 @@ def test_a_name_of_64_kib_is_refused_and_one_byte_less_is_written(tmp_path):
     with pytest.raises(ValueError, match="is 65536 bytes long in UTF-8; a ZIP name holds at most"):
         stream_zip([("n" * 65_534 + "\u00e9", b"x")])  # 65,536 bytes, 65,535 characters
     longest = "d/" * 100 + "n" * (65_535 - 200)
-    opened = zipfile.ZipFile(__import__("io").BytesIO(b"".join(stream_zip([(longest, b"x")]))))
+    opened = zipfile.ZipFile(io.BytesIO(b"".join(stream_zip([(longest, b"x")]))))
     assert opened.namelist() == [longest] and opened.read(longest) == b"x"
 
 
@@ -204,3 +209,23 @@ def test_an_async_member_under_asgi_without_asgiref_313_is_refused(monkeypatch, 
     result = asyncio.run(call_asgi("/zip-files?async=1"))
     assert result.status == 500
     assert "member 'async.txt' is async, which under ASGI needs asgiref 3.13" in caplog.text
+
+
+@pytest.mark.skipif(not OWN_THREAD, reason="asgiref < 3.13: asgiref's process-wide thread")
+@pytest.mark.django_db
+def test_an_async_members_orm_calls_run_on_a_thread_of_its_own():
+    threads = []
+
+    async def produce(out):
+        def count():
+            threads.append(threading.current_thread())
+            return User.objects.count()
+
+        await out.write(str(await sync_to_async(count)()))
+
+    members = [("a.txt", produce), ("b.txt", produce)]
+    opened = zipfile.ZipFile(io.BytesIO(b"".join(stream_zip(members))))
+    assert opened.read("a.txt") == opened.read("b.txt") == b"0"
+    # Not asgiref's one thread for the whole process (nor this one): one per member.
+    assert len({id(thread) for thread in threads}) == 2
+    assert all(thread.name.startswith("streamer-zip-member") for thread in threads)

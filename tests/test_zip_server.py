@@ -49,6 +49,8 @@ def test_async_members_await_the_orm_on_every_server(tmp_path, kind):
         for wire in wires:
             assert (wire.status, wire.complete, wire.error) == (200, True, None), wire
             assert zipfile.ZipFile(io.BytesIO(wire.body)).read("count.txt") == b"users 1\n"
+        if OWN_THREAD:  # each member's thread closed its connection as the member ended
+            assert fetch("127.0.0.1", srv.port, "/closed").body == b"2 of 2"
         srv.proc.send_signal(signal.SIGTERM)  # uvicorn could not even stop
         assert srv.proc.wait(timeout=15) is not None
     finally:

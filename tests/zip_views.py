@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
+from django.db import connections
 from django.http import HttpResponse
 from django.urls import path
 
@@ -16,6 +18,12 @@ from django_streamer import stream_zip
 # Two requests meet here, each from its member's thread-sensitive call: they
 # can only meet if those calls do not queue for one thread.
 _meeting = threading.Barrier(2, timeout=20)
+# The database connections the members' ORM calls used (per process).
+used: list[Any] = []
+
+
+def _note_connection():
+    used.append(connections["default"])
 
 
 def orm(request):
@@ -24,6 +32,7 @@ def orm(request):
     async def produce(out):
         if meet:
             await sync_to_async(_meeting.wait)()
+        await sync_to_async(_note_connection)()
         users = await User.objects.acount()
         await out.write(f"users {users}\n")  # str: a member takes text too
 
@@ -49,4 +58,10 @@ def changed(request):
     return response
 
 
-urlpatterns = [path("orm", orm), path("changed", changed)]
+def closed(request):
+    """How many of the connections the members used are closed (of how many)."""
+    shut = sum(connection.connection is None for connection in used)
+    return HttpResponse(f"{shut} of {len(used)}")
+
+
+urlpatterns = [path("orm", orm), path("changed", changed), path("closed", closed)]
