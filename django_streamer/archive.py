@@ -32,6 +32,7 @@ from django.http.response import HttpResponseBase
 
 from .conf import conf
 from .context import find_request, frame_name, view_name
+from .core.validate import boolean, non_negative_int
 from .core.writer.handoff import HandOff
 from .core.writer.thread import ThreadWriter
 from .core.zipnames import check_member_name, check_unique
@@ -41,83 +42,6 @@ from .response import StreamingResponse, stream_response
 __all__ = ["check_member_name", "stream_zip"]
 
 _OPTIONS = {"compress", "size", "modified", "mode"}
-
-
-class _Member(NamedTuple):
-    name: str
-    source: Any
-    compress: bool
-    size: int | None  # known ahead: a file's, bytes', or the size option's
-    meta: _Meta | None
-
-
-def _member(item: Any) -> _Member:
-    if not isinstance(item, tuple) or len(item) not in (2, 3):
-        raise TypeError(
-            f"stream_zip: each member must be (name, source) or (name, source, options), "
-            f"not {item!r:.80}"
-        )
-    name = check_member_name(item[0])
-    source = item[1]
-    options = item[2] if len(item) == 3 else {}
-    if not isinstance(options, Mapping) or not set(options) <= _OPTIONS:
-        raise ValueError(
-            f"stream_zip: member {name!r}: options must be a dict with keys among "
-            f"{sorted(_OPTIONS)}, not {options!r}"
-        )
-    _refuse_responses(name, source)
-    if isinstance(source, str):
-        source = source.encode()  # a text member's whole content
-    meta = _meta(name, options)
-    size = _declared_size(name, options)
-    if isinstance(source, os.PathLike):
-        file = _stat_file(name, source)
-        size = _same(name, size, file.st_size)
-        meta = _file_meta(file, meta)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        size = _same(name, size, len(source))
-    return _Member(name, source, bool(options.get("compress", True)), size, meta)
-
-
-def _refuse_responses(name: str, source: object) -> None:
-    if isinstance(source, HttpResponseBase):
-        source.close()  # a stream_response() has started its stream: end it (aborted)
-        raise TypeError(
-            f"stream_zip: member {name!r} is a {type(source).__name__}: a member takes a "
-            "body's source, not a response (its headers, Content-Encoding and metrics are a "
-            "response's). Pass the source: e.g. a generator of str, or a produce(out) that "
-            "writes with csv.writer(out)"
-        )
-
-
-def _declared_size(name: str, options: Mapping[str, Any]) -> int | None:
-    size = options.get("size")
-    if size is None:
-        return None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ValueError(
-            f"stream_zip: member {name!r}: size must be a number of bytes (an int >= 0), "
-            f"not {size!r}"
-        )
-    return size
-
-
-def _same(name: str, declared: int | None, actual: int) -> int:
-    if declared is not None and declared != actual:
-        raise ValueError(f"stream_zip: member {name!r}: size {declared} is not its length {actual}")
-    return actual
-
-
-def _stat_file(name: str, path: os.PathLike[str]) -> os.stat_result:
-    try:
-        file = os.stat(path)
-    except OSError as exc:
-        raise ValueError(
-            f"stream_zip: member {name!r}: {os.fspath(path)!r} is not a file ({exc.strerror})"
-        ) from None
-    if not stat.S_ISREG(file.st_mode):
-        raise ValueError(f"stream_zip: member {name!r}: {os.fspath(path)!r} is not a file")
-    return file
 
 
 class _Meta(NamedTuple):
@@ -161,6 +85,97 @@ def _meta(name: str, options: Mapping[str, Any]) -> _Meta | None:
             f"(0 to 0o7777, e.g. 0o644), not {mode!r}"
         )
     return _Meta(date_time, mode)
+
+
+class _Member(NamedTuple):
+    name: str
+    source: Any
+    compress: bool
+    size: int | None  # known ahead: a file's, bytes', or the size option's
+    meta: _Meta | None
+
+
+def _member(item: Any) -> _Member:
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise TypeError(
+            f"stream_zip: each member must be (name, source) or (name, source, options), "
+            f"not {item!r:.80}"
+        )
+    name = check_member_name(item[0])
+    source = item[1]
+    options = item[2] if len(item) == 3 else {}
+    if not isinstance(options, Mapping) or not set(options) <= _OPTIONS:
+        raise ValueError(
+            f"stream_zip: member {name!r}: options must be a dict with keys among "
+            f"{sorted(_OPTIONS)}, not {options!r}"
+        )
+    _refuse_responses(name, source)
+    if isinstance(source, str):
+        source = source.encode()  # a text member's whole content
+    meta = _meta(name, options)
+    size = _declared_size(name, options)
+    if isinstance(source, os.PathLike):
+        file = _stat_file(name, source)
+        size = _same(name, size, file.st_size)
+        meta = _file_meta(file, meta)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        size = _same(name, size, len(source))
+    compress = boolean(options.get("compress", True), what=f"stream_zip: member {name!r}: compress")
+    return _Member(name, source, compress, size, meta)
+
+
+def _refuse_responses(name: str, source: object) -> None:
+    if isinstance(source, HttpResponseBase):
+        source.close()  # a stream_response() has started its stream: end it (aborted)
+        raise TypeError(
+            f"stream_zip: member {name!r} is a {type(source).__name__}: a member takes a "
+            "body's source, not a response (its headers, Content-Encoding and metrics are a "
+            "response's). Pass the source: e.g. a generator of str, or a produce(out) that "
+            "writes with csv.writer(out)"
+        )
+
+
+def _declared_size(name: str, options: Mapping[str, Any]) -> int | None:
+    size = options.get("size")
+    return (
+        None if size is None else non_negative_int(size, what=f"stream_zip: member {name!r}: size")
+    )
+
+
+def _same(name: str, declared: int | None, actual: int) -> int:
+    if declared is not None and declared != actual:
+        raise ValueError(f"stream_zip: member {name!r}: size {declared} is not its length {actual}")
+    return actual
+
+
+def _stat_file(name: str, path: os.PathLike[str]) -> os.stat_result:
+    try:
+        file = os.stat(path)
+    except OSError as exc:
+        raise ValueError(
+            f"stream_zip: member {name!r}: {os.fspath(path)!r} is not a file ({exc.strerror})"
+        ) from None
+    if not stat.S_ISREG(file.st_mode):
+        raise ValueError(f"stream_zip: member {name!r}: {os.fspath(path)!r} is not a file")
+    return file
+
+
+# What ZIP's DOS dates can hold; zipstream-ng clamps a file's date the same way.
+_FIRST = (1980, 1, 1, 0, 0, 0)
+_LAST = (2107, 12, 31, 23, 59, 58)
+
+
+def _file_meta(file: os.stat_result, given: _Meta | None) -> _Meta:
+    """A file's date (local time, as ``zipfile`` takes it) and mode, unless given."""
+    date_time: tuple[int, int, int, int, int, int] = time.localtime(file.st_mtime)[:6]
+    date_time = min(max(_FIRST, date_time), _LAST)
+    mode = stat.S_IMODE(file.st_mode)
+    if given is None:
+        return _Meta(date_time, mode)
+    return _Meta(
+        date_time if given.date_time is None else given.date_time,
+        mode if given.mode is None else given.mode,
+    )
 
 
 class _ZipStream(zipstream.ZipStream):  # type: ignore[misc]
@@ -230,24 +245,6 @@ def _redate(header: bytes, name: str, date_time: tuple[int, ...]) -> bytes:
     patched = bytearray(header)
     _DOS_TIME_DATE.pack_into(patched, 10, dos_time, dos_date)
     return bytes(patched)
-
-
-# What ZIP's DOS dates can hold; zipstream-ng clamps a file's date the same way.
-_FIRST = (1980, 1, 1, 0, 0, 0)
-_LAST = (2107, 12, 31, 23, 59, 58)
-
-
-def _file_meta(file: os.stat_result, given: _Meta | None) -> _Meta:
-    """A file's date (local time, as ``zipfile`` takes it) and mode, unless given."""
-    date_time: tuple[int, int, int, int, int, int] = time.localtime(file.st_mtime)[:6]
-    date_time = min(max(_FIRST, date_time), _LAST)
-    mode = stat.S_IMODE(file.st_mode)
-    if given is None:
-        return _Meta(date_time, mode)
-    return _Meta(
-        date_time if given.date_time is None else given.date_time,
-        mode if given.mode is None else given.mode,
-    )
 
 
 def _is_async(source: object) -> bool:

@@ -170,10 +170,12 @@ def test_a_declared_size_is_held_to(given, why):
 
 @pytest.mark.parametrize("size", ["10", True, -1, 1.5])
 def test_a_bad_size_option_is_refused(size):
-    with pytest.raises(ValueError, match=r"member 'a\.bin': size must be a number of bytes"):
+    with pytest.raises(ValueError, match=r"member 'a\.bin': size must be an int >= 0"):
         stream_zip([("a.bin", iter([b"x"]), {"size": size})])
     with pytest.raises(ValueError, match=r"member 'b\.bin': size 3 is not its length 1"):
         stream_zip([("b.bin", b"x", {"size": 3})])
+    with pytest.raises(ValueError, match=r"member 'c\.bin': compress must be True or False"):
+        stream_zip([("c.bin", b"x", {"compress": "no"})])
 
 
 def test_a_sized_producer_is_not_run_in_the_view(tmp_path):
