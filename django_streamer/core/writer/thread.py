@@ -43,6 +43,9 @@ JOIN_TIMEOUT = 5.0
 class Out:
     """The ``out`` a sync producer writes into (a binary or text file-like).
 
+    ``text``: True takes str, False bytes, None either (a ZIP member's ``out``:
+    str is encoded with the hand-off's encoding, a chunk at a time).
+
     ``write()`` appends to the pipe's stage with no lock and no wake-up; the
     stage is handed over whole once it holds a chunk (or on ``flush()``, at the
     end, or when the reader sits idle), so a ``csv.writer`` producer pays a
