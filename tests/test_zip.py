@@ -160,6 +160,21 @@ def test_a_file_member_is_read_to_the_size_counted_or_fails(tmp_path, how, compr
     response.close()
 
 
+def test_a_file_member_that_grows_while_it_is_read_fails_before_its_end(tmp_path):
+    member = tmp_path / "m.bin"
+    member.write_bytes(b"m" * 200_000)
+    response = stream_zip([("m.bin", member, {"compress": False})], chunk_size=1024)
+    chunks = iter(response)
+    got = bytearray(next(chunks))  # the file is open, its first block read
+    with open(member, "ab") as file:
+        file.write(b"more")
+    with pytest.raises(RuntimeError, match=r"member 'm.bin': .* 200004 bytes, not the 200000"):
+        for chunk in chunks:
+            got += chunk
+    assert len(got) < int(response["Content-Length"])
+    response.close()
+
+
 @pytest.mark.parametrize(
     ("given", "why"), [(b"x" * 11, "gave more than the 10"), (b"x" * 9, "gave 9 bytes")]
 )
