@@ -146,8 +146,14 @@ class HandOff:
         self.size = len(data)
 
 
-def check_piece(data: object, *, text: bool, name: str) -> None:
-    if text:
+def check_piece(data: object, *, text: bool | None, name: str) -> None:
+    """``text``: True takes str, False bytes, None either (str encoded with the hand-off's)."""
+    if text is None:
+        if not isinstance(data, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"stream {name!r}: write() takes bytes or str, not {type(data).__name__}"
+            )
+    elif text:
         if type(data) is not str and not isinstance(data, str):
             raise TypeError(
                 f"stream {name!r}: a text writer takes str, not {type(data).__name__}"

@@ -14,7 +14,7 @@ from .thread import JOIN_TIMEOUT
 class AsyncOut:
     """The ``out`` an async producer awaits: ``write()``, ``writelines()``, ``drain()``."""
 
-    def __init__(self, pipe: AsyncPipe, *, text: bool) -> None:
+    def __init__(self, pipe: AsyncPipe, *, text: bool | None) -> None:
         self._pipe = pipe
         self._text = text
 
@@ -99,7 +99,7 @@ class AsyncPipe:
 
 
 async def async_writer_chunks(
-    produce: Callable[[AsyncOut], Awaitable[object]], hand: HandOff, *, text: bool = False
+    produce: Callable[[AsyncOut], Awaitable[object]], hand: HandOff, *, text: bool | None = False
 ) -> AsyncGenerator[bytes, None]:
     """An async iterator of chunks whose producer runs as a task on this loop."""
     pipe = AsyncPipe(hand)

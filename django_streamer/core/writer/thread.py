@@ -43,13 +43,16 @@ JOIN_TIMEOUT = 5.0
 class Out:
     """The ``out`` a sync producer writes into (a binary or text file-like).
 
+    ``text``: True takes str, False bytes, None either (a ZIP member's ``out``:
+    str is encoded with the hand-off's encoding, a chunk at a time).
+
     ``write()`` appends to the pipe's stage with no lock and no wake-up; the
     stage is handed over whole once it holds a chunk (or on ``flush()``, at the
     end, or when the reader sits idle), so a ``csv.writer`` producer pays a
     lock and a notify per chunk rather than per row.
     """
 
-    def __init__(self, pipe: SyncPipe, *, text: bool) -> None:
+    def __init__(self, pipe: SyncPipe, *, text: bool | None) -> None:
         self._pipe = pipe
         self._hand = pipe.hand
         self._text = text
@@ -245,7 +248,7 @@ class ThreadWriter:
         produce: Callable[[Out], object],
         hand: HandOff,
         *,
-        text: bool = False,
+        text: bool | None = False,
         on_exit: Callable[[], object] | None = None,
     ) -> None:
         self.produce = produce
