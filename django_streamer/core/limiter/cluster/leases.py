@@ -20,15 +20,21 @@ class Keys:
 
 
 class ClusterLease:
-    __slots__ = ("_release", "ident", "keys", "lost", "released", "renewed")
+    __slots__ = ("_release", "epoch", "ident", "keys", "lost", "released", "renewed")
 
     def __init__(
-        self, release: Callable[[ClusterLease], None], keys: Keys, ident: str, now: float
+        self,
+        release: Callable[[ClusterLease], None],
+        keys: Keys,
+        ident: str,
+        now: float,
+        epoch: str,
     ) -> None:
         self._release = release
         self.keys = keys
         self.ident = ident
         self.renewed = now  # when the last renewal that succeeded was sent
+        self.epoch = epoch  # the Redis (scripts.py's epoch) that counts it
         self.lost = False
         self.released = False
 
@@ -73,6 +79,11 @@ class LeaseBook:
                 return False
             del self._leases[lease.ident]
             return True
+
+    def outdated(self, epoch: str) -> bool:
+        """Whether a lease is held that Redis ``epoch`` has not counted yet (a restart)."""
+        with self._lock:
+            return any(lease.epoch != epoch for lease in self._leases.values())
 
     def to_renew(self, now: float, lease_time: float) -> list[ClusterLease]:
         """Leases renewed less than ``lease_time`` ago; the others are lost (logged once).

@@ -139,6 +139,12 @@ class Releaser:
         if first:
             self._wake.set()
 
+    def keep(self, pairs: list[str]) -> None:
+        """Pairs that could not be sent (Redis unreachable): kept for the next
+        admission or ``flush``, without waking the thread (it would spin)."""
+        with self._lock:
+            self._again += pairs
+
     def _start_locked(self) -> None:
         if self._thread is None and not self.stopped:
             self._thread = threading.Thread(
