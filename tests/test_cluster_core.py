@@ -567,3 +567,49 @@ def test_a_refused_admission_from_before_the_first_lease_does_not_resurrect_rele
         b.calls = calls
     assert renewed.is_set()
     assert backend(redis_server).in_use("busy", "k", 5) == 0
+
+
+def test_a_release_during_an_outage_frees_its_slot_once_redis_answers_not_a_lease_later(
+    redis_server: RedisServer,
+):
+    b = backend(redis_server, lease=10.0)
+    other = backend(redis_server)
+    lease = b.try_acquire("stall", "k", 1)
+    assert lease is not None
+    redis_server.hang()  # a 1 s stall
+    assert b.try_acquire("stall", "other", 1) is None  # times out: the breaker opens
+    assert b.breaker.is_open
+    lease.release()  # while Redis cannot be reached
+    time.sleep(1.0)
+    redis_server.resume()
+    until(lambda: not b.breaker.is_open, timeout=3)  # the heartbeat's probe
+    # The slot is free as soon as Redis answers, not when the lease runs out.
+    until(lambda: other.try_acquire("stall", "k", 1) is not None, timeout=1.0)
+
+
+def test_a_renewal_listed_before_an_empty_restart_adds_the_leases_back_itself(
+    redis_server: RedisServer,
+):
+    # Re-registration used to hang on a flag that request threads set and the
+    # heartbeat read and cleared without a lock. Now each lease carries the
+    # epoch it is counted in: whatever ran in between, the RENEW that reaches
+    # the new Redis adds back every lease of the old one.
+    b = backend(redis_server, lease=30)
+    leases = [b.try_acquire("listed", "k", 5) for _ in range(3)]
+    assert all(leases)
+    calls, restarted = b.calls, threading.Event()
+
+    def restart_first(name: str, keys: list[str], args: list[object]) -> object:
+        if name == "RENEW" and not restarted.is_set():
+            restarted.set()  # listed already; Redis restarts, an admission runs
+            redis_server.restart_empty()
+            assert calls("ACQUIRE", **b.acquire_call(b.keys("x", "k"), b.new_ident(), 5, False))
+        return calls(name, keys=keys, args=args)
+
+    b.calls = restart_first  # type: ignore[assignment]
+    try:
+        b._beat()
+    finally:
+        b.calls = calls
+    assert restarted.is_set()
+    assert backend(redis_server).in_use("listed", "k", 5) == 3
