@@ -263,9 +263,10 @@ class ClusterBackend:
         """
         self.quiet.heard(keys.base, sent, reply[2], reply[1])
         epoch = reply[3].decode()
-        self.epoch = epoch
-        if self.leases.outdated(epoch):  # Redis restarted empty: add ours back now
-            self.heartbeat.poke()
+        if epoch != self.epoch:
+            self.epoch = epoch
+            if len(self.leases):  # Redis restarted empty: add ours back now
+                self.heartbeat.poke()
         if reply[0]:
             return self.admitted(keys, ident, sent, epoch)  # expiry set after ``sent``
         return min(deadline - self.clock(), POLL)

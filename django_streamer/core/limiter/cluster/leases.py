@@ -80,11 +80,6 @@ class LeaseBook:
             del self._leases[lease.ident]
             return True
 
-    def outdated(self, epoch: str) -> bool:
-        """Whether a lease is held that Redis ``epoch`` has not counted yet (a restart)."""
-        with self._lock:
-            return any(lease.epoch != epoch for lease in self._leases.values())
-
     def to_renew(self, now: float, lease_time: float) -> list[ClusterLease]:
         """Leases renewed less than ``lease_time`` ago; the others are lost (logged once).
 
