@@ -46,6 +46,7 @@ from .fallback import OPEN_LEASE, Fallback
 from .heartbeat import Breaker, Heartbeat, Wakeups
 from .leases import ClusterLease, Keys, LeaseBook
 from .releases import REUSE_WINDOW, Quiet, Releaser
+from .releases import hand_off as take_back
 from .sync import SyncSide
 
 __all__ = ["OPEN_LEASE", "ClusterBackend"]
@@ -220,30 +221,8 @@ class ClusterBackend:
         return lease
 
     def hand_off(self, keys: Keys, limit: int) -> ClusterLease | None:
-        """A pending release of ``keys`` taken back for this admission: no round trip.
-
-        Only while Redis's last reply for the key is recent, saw no waiter and
-        counted no more than ``limit`` leases (``releases.Quiet``), and only a
-        lease certainly still alive in Redis: not lost, and renewed within half
-        a lease (the heartbeat, every third of one, renews it again long before
-        it could expire).
-        """
-        now = self.clock()
-        if self.breaker.is_open or not self.quiet.allows(keys.base, now, limit):
-            return None
-        alive_since = now - self.lease / 2
-        old = self.releases.reclaim(
-            keys.base, lambda lease: not lease.lost and lease.renewed > alive_since
-        )
-        if old is None:
-            return None
-        # The same id in Redis (count, owner set, expiry): only the Python object is new.
-        lease = ClusterLease(self.release, keys, old.ident, old.renewed, old.epoch)
-        if not self.leases.hand_on(old, lease):
-            return None  # a late renewal found it gone meanwhile
-        self.handoffs += 1
-        self.heartbeat.ensure_running()
-        return lease
+        """A pending release of ``keys`` taken back for this admission (``releases.py``)."""
+        return take_back(self, keys, limit)
 
     def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:
