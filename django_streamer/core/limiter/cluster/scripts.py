@@ -13,10 +13,11 @@ plus the waiters ahead of it are fewer than the limit, so order across hosts is
 first come, first served; a request that does not wait counts every waiter as
 ahead of it. A process's leases are also listed in an owner set
 (``owner:<host>:<pid>``, members ``base|lease`` and a marker) so the gunicorn arbiter can
-drop a dead worker's leases in one call, and each pool keeps an index of its keys
-(``pool:<digest>``, bases scored by their last admission) so the metrics can count a
-keyed pool's slots in one call. Every key expires some time after its
-last write, so keys of per-client pools do not pile up.
+drop a dead worker's leases in one call (``owner:...:gone``: tombstones, see
+RENEW), and each pool keeps an index of its keys (``pool:<digest>``, bases scored
+by when last seen held, capped) so the metrics can count a keyed pool's slots in
+a few calls. Every key expires some time after its last write, so keys of
+per-client pools do not pile up.
 
 An ``epoch`` key (no expiry) names the Redis the leases are registered in. A
 Redis that restarted empty has none: the first call to find it missing makes a
