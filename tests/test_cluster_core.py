@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from django_streamer.core.limiter import ProcessBackend
+from django_streamer.core.limiter import Lease, ProcessBackend
 from django_streamer.core.limiter.cluster import scripts as lua
 from django_streamer.core.limiter.cluster.backend import OPEN_LEASE, ClusterBackend
 from django_streamer.core.limiter.cluster.leases import ClusterLease
@@ -613,3 +613,31 @@ def test_a_renewal_listed_before_an_empty_restart_adds_the_leases_back_itself(
         b.calls = calls
     assert restarted.is_set()
     assert backend(redis_server).in_use("listed", "k", 5) == 3
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_an_admission_that_timed_out_in_a_stall_leaves_no_slot_held_once_redis_answers(
+    redis_server: RedisServer, side: str
+):
+    # A stalled Redis still runs the ACQUIRE it had received, after the caller
+    # gave up on it: that lease belongs to nobody.
+    b = backend(redis_server, lease=10.0)
+    other = backend(redis_server)
+
+    async def in_a_stall() -> Lease | None:
+        (await b.aacquire("ghost", "warm", 1, timeout=0)).release()  # type: ignore[union-attr]
+        b.flush()  # the loop's client is connected, its scripts loaded
+        redis_server.hang()
+        return await b.aacquire("ghost", "k", 1, timeout=0)
+
+    if side == "sync":
+        b.try_acquire("ghost", "warm", 1).release()  # type: ignore[union-attr]
+        b.flush()
+        redis_server.hang()
+        assert b.try_acquire("ghost", "k", 1) is None  # timed out: on_error="closed"
+    else:
+        assert asyncio.run(in_a_stall()) is None
+    time.sleep(0.5)
+    redis_server.resume()
+    until(lambda: not b.breaker.is_open, timeout=3)
+    until(lambda: other.try_acquire("ghost", "k", 1) is not None, timeout=1.0)

@@ -75,6 +75,7 @@ class AsyncSide:
                     with b.carrying_releases(call) as carried:
                         reply = await scripts["ACQUIRE"](**carried)
                 except redis.RedisError as exc:
+                    b.releases.keep([keys.base, ident])  # it may run yet: Releaser.keep
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)
                 turn = b.turn(reply, keys, ident, sent, deadline)

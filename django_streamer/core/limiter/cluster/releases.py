@@ -144,8 +144,13 @@ class Releaser:
             self._wake.set()
 
     def keep(self, pairs: list[str]) -> None:
-        """Pairs that could not be sent (Redis unreachable): kept for the next
-        admission or ``flush``, without waking the thread (it would spin)."""
+        """Pairs to send once Redis answers (the heartbeat flushes them then),
+        kept without waking the thread (it would spin while Redis is away).
+
+        Releases that could not be sent, and the lease of an ACQUIRE that
+        failed: a stalled Redis still runs what it had received, after the
+        caller gave up, and that lease would hold a slot for a whole lease.
+        """
         with self._lock:
             self._again += pairs
 
