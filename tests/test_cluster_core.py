@@ -641,3 +641,26 @@ def test_an_admission_that_timed_out_in_a_stall_leaves_no_slot_held_once_redis_a
     redis_server.resume()
     until(lambda: not b.breaker.is_open, timeout=3)
     until(lambda: other.try_acquire("ghost", "k", 1) is not None, timeout=1.0)
+
+
+def test_an_async_admission_cancelled_in_flight_leaves_no_slot_held(redis_server: RedisServer):
+    # The client went away while its ACQUIRE was on its way: Redis ran it later
+    # and admitted a lease that nobody holds.
+    b = backend(redis_server, release_delay=0.05, lease=30.0)
+    admin = redis.Redis.from_url(redis_server.url)
+    h = b.keys("cancelled", "k").k("h")
+
+    async def main() -> None:
+        (await b.aacquire("cancelled", "warm", 1, timeout=0)).release()  # type: ignore[union-attr]
+        b.flush()  # the loop's client is connected, its scripts loaded
+        redis_server.hang()  # cancelled within the 80 ms timeout: no outage
+        admission = asyncio.create_task(b.aacquire("cancelled", "k", 1, timeout=0))
+        await asyncio.sleep(0.02)
+        admission.cancel()
+        await asyncio.gather(admission, return_exceptions=True)
+        redis_server.resume()
+
+    asyncio.run(main())
+    assert not b.breaker.is_open
+    # Within the pause, the release delay and a margin, not the 30 s lease.
+    until(lambda: admin.zcard(h) == 0, timeout=2.0)

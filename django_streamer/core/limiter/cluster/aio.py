@@ -78,6 +78,9 @@ class AsyncSide:
                     b.releases.keep([keys.base, ident])  # it may run yet: Releaser.keep
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)
+                except asyncio.CancelledError:
+                    b.releases.resend([keys.base, ident])  # Redis may have admitted it
+                    raise
                 turn = b.turn(reply, keys, ident, sent, deadline)
                 if not isinstance(turn, float):
                     admitted = True
