@@ -664,3 +664,24 @@ def test_an_async_admission_cancelled_in_flight_leaves_no_slot_held(redis_server
     assert not b.breaker.is_open
     # Within the pause, the release delay and a margin, not the 30 s lease.
     until(lambda: admin.zcard(h) == 0, timeout=2.0)
+
+
+def test_a_wait_that_timed_out_in_a_stall_leaves_no_place_in_the_queue(
+    redis_server: RedisServer,
+):
+    # The stalled Redis queues the waiter after it gave up: a request that does
+    # not wait would count it ahead of itself until its place expires (a lease).
+    b = backend(redis_server, lease=10.0)
+    other = backend(redis_server, lease=10.0)
+    held = other.try_acquire("queue", "k", 1)
+    assert held is not None
+    b.try_acquire("queue", "warm", 1).release()  # type: ignore[union-attr]
+    b.flush()
+    redis_server.hang()
+    assert b.acquire("queue", "k", 1, timeout=5) is None  # timed out: on_error="closed"
+    time.sleep(0.5)
+    redis_server.resume()
+    until(lambda: not b.breaker.is_open, timeout=3)
+    held.release()
+    other.flush()
+    until(lambda: other.try_acquire("queue", "k", 1) is not None, timeout=1.0)

@@ -60,7 +60,9 @@ end
 # next ACQUIRE or in one RELEASE: ARGV pairs of base, lease id from ``first`` on.
 # A key with waiters gets a wake-up on the channel. A release of a lease not in
 # the owner set (one admitted before a restart, not yet added back) leaves a
-# tombstone (``owner:gone``) so that RENEW does not add it back afterwards.
+# tombstone (``owner:gone``) so that RENEW does not add it back afterwards. So
+# does one of an admission that failed on the caller's side (Releaser.keep):
+# Redis may have queued it, so its place in the queue goes too.
 _RELEASES = """
 local function release(owner, channel, keep, first)
   local n = 0
@@ -68,6 +70,8 @@ local function release(owner, channel, keep, first)
     local base, id = ARGV[i], ARGV[i + 1]
     n = n + redis.call('ZREM', base .. ':h', id)
     if redis.call('SREM', owner, base .. '|' .. id) == 0 then
+      redis.call('ZREM', base .. ':q', id)
+      redis.call('ZREM', base .. ':e', id)
       redis.call('SADD', owner .. ':gone', base .. '|' .. id)
       redis.call('PEXPIRE', owner .. ':gone', keep)
     end
