@@ -21,6 +21,7 @@ from django_streamer.core.limiter.cluster.backend import OPEN_LEASE, ClusterBack
 from django_streamer.core.limiter.cluster.leases import ClusterLease
 
 from .conftest import ROOT
+from .forking import in_child
 from .redisd import RedisServer, backend
 
 HAMMER = """
@@ -229,6 +230,20 @@ def test_release_owner_frees_a_killed_process_s_leases_at_once(redis_server: Red
     assert reader.in_use("held", "k", 5) == 2
     assert reader.release_owner(f"{host}:{pid}") == 2
     assert reader.in_use("held", "k", 5) == 0
+
+
+def test_a_worker_forked_after_the_arbiter_released_a_dead_one_knows_an_empty_restart(
+    redis_server: RedisServer,
+):
+    # gunicorn's arbiter never admits; it releases a dead worker's leases, and
+    # its backend is what the workers it forks next start with. A recycled
+    # worker that is the first to reach an empty Redis must still open the window.
+    pid = kill_holder(redis_server, 30)
+    arbiter = backend(redis_server)
+    assert arbiter.release_owner(f"{arbiter.owner.rsplit(':', 1)[0]}:{pid}") == 2
+    redis_server.restart_empty()
+    status = in_child(lambda: 0 if arbiter.try_acquire("recycled", "k", 1) is None else 1)
+    assert os.waitstatus_to_exitcode(status) == 0  # refused: the recovery window
 
 
 @pytest.mark.parametrize("failure", ["hang", "stop"])

@@ -66,5 +66,7 @@ def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | N
 
 def release_owner(backend: ClusterBackend, owner: str) -> int:
     """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""
-    keys = [backend.owner_key(owner)]
-    return int(backend.calls("RELEASE_OWNER", keys=keys, args=[backend.channel]))
+    keys = [backend.owner_key(owner), backend.epoch_keys()[0]]
+    released, epoch = backend.calls("RELEASE_OWNER", keys=keys, args=[backend.channel])
+    backend.epoch = epoch.decode() or backend.epoch  # inherited by the workers forked next
+    return int(released)

@@ -250,7 +250,9 @@ return {current, gone}
 """
 )
 
-# A dead process's leases (gunicorn's child_exit). KEYS: owner. ARGV: channel.
+# A dead process's leases (gunicorn's child_exit). KEYS: owner, epoch. ARGV:
+# channel. Returns {leases released, the epoch}: the arbiter learns it, so that a
+# worker it forks later knows a Redis without one restarted empty.
 RELEASE_OWNER = """
 local members = redis.call('SMEMBERS', KEYS[1])
 local released = 0
@@ -265,7 +267,7 @@ for _, m in ipairs(members) do
   end
 end
 redis.call('DEL', KEYS[1], KEYS[1] .. ':gone')
-return released
+return {released, redis.call('GET', KEYS[2]) or ''}
 """
 
 # KEYS: h. Live leases of one pool key, expired ones dropped first.
