@@ -6,19 +6,22 @@ scope is only proven against a real Redis.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from django_streamer.core.limiter.cluster.backend import ClusterBackend
 
-from .conftest import free_port
+from .conftest import ROOT, free_port
 
 
 class RedisServer:
@@ -102,3 +105,48 @@ def backend(server: RedisServer, **options: object) -> ClusterBackend:
     made = ClusterBackend(server.url, **options)  # type: ignore[arg-type]
     made_backends.append(made)
     return made
+
+
+HOLD = """
+import sys, time
+from django_streamer.core.limiter.cluster.backend import ClusterBackend
+backend = ClusterBackend(sys.argv[1], lease=float(sys.argv[2]), on_error="closed")
+leases = [backend.try_acquire("held", "k", 5) for _ in range(2)]
+assert all(leases)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@contextmanager
+def holding(server: RedisServer, lease: float) -> Iterator[int]:
+    """Another process holding two leases of ("held", "k") while the block runs
+    (its heartbeat renewing them); its pid. SIGKILLed at the end: no release."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD, server.url, str(lease)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+            yield proc.pid
+        finally:
+            proc.kill()
+
+
+def kill_holder(server: RedisServer, lease: float) -> int:
+    """Start a process holding two leases of ("held", "k"), SIGKILL it, return its pid."""
+    with holding(server, lease) as pid:
+        return pid
+
+
+def until(condition: Callable[[], object], timeout: float, step: float = 0.01) -> float:
+    """Seconds until ``condition()`` holds; fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started

@@ -136,7 +136,48 @@ def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: Redis
         for response in held:
             response.close()
         scraped_soon(name, in_use=0)
-        index = other_host.keys(name, "").index
-        assert other_host.client.zcard(index) == 0  # keys nothing holds are dropped
+        # Each admission drops the (two) oldest keys nothing holds from the index.
+        for _ in range(2):
+            other_host.try_acquire(name, "dee", 1).release()  # type: ignore[union-attr]
+            other_host.flush()
+        dee = other_host.keys(name, "dee")
+        assert other_host.client.zrange(dee.index, 0, -1) == [dee.base.encode()]
     finally:
         other_host.close()
+
+
+def test_a_keyed_pool_s_index_keeps_at_most_its_cap(redis_server: RedisServer):
+    # One entry per client (key="ip" over IPv6): the oldest go past the cap.
+    b = ClusterBackend(redis_server.url, on_error="closed", index_cap=20)
+    try:
+        leases = [b.try_acquire("ips", f"2001:db8::{i:x}", 1) for i in range(60)]
+        assert all(leases)  # all held: none of them is dropped as unused
+        assert b.client.zcard(b.index("ips")) == 20
+        assert b.in_use_many(["ips"]) == {"ips": 20}  # the count covers the indexed keys
+    finally:
+        b.close()
+
+
+def test_pruning_and_counting_a_huge_index_holds_redis_up_for_no_call(
+    redis_server: RedisServer,
+):
+    # An index grown large (by an earlier version, or a cap raised and lowered):
+    # no single script may walk all of it; 300,000 took 1.56 s in one call.
+    b = ClusterBackend(redis_server.url, on_error="closed", index_cap=1000)
+    admin = b.client.__class__.from_url(redis_server.url)
+    try:
+        index = b.index("huge")
+        for first in range(0, 200_000, 20_000):
+            admin.zadd(index, {f"streamer:{{gone{i}}}": i for i in range(first, first + 20_000)})
+        admin.config_set("slowlog-log-slower-than", 20_000)  # microseconds
+        admin.slowlog_reset()
+        for _ in range(3):
+            b.try_acquire("huge", "k", 1).release()  # type: ignore[union-attr]
+            b.flush()
+        assert b.in_use_many(["huge"]) == {"huge": 0}
+        assert admin.slowlog_len() == 0, admin.slowlog_get()  # no call took 20 ms
+        # Each admission dropped at most 100 past the cap (and two unused).
+        assert 200_000 - 3 * 102 <= admin.zcard(index) < 200_000
+    finally:
+        admin.close()
+        b.close()

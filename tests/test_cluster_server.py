@@ -39,7 +39,7 @@ class Hosts:
         return self.reader.in_use(pool, "", limit)
 
 
-def start_hosts(tmp_path: Path, on_error: str = "local") -> Iterator[Hosts]:
+def start_hosts(tmp_path: Path, on_error: str = "local", workers: int = 2) -> Iterator[Hosts]:
     for redis in running_redis(tmp_path):
         env = {
             "STREAMER_TEST_REDIS_URL": redis.url,
@@ -50,8 +50,8 @@ def start_hosts(tmp_path: Path, on_error: str = "local") -> Iterator[Hosts]:
         # The package's config for its child_exit hook; enough threads that no
         # request queues behind a busy worker's streams.
         config = ["-c", "python:django_streamer.gunicorn_config", "--threads", "16"]
-        a = start_gunicorn(tmp_path, "gthread", workers=2, extra=config, env=env)
-        b = start_gunicorn(tmp_path, "gthread", workers=2, extra=config, env=env)
+        a = start_gunicorn(tmp_path, "gthread", workers=workers, extra=config, env=env)
+        b = start_gunicorn(tmp_path, "gthread", workers=workers, extra=config, env=env)
         reader = ClusterBackend(redis.url, on_error="closed")
         warm_up(a, b)
         try:
@@ -219,6 +219,33 @@ def test_redis_restarted_empty_gets_the_held_slots_re_registered(hosts: Hosts):
         until(lambda: hosts.in_use("c-reject", 3) == 2, timeout=LEASE / 3 + 0.8)
         assert all(h.result().complete for h in holders)
     until(lambda: hosts.in_use("c-reject", 3) == 0, timeout=2)
+
+
+def test_redis_restarted_empty_admits_nobody_past_the_limit_while_the_slots_are_held(
+    tmp_path: Path,
+):
+    # One worker a host, so that every worker has been admitted once before the
+    # restart: a worker started after it cannot tell it from a new Redis.
+    for hosts in start_hosts(tmp_path, workers=1):
+        assert [r.status for r in spread(hosts, [slow("/cluster/reject/", 0.1)] * 2)] == [200] * 2
+        with ThreadPoolExecutor(3) as pool:
+            servers, tags = (hosts.a, hosts.a, hosts.b), [tag() for _ in range(3)]
+            path = "/cluster/reject/?kind=sync&items=40&delay=0.1&flush=0&tag="
+            holders = [
+                pool.submit(fetch, s.host, s.port, path + t, timeout=30)
+                for s, t in zip(servers, tags, strict=True)
+            ]
+            for server, t in zip(servers, tags, strict=True):
+                server.wait_for_event("admitted", t, timeout=5)
+            hosts.redis.restart_empty()
+            restarted = time.monotonic()
+            newcomers: list[WireResponse] = []
+            # Past both hosts' next heartbeat (lease / 3): until then Redis
+            # counted none of the 3 streams, and admitted 3 more next to them.
+            while time.monotonic() - restarted < LEASE / 3 + 0.5:
+                newcomers += spread(hosts, [slow("/cluster/reject/", 0.1)] * 4)
+            assert all(h.result().complete for h in holders)
+        assert newcomers and [r.status for r in newcomers] == [503] * len(newcomers)
 
 
 def limiter_figures(server: Server, pool: str) -> dict[str, float]:

@@ -75,8 +75,12 @@ class AsyncSide:
                     with b.carrying_releases(call) as carried:
                         reply = await scripts["ACQUIRE"](**carried)
                 except redis.RedisError as exc:
+                    b.releases.keep([keys.base, ident])  # it may run yet: Releaser.keep
                     b.failed(pool, exc)
                     return await self._fallback_wait(pool, key, limit, deadline)
+                except asyncio.CancelledError:
+                    b.releases.resend([keys.base, ident])  # Redis may have admitted it
+                    raise
                 turn = b.turn(reply, keys, ident, sent, deadline)
                 if not isinstance(turn, float):
                     admitted = True

@@ -18,8 +18,11 @@ seconds without renewal, so a host that dies gives its slots back by then; a
 gunicorn worker that dies gives them back at once through ``release_owner``.
 
 While Redis cannot be reached (the breaker is open) no request talks to it:
-``on_error`` says what happens instead (``fallback.py``). Counting and a dead
-worker's leases are in ``reading.py``.
+``on_error`` says what happens instead (``fallback.py``); releases wait and go
+once it answers again. After Redis restarted empty, nothing new is admitted for
+one lease while every process adds its leases back (the epoch, ``scripts.py``;
+``docs/cluster-recovery.md``). Counting and a dead worker's leases are in
+``reading.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .fallback import OPEN_LEASE, Fallback
 from .heartbeat import Breaker, Heartbeat, Wakeups
 from .leases import ClusterLease, Keys, LeaseBook
 from .releases import REUSE_WINDOW, Quiet, Releaser
+from .releases import hand_off as take_back
 from .sync import SyncSide
 
 __all__ = ["OPEN_LEASE", "ClusterBackend"]
@@ -50,6 +54,7 @@ __all__ = ["OPEN_LEASE", "ClusterBackend"]
 POLL = 1.0  # seconds between retries of a waiter that heard no wake-up
 RELEASE_DELAY = 0.005  # seconds a release waits for an admission to ride with
 KEYS_CACHED = 4096  # pool keys whose Redis names are remembered (cleared when full)
+INDEX_CAP = 10_000  # pool keys a pool's Redis index keeps for the metrics (oldest dropped)
 SCRIPTS = ("ACQUIRE", "RELEASE", "GIVE_UP", "RENEW", "RELEASE_OWNER", "IN_USE")
 
 
@@ -69,6 +74,7 @@ class ClusterBackend:
         probe: float = 0.25,
         release_delay: float = RELEASE_DELAY,
         reuse_window: float = REUSE_WINDOW,
+        index_cap: int = INDEX_CAP,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import redis
@@ -93,6 +99,10 @@ class ClusterBackend:
         self._probe = probe
         self.release_delay = release_delay
         self.reuse_window = reuse_window
+        self.index_cap = index_cap
+        # The last epoch (scripts.py) seen: a process that saw one knows that a
+        # Redis without one restarted empty. Still true in a forked child.
+        self.epoch = ""
         self._fresh_process()
         os.register_at_fork(after_in_child=self._fresh_process)
 
@@ -119,9 +129,6 @@ class ClusterBackend:
             hold=lambda bases: self.quiet.left(bases, self.clock()),
         )
         self.handoffs = 0  # admissions that took a pending release back (tests, bench)
-        # Redis lost this process's owner set (restarted empty) and an ACQUIRE
-        # recreated it: the next RENEW adds every listed lease back.
-        self.renew_all = False
         self._keys: dict[tuple[str, str], Keys] = {}
 
     def _pubsub(self) -> object:
@@ -153,10 +160,17 @@ class ClusterBackend:
     def keep_ms(self) -> int:
         return int(max(self.lease, 3.0) * 3000)
 
+    def epoch_keys(self) -> list[str]:
+        """The Redis keys of the epoch and of its recovery window (``scripts.py``)."""
+        return [f"{self.prefix}epoch", f"{self.prefix}epoch:recovering"]
+
     def acquire_call(self, keys: Keys, ident: str, limit: int, wait: bool) -> dict[str, Any]:
         """ACQUIRE's keys and arguments; each attempt appends the releases it carries."""
         args = [keys.base, ident, limit, int(self.lease * 1000), int(wait), self.keep_ms()]
-        return {"keys": [self.owner_key(), keys.index], "args": [*args, self.channel]}
+        return {
+            "keys": [self.owner_key(), keys.index, *self.epoch_keys()],
+            "args": [*args, self.channel, self.epoch, self.index_cap],
+        }
 
     @contextlib.contextmanager
     def carrying_releases(self, call: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -177,12 +191,17 @@ class ClusterBackend:
 
     def _send_releases(self, pairs: list[str]) -> None:
         if self.breaker.is_open:
-            return  # Redis forgets them within the lease
+            # Kept until Redis answers again (the heartbeat flushes them then):
+            # dropped, they would fill their keys until their leases ran out.
+            self.releases.keep(pairs)
+            return
         import redis
 
+        args = [self.channel, self.keep_ms(), *pairs]
         try:
-            self.calls("RELEASE", keys=[self.owner_key()], args=[self.channel, *pairs])
+            self.calls("RELEASE", keys=[self.owner_key()], args=args)
         except redis.RedisError as exc:
+            self.releases.keep(pairs)
             self.failed(None, exc)
 
     def flush(self) -> None:
@@ -195,37 +214,15 @@ class ClusterBackend:
     def new_ident(self) -> str:
         return f"{self.owner}:{self._token}:{next(self._ids)}"
 
-    def admitted(self, keys: Keys, ident: str, renewed: float) -> ClusterLease:
-        lease = ClusterLease(self.release, keys, ident, renewed)
+    def admitted(self, keys: Keys, ident: str, renewed: float, epoch: str) -> ClusterLease:
+        lease = ClusterLease(self.release, keys, ident, renewed, epoch)
         self.leases.add(lease)
         self.heartbeat.ensure_running()
         return lease
 
     def hand_off(self, keys: Keys, limit: int) -> ClusterLease | None:
-        """A pending release of ``keys`` taken back for this admission: no round trip.
-
-        Only while Redis's last reply for the key is recent, saw no waiter and
-        counted no more than ``limit`` leases (``releases.Quiet``), and only a
-        lease certainly still alive in Redis: not lost, and renewed within half
-        a lease (the heartbeat, every third of one, renews it again long before
-        it could expire).
-        """
-        now = self.clock()
-        if self.breaker.is_open or not self.quiet.allows(keys.base, now, limit):
-            return None
-        alive_since = now - self.lease / 2
-        old = self.releases.reclaim(
-            keys.base, lambda lease: not lease.lost and lease.renewed > alive_since
-        )
-        if old is None:
-            return None
-        # The same id in Redis (count, owner set, expiry): only the Python object is new.
-        lease = ClusterLease(self.release, keys, old.ident, old.renewed)
-        if not self.leases.hand_on(old, lease):
-            return None  # a late renewal found it gone meanwhile
-        self.handoffs += 1
-        self.heartbeat.ensure_running()
-        return lease
+        """A pending release of ``keys`` taken back for this admission (``releases.py``)."""
+        return take_back(self, keys, limit)
 
     def failed(self, pool: str | None, exc: BaseException) -> None:
         if pool is not None:
@@ -241,14 +238,16 @@ class ClusterBackend:
     ) -> ClusterLease | float:
         """After one ACQUIRE sent at ``sent``: the lease, or seconds to wait (<= 0: give up).
 
-        ``reply`` is (admitted 0/1, held, waiters queued for the key, owner set missing).
+        ``reply`` is (admitted 0/1, held, waiters queued for the key, Redis's epoch).
         """
         self.quiet.heard(keys.base, sent, reply[2], reply[1])
-        if reply[3] and len(self.leases):  # ours were in Redis: it restarted empty
-            self.renew_all = True
-            self.heartbeat.poke()
+        epoch = reply[3].decode()
+        if epoch != self.epoch:
+            self.epoch = epoch
+            if len(self.leases):  # Redis restarted empty: add ours back now
+                self.heartbeat.poke()
         if reply[0]:
-            return self.admitted(keys, ident, sent)  # Redis set its expiry after ``sent``
+            return self.admitted(keys, ident, sent, epoch)  # expiry set after ``sent``
         return min(deadline - self.clock(), POLL)
 
     # -- admission -------------------------------------------------------------
@@ -271,9 +270,10 @@ class ClusterBackend:
     def release(self, lease: ClusterLease) -> None:
         if not self.leases.close(lease):
             return
-        if lease.lost or self.breaker.is_open:
-            return  # Redis forgets it within the lease
-        # Sent later, off this thread (so never blocking an event loop either).
+        if lease.lost:
+            return  # Redis forgot it already
+        # Sent later, off this thread (so never blocking an event loop either),
+        # and while Redis cannot be reached, once it can again.
         self.releases.add(lease)
 
     def _beat(self) -> None:

@@ -20,15 +20,21 @@ class Keys:
 
 
 class ClusterLease:
-    __slots__ = ("_release", "ident", "keys", "lost", "released", "renewed")
+    __slots__ = ("_release", "epoch", "ident", "keys", "lost", "released", "renewed")
 
     def __init__(
-        self, release: Callable[[ClusterLease], None], keys: Keys, ident: str, now: float
+        self,
+        release: Callable[[ClusterLease], None],
+        keys: Keys,
+        ident: str,
+        now: float,
+        epoch: str,
     ) -> None:
         self._release = release
         self.keys = keys
         self.ident = ident
         self.renewed = now  # when the last renewal that succeeded was sent
+        self.epoch = epoch  # the Redis (scripts.py's epoch) that counts it
         self.lost = False
         self.released = False
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from . import scripts as lua
 
+PAGE = 1000  # pool keys one IN_USE_POOL call reads: Redis serves others between pages
+
 if TYPE_CHECKING:
     from .backend import ClusterBackend
 
@@ -32,6 +34,8 @@ def in_use(backend: ClusterBackend, pool: str, key: str, limit: int) -> int:
 def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | None:
     """The slots held cluster-wide of each pool, over all its keys, in one round trip.
 
+    One script call per :data:`PAGE` of a pool's index (at most
+    ``backend.index_cap`` keys), so no single call holds Redis up for long.
     None while Redis cannot be reached (the breaker is open, or this call
     failed): the caller shows the pools as running on their fallback.
     """
@@ -42,19 +46,27 @@ def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | N
     backend.flush()
     pipe = backend.client.pipeline(transaction=False)
     script = backend.client.register_script(lua.IN_USE_POOL)
+    pages = range(0, backend.index_cap, PAGE)
     for pool in pools:
-        script(keys=[backend.index(pool)], client=pipe)
-    if not pools:
-        pipe.ping()  # still ask: the answer says whether Redis is there
+        for first in pages:
+            last = min(first + PAGE, backend.index_cap) - 1
+            script(keys=[backend.index(pool)], args=[first, last], client=pipe)
+    pipe.ping()  # an answer even with no pool: it says whether Redis is there
     try:
-        replies = pipe.execute()[: len(pools)]
+        replies = pipe.execute()[:-1]
     except redis.RedisError as exc:
         backend.failed(None, exc)
         return None
-    return {pool: int(n) for pool, n in zip(pools, replies, strict=True)}
+    per_pool = len(pages)
+    return {
+        pool: sum(int(n) for n in replies[i * per_pool : (i + 1) * per_pool])
+        for i, pool in enumerate(pools)
+    }
 
 
 def release_owner(backend: ClusterBackend, owner: str) -> int:
     """Drop every lease of ``owner`` ("host:pid"), a process known to be dead."""
-    keys = [backend.owner_key(owner)]
-    return int(backend.calls("RELEASE_OWNER", keys=keys, args=[backend.channel]))
+    keys = [backend.owner_key(owner), backend.epoch_keys()[0]]
+    released, epoch = backend.calls("RELEASE_OWNER", keys=keys, args=[backend.channel])
+    backend.epoch = epoch.decode() or backend.epoch  # inherited by the workers forked next
+    return int(released)

@@ -30,9 +30,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .heartbeat import log
-from .leases import ClusterLease
+from .leases import ClusterLease, Keys
+
+if TYPE_CHECKING:
+    from .backend import ClusterBackend
 
 REUSE_WINDOW = 0.025  # seconds an ACQUIRE reply that saw no waiter allows hand-offs
 QUIET_KEYS = 4096  # pool keys remembered (cleared when full: a forgotten key asks Redis)
@@ -139,6 +143,17 @@ class Releaser:
         if first:
             self._wake.set()
 
+    def keep(self, pairs: list[str]) -> None:
+        """Pairs to send once Redis answers (the heartbeat flushes them then),
+        kept without waking the thread (it would spin while Redis is away).
+
+        Releases that could not be sent, and the lease of an ACQUIRE that
+        failed: a stalled Redis still runs what it had received, after the
+        caller gave up, and that lease would hold a slot for a whole lease.
+        """
+        with self._lock:
+            self._again += pairs
+
     def _start_locked(self) -> None:
         if self._thread is None and not self.stopped:
             self._thread = threading.Thread(
@@ -228,3 +243,31 @@ class Releaser:
                 self.flush()
             except Exception:
                 log.exception("django-streamer: cluster release failed")
+
+
+def hand_off(backend: ClusterBackend, keys: Keys, limit: int) -> ClusterLease | None:
+    """A pending release of ``keys`` taken back for this admission: no round trip.
+
+    Only while Redis's last reply for the key is recent, saw no waiter and
+    counted no more than ``limit`` leases (:class:`Quiet`), and only a lease
+    certainly still alive in Redis: not lost, and renewed within half a lease
+    (the heartbeat, every third of one, renews it again long before it could
+    expire).
+    """
+    b = backend
+    now = b.clock()
+    if b.breaker.is_open or not b.quiet.allows(keys.base, now, limit):
+        return None
+    alive_since = now - b.lease / 2
+    old = b.releases.reclaim(
+        keys.base, lambda lease: not lease.lost and lease.renewed > alive_since
+    )
+    if old is None:
+        return None
+    # The same id in Redis (count, owner set, expiry): only the Python object is new.
+    lease = ClusterLease(b.release, keys, old.ident, old.renewed, old.epoch)
+    if not b.leases.hand_on(old, lease):
+        return None  # a late renewal found it gone meanwhile
+    b.handoffs += 1
+    b.heartbeat.ensure_running()
+    return lease

@@ -46,6 +46,7 @@ class SyncSide:
                     with b.carrying_releases(call) as carried:
                         reply = b.calls("ACQUIRE", **carried)
                 except redis.RedisError as exc:
+                    b.releases.keep([keys.base, ident])  # it may run yet: Releaser.keep
                     b.failed(pool, exc)
                     return b.fallback.wait(pool, key, limit, deadline)
                 turn = b.turn(reply, keys, ident, sent, deadline)
