@@ -150,6 +150,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         check_configuration(app_configs)
         + check_security(app_configs)
         + check_compression(app_configs)
+        + check_middleware(app_configs)
     )
 
 
@@ -160,6 +161,7 @@ def register() -> None:
     checks.register(check_drain, checks.Tags.compatibility)
     checks.register(check_cluster, checks.Tags.compatibility)
     checks.register(check_compression, checks.Tags.compatibility)
+    checks.register(check_middleware, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
@@ -363,3 +365,21 @@ def _compresses(path: object) -> bool:
     except ImportError:
         return False
     return isinstance(cls, type) and issubclass(cls, GZipMiddleware)
+
+
+MIDDLEWARE_PATH = "django_streamer.middleware.StreamerMiddleware"
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W007: without StreamerMiddleware a source failing at once is not Django's 500."""
+    if MIDDLEWARE_PATH in (getattr(settings, "MIDDLEWARE", None) or ()):
+        return []
+    return [
+        checks.Warning(
+            f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: a stream whose source fails before "
+            "its first byte cannot get Django's 500 response (handler500, the "
+            "django.request log); the client sees a cut response instead.",
+            hint=f"Add {MIDDLEWARE_PATH!r} at the end of MIDDLEWARE.",
+            id="django_streamer.W007",
+        )
+    ]

@@ -23,6 +23,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_streamer.middleware.StreamerMiddleware",
 ]
 ROOT_URLCONF = os.environ.get("STREAMER_TEST_URLCONF", "tests.urls")
 # A file when a gunicorn test needs one database for all its workers.

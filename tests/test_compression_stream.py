@@ -72,7 +72,7 @@ def test_the_setting_turns_it_on_and_false_turns_it_off():
 
 def test_a_small_body_gets_the_compressed_length():
     response = respond(rf.get("/", HTTP_ACCEPT_ENCODING="gzip"), iter([BODY[:3000]]), compress=True)
-    response.render()
+    response.prime()
     body = b"".join(response)
     assert int(response["Content-Length"]) == len(body)
     assert decode("gzip", body) == BODY[:3000]
