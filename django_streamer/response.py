@@ -7,6 +7,7 @@ import contextlib
 import logging
 import mimetypes
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
@@ -21,7 +22,7 @@ from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
 from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
-from .core.sendtimeout import guard_sends, set_socket_timeout
+from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
 from .extensions import extensions
@@ -56,6 +57,8 @@ class StreamingResponse(StreamingHttpResponse):
     stream: Stream
     file_to_stream: FileSender | None = None
     send_timeout: float | None = None
+    # The connection's socket when the server let us set a send timeout on it.
+    client_socket: socket.socket | None = None
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
     _replaced = False
@@ -135,6 +138,8 @@ class StreamingResponse(StreamingHttpResponse):
             stream = self.__dict__.get("stream")
             if stream is not None:
                 stream.close()
+                if self.client_socket is not None and stream.outcome is Outcome.ABORTED:
+                    drop_if_stalled(self.client_socket)
             if self._content_close is not None:
                 # As Django's close() does for its closers: a wrapper that calls
                 # close() from its own ``finally`` (the test client's) raises
@@ -262,7 +267,9 @@ def stream_response(
     response.send_timeout = send_timeout
     if send_timeout is not None and request is not None:
         # WSGI under gunicorn: the connection's socket (sync and gthread workers).
-        set_socket_timeout(request.META.get("gunicorn.socket"), send_timeout)
+        sock = request.META.get("gunicorn.socket")
+        if set_socket_timeout(sock, send_timeout):
+            response.client_socket = sock
     return response
 
 
