@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
@@ -132,15 +134,31 @@ def post_worker_init(worker: object) -> None:
     """Drain on SIGTERM: long-lived streams end cleanly, limited views refuse new requests.
 
     And when the worker recycles itself (``max_requests``): streams end cleanly.
+    Also tells the arbiter the settings module, and warns (W005) if the drain's
+    spread is not shorter than the real ``graceful_timeout``.
     """
-    from django_streamer.drain_hooks import drain_on_recycle, drain_on_sigterm
+    from django_streamer.drain_hooks import (
+        drain_on_recycle,
+        drain_on_sigterm,
+        warn_if_spread_too_long,
+    )
 
     module = os.environ.get("DJANGO_SETTINGS_MODULE")  # set by now: the app is loaded
     if _note is not None and module:
         _note.write(module)
     drain_on_sigterm(worker)
     drain_on_recycle(worker)
+    _warn_on_settings(worker, warn_if_spread_too_long)
     _start_fleet_publisher(worker)
+
+
+def _warn_on_settings(worker: object, check: Callable[[Any], object]) -> None:
+    try:
+        check(worker)
+    except Exception as exc:  # a bad value: the first request that reads it says so too
+        log = getattr(worker, "log", None)
+        if log is not None:
+            log.warning("django-streamer: %s", exc)
 
 
 def _start_fleet_publisher(worker: object) -> None:

@@ -60,7 +60,7 @@ STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.m
 )
 STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]
 STATIC_URL = "/static/"
-STREAMER_DRAIN_TIMEOUT = float(os.environ.get("STREAMER_TEST_DRAIN_TIMEOUT", "5"))
+STREAMER_DRAIN_SPREAD = float(os.environ.get("STREAMER_TEST_DRAIN_TIMEOUT", "5"))
 # The send-timeout tests use a short one.
 STREAMER_SEND_TIMEOUT = float(os.environ.get("STREAMER_TEST_SEND_TIMEOUT", "60"))
 # The cluster tests point gunicorn masters at their own redis-server.

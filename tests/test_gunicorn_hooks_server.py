@@ -60,3 +60,28 @@ def test_a_sigkilled_workers_cluster_slot_is_back_at_once_without_the_variable(
         finally:
             reader.close()
             stop_gunicorn(server)
+
+
+@pytest.mark.parametrize(("graceful", "warned"), [(3, True), (8, False)])
+def test_w005_compares_the_drain_spread_with_the_real_graceful_timeout(
+    tmp_path: Path, graceful: int, warned: bool
+) -> None:
+    # graceful_timeout from the command line, as a deployment sets it: the
+    # process running `manage.py check` never sees it; the worker does.
+    config = ["-c", "python:django_streamer.gunicorn_config", "--graceful-timeout", str(graceful)]
+    server = start_gunicorn(
+        tmp_path, "gthread", extra=config, env={"STREAMER_TEST_DRAIN_TIMEOUT": "5"}
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "Booting worker" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fetch(server.host, server.port, "/stream/?kind=sync&items=1")  # the worker is up
+    finally:
+        stop_gunicorn(server)
+    log = server.log()
+    expected = (
+        f"django_streamer.W005: STREAMER_DRAIN_SPREAD (5.0 s) is not shorter than "
+        f"gunicorn's graceful_timeout ({graceful} s)"
+    )
+    assert (expected in log) is warned, log
