@@ -22,6 +22,7 @@ from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
 from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
+from .core.sendfile import SLICE
 from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
@@ -57,8 +58,12 @@ class StreamingResponse(StreamingHttpResponse):
     stream: Stream
     file_to_stream: FileSender | None = None
     send_timeout: float | None = None
-    # The connection's socket when the server let us set a send timeout on it.
+    # The connection's socket, when the server gives it (gunicorn's WSGI workers).
     client_socket: socket.socket | None = None
+    # A file we send on ``client_socket`` ourselves, slice by slice (progress shows).
+    _slices: FileSender | None = None
+    # Bytes per sendfile() call then (bench/run.py's file row compares sizes).
+    sendfile_slice: int = SLICE
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
     _replaced = False
@@ -74,6 +79,16 @@ class StreamingResponse(StreamingHttpResponse):
             # Django's WSGIHandler hands this to ``wsgi.file_wrapper``: sendfile.
             self.file_to_stream = sender
             self.block_size = stream.chunk_size
+
+    def send_file_in_slices(self, sock: socket.socket) -> None:
+        """Send the file on ``sock`` in slices, not through ``wsgi.file_wrapper``.
+
+        Still sendfile, but each slice is counted as it is handed over, so the
+        metrics and the dashboard show a download's progress.
+        """
+        if self.file_to_stream is not None and self.stream.length is not None:
+            self._slices, self.file_to_stream = self.file_to_stream, None
+            self.client_socket = sock
 
     # -- the public hooks ------------------------------------------------
 
@@ -122,6 +137,7 @@ class StreamingResponse(StreamingHttpResponse):
     def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
             return cast("Iterator[bytes] | AsyncIterator[bytes]", self._content)
+        self._unsendfile()  # a wrapper reads the chunks: no sendfile behind its back
         return self.__aiter__() if self.is_async else self.__iter__()
 
     @streaming_content.setter
@@ -138,8 +154,9 @@ class StreamingResponse(StreamingHttpResponse):
             stream = self.__dict__.get("stream")
             if stream is not None:
                 stream.close()
-                if self.client_socket is not None and stream.outcome is Outcome.ABORTED:
-                    drop_if_stalled(self.client_socket)
+                sock = self.client_socket
+                if sock is not None and self.send_timeout and stream.outcome is Outcome.ABORTED:
+                    drop_if_stalled(sock)
             if self._content_close is not None:
                 # As Django's close() does for its closers: a wrapper that calls
                 # close() from its own ``finally`` (the test client's) raises
@@ -151,13 +168,18 @@ class StreamingResponse(StreamingHttpResponse):
 
     def _unsendfile(self) -> None:
         # Iterating means the sendfile path was not taken: read the file instead.
-        if self.file_to_stream is not None:
-            self.file_to_stream = None
+        if self.file_to_stream is not None or self._slices is not None:
+            self.file_to_stream = self._slices = None
             self.stream.cancel_sendfile()
 
     def __iter__(self) -> Iterator[bytes]:
         if self._replaced:
             return iter_async(self._content) if self.is_async else self._content
+        if self._slices is not None and self.client_socket is not None:
+            assert self.stream.length is not None  # send_file_in_slices() checked
+            return self._slices.send_slices(
+                self.client_socket, self.stream.length, slice_size=self.sendfile_slice
+            )
         self._unsendfile()
         return self.stream.sync_chunks()
 
@@ -265,12 +287,21 @@ def stream_response(
         raise
     response.attach(stream)
     response.send_timeout = send_timeout
-    if send_timeout is not None and request is not None:
-        # WSGI under gunicorn: the connection's socket (sync and gthread workers).
-        sock = request.META.get("gunicorn.socket")
-        if set_socket_timeout(sock, send_timeout):
-            response.client_socket = sock
+    if request is not None:
+        _use_socket(request, response, send_timeout)
     return response
+
+
+def _use_socket(request: HttpRequest, response: StreamingResponse, timeout: float | None) -> None:
+    """WSGI under gunicorn (sync and gthread workers): the connection's socket."""
+    sock = request.META.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return
+    response.client_socket = sock
+    if timeout is not None:
+        set_socket_timeout(sock, timeout)
+    if request.method != "HEAD":  # the server leaves the body out
+        response.send_file_in_slices(sock)
 
 
 def _response(
