@@ -132,3 +132,21 @@ def test_a_head_request_for_a_file_gets_no_body(tmp_path: Path, worker: str) -> 
         assert wire.complete and wire.body == (b"x" * 32 + b"\n") * 1000
     finally:
         stop_gunicorn(server)
+
+
+@pytest.mark.server
+def test_the_connection_stays_usable_after_a_sliced_download(tmp_path: Path) -> None:
+    server = start_gunicorn(tmp_path, "gthread")
+    body = (b"x" * 32 + b"\n") * 1000
+    try:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            get = b"GET /stream/?kind=path&items=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(get + get)
+            data = b""
+            while data.count(body) < 2:
+                more = sock.recv(65536)
+                assert more, data[:300]
+                data += more
+        assert data.count(b"HTTP/1.1 200") == 2 and data.endswith(body)
+    finally:
+        stop_gunicorn(server)
