@@ -23,6 +23,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A server test adds a project's middleware here.
+    *os.environ.get("STREAMER_TEST_MIDDLEWARE", "").split(),
     "django_streamer.middleware.StreamerMiddleware",
 ]
 ROOT_URLCONF = os.environ.get("STREAMER_TEST_URLCONF", "tests.urls")

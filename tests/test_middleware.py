@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.test import override_settings
 
 from django_streamer.checks import check_settings
+from django_streamer.testing import fetch
 
-from .conftest import call_asgi, wsgi_iter
+from .conftest import call_asgi, start_gunicorn, start_uvicorn, stop_gunicorn, wsgi_iter
 
 PROJECT_MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -55,6 +57,24 @@ def test_a_failure_before_the_first_byte_still_reaches_handler500():
     assert (status[:3], b"".join(body)) == ("500", b"handler500 ran")
     result = asyncio.run(call_asgi("/stream/?kind=int"))
     assert (result.status, result.body) == (500, b"handler500 ran")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("model", ["gthread", "asgi", "uvicorn"])
+def test_a_context_data_middleware_leaves_streams_alone_on_the_wire(tmp_path, model):
+    env = {"STREAMER_TEST_MIDDLEWARE": f"{__name__}.SiteContextMiddleware"}
+    if model == "uvicorn":
+        server = start_uvicorn(tmp_path, env=env)
+    else:
+        server = start_gunicorn(tmp_path, model, env=env)
+    try:
+        wire = fetch(server.host, server.port, "/stream/?kind=sync&items=3&size=10")
+        assert (wire.status, wire.complete) == (200, True), wire.body[:300]
+        assert wire.body == b"xxxxxxxxx\n" * 3
+        failed = fetch(server.host, server.port, "/stream/?kind=int")
+        assert failed.status == 500 and b"<h1>Server Error (500)</h1>" in failed.body
+    finally:
+        stop_gunicorn(server)
 
 
 def test_w007_without_the_middleware():
