@@ -85,3 +85,31 @@ def test_w005_compares_the_drain_spread_with_the_real_graceful_timeout(
         f"gunicorn's graceful_timeout ({graceful} s)"
     )
     assert (expected in log) is warned, log
+
+
+def test_a_stopped_workers_metrics_file_is_folded_without_the_variable(tmp_path: Path) -> None:
+    # SIGTTOU: the arbiter stops one worker and starts none in its place, and
+    # nothing reads the metrics, so only its child_exit hook can fold the file.
+    config = ["-c", "python:django_streamer.gunicorn_config", "--threads", "4"]
+    server = start_gunicorn(
+        tmp_path, "gthread", workers=2, extra=config, unset=("DJANGO_SETTINGS_MODULE",)
+    )
+    metrics = tmp_path / f"metrics-{server.port}"
+    try:
+        pids = server.worker_pids()
+        deadline = time.monotonic() + 20
+        while any(not list(metrics.rglob(f"p-{pid}-*.bin")) for pid in pids):
+            assert time.monotonic() < deadline, "not every worker served a stream"
+            fetch(server.host, server.port, "/stream/?kind=sync&items=1")
+        os.kill(server.proc.pid, signal.SIGTTOU)
+        deadline = time.monotonic() + 10
+        while len(server.worker_pids()) == 2:
+            assert time.monotonic() < deadline, "no worker stopped"
+            time.sleep(0.05)
+        (stopped,) = set(pids) - set(server.worker_pids())
+        deadline = time.monotonic() + 5
+        while list(metrics.rglob(f"p-{stopped}-*.bin")):
+            assert time.monotonic() < deadline, (sorted(metrics.rglob("*.bin")), server.log())
+            time.sleep(0.05)
+    finally:
+        stop_gunicorn(server)
