@@ -15,7 +15,7 @@ from django.core import checks
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from .conf import conf, state_dir
+from .conf import RENAMED, conf, state_dir
 from .core.statedir import check_usable_dir
 
 # One id and hint per setting whose value is wrong (its type or range).
@@ -93,7 +93,7 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E025",
         "Give a name that tells this host from the others, e.g. 'web-2', or None.",
     ),
-    "STREAMER_DRAIN_TIMEOUT": (
+    "STREAMER_DRAIN_SPREAD": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",
     ),
@@ -154,6 +154,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         check_configuration(app_configs)
         + check_security(app_configs)
         + check_compression(app_configs)
+        + check_middleware(app_configs)
     )
 
 
@@ -164,6 +165,7 @@ def register() -> None:
     checks.register(check_drain, checks.Tags.compatibility)
     checks.register(check_cluster, checks.Tags.compatibility)
     checks.register(check_compression, checks.Tags.compatibility)
+    checks.register(check_middleware, checks.Tags.compatibility)
 
 
 def _directory_errors(name: str) -> list[checks.CheckMessage]:
@@ -258,24 +260,23 @@ def _routed() -> bool:
 
 
 def check_drain(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """``STREAMER_DRAIN_TIMEOUT`` must leave streams time to end before gunicorn kills them."""
-    from . import gunicorn_config
+    """W008: a setting under its old name.
 
-    if conf.problem("STREAMER_DRAIN_TIMEOUT") is not None:
-        return []  # E017 reports the value
-    value = conf.STREAMER_DRAIN_TIMEOUT
-    graceful = gunicorn_config.graceful_timeout
-    if value < graceful:
-        return []
-    return [
-        checks.Warning(
-            f"STREAMER_DRAIN_TIMEOUT ({value} s) is not shorter than gunicorn's "
-            f"graceful_timeout ({graceful} s): draining streams may be killed mid-way.",
-            hint="Lower STREAMER_DRAIN_TIMEOUT, or raise graceful_timeout "
-            "(GUNICORN_GRACEFUL_TIMEOUT with django_streamer.gunicorn_config).",
-            id="django_streamer.W005",
-        )
-    ]
+    (W005, the spread against gunicorn's real ``graceful_timeout``, is checked
+    where that is known: at worker start, ``drain_hooks.warn_if_spread_too_long``.)
+    """
+    messages: list[checks.CheckMessage] = []
+    for new, old in RENAMED.items():
+        if hasattr(settings, old):
+            also = f"; {new} is set too, so {old} is ignored" if hasattr(settings, new) else ""
+            messages.append(
+                checks.Warning(
+                    f"{old} is deprecated: it is a spread of SSE reconnects, not a timeout{also}.",
+                    hint=f"Rename it to {new}.",
+                    id="django_streamer.W008",
+                )
+            )
+    return messages
 
 
 def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -367,3 +368,21 @@ def _compresses(path: object) -> bool:
     except ImportError:
         return False
     return isinstance(cls, type) and issubclass(cls, GZipMiddleware)
+
+
+MIDDLEWARE_PATH = "django_streamer.middleware.StreamerMiddleware"
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W007: without StreamerMiddleware a source failing at once is not Django's 500."""
+    if MIDDLEWARE_PATH in (getattr(settings, "MIDDLEWARE", None) or ()):
+        return []
+    return [
+        checks.Warning(
+            f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: a stream whose source fails before "
+            "its first byte cannot get Django's 500 response (handler500, the "
+            "django.request log); the client sees a cut response instead.",
+            hint=f"Add {MIDDLEWARE_PATH!r} at the end of MIDDLEWARE.",
+            id="django_streamer.W007",
+        )
+    ]

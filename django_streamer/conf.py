@@ -43,13 +43,16 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_METRICS_ALLOW": None,
     "STREAMER_DASHBOARD_PERMISSION": None,
     "STREAMER_WRITER_BUFFER": 256 * 1024,
-    "STREAMER_DRAIN_TIMEOUT": 5,
+    "STREAMER_DRAIN_SPREAD": 5,
     "STREAMER_SSE_MAX_THREADS": 1000,
     "STREAMER_REDIS_URL": None,
     "STREAMER_CLUSTER_LEASE": 10,
     "STREAMER_CLUSTER_ON_ERROR": "local",
     "STREAMER_FLEET_HOST": None,
 }
+
+# Old names still read (with a deprecation warning, check W008) when the new one is unset.
+RENAMED: dict[str, str] = {"STREAMER_DRAIN_SPREAD": "STREAMER_DRAIN_TIMEOUT"}
 
 Validator = Callable[..., Any]
 
@@ -77,7 +80,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_METRICS_ALLOW": _optional(validate.network_list),
     "STREAMER_DASHBOARD_PERMISSION": validate.optional_str,
     "STREAMER_WRITER_BUFFER": validate.positive_int,
-    "STREAMER_DRAIN_TIMEOUT": validate.non_negative_number,
+    "STREAMER_DRAIN_SPREAD": validate.non_negative_number,
     "STREAMER_SSE_MAX_THREADS": validate.positive_int,
     "STREAMER_SEND_TIMEOUT": _optional(validate.positive_number),
     "STREAMER_REDIS_URL": validate.optional_redis_url,
@@ -108,9 +111,12 @@ class Settings:
             return self._memo[name]
         except KeyError:
             pass
-        raw = getattr(django_settings, name, DEFAULTS[name])
+        source = name
+        if not hasattr(django_settings, name) and hasattr(django_settings, RENAMED.get(name, "")):
+            source = RENAMED[name]
+        raw = getattr(django_settings, source, DEFAULTS[name])
         try:
-            value = VALIDATORS[name](raw, what=f"setting {name}")
+            value = VALIDATORS[name](raw, what=f"setting {source}")
         except ValueError as exc:
             raise ImproperlyConfigured(f"{exc}.") from None
         self._memo[name] = value
@@ -229,9 +235,9 @@ class Settings:
         return value
 
     @cached_property
-    def STREAMER_DRAIN_TIMEOUT(self) -> float:
-        """Seconds within which long-lived streams end once the worker drains."""
-        value: float = self._get("STREAMER_DRAIN_TIMEOUT")
+    def STREAMER_DRAIN_SPREAD(self) -> float:
+        """Seconds over which a drain spreads the ends of SSE streams (their reconnects)."""
+        value: float = self._get("STREAMER_DRAIN_SPREAD")
         return value
 
     @cached_property

@@ -35,7 +35,13 @@ from typing import Any
 
 from .core.drain import start_drain
 
-__all__ = ["DrainOnSignals", "chain_signal_handlers", "drain_on_recycle", "drain_on_sigterm"]
+__all__ = [
+    "DrainOnSignals",
+    "chain_signal_handlers",
+    "drain_on_recycle",
+    "drain_on_sigterm",
+    "warn_if_spread_too_long",
+]
 
 
 def drain_on_sigterm(worker: Any) -> None:
@@ -51,6 +57,29 @@ def drain_on_sigterm(worker: Any) -> None:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         return
     chain_signal_handlers(signal.SIGTERM)
+
+
+def warn_if_spread_too_long(worker: Any) -> bool:
+    """Log warning W005 if the drain may outlast gunicorn's real ``graceful_timeout``.
+
+    Checked in the worker, where the arbiter's configuration is known: a
+    system check only sees the environment of the process running ``check``.
+    """
+    from .conf import conf
+
+    spread = conf.STREAMER_DRAIN_SPREAD
+    graceful = worker.cfg.graceful_timeout
+    if spread < graceful:
+        return False
+    worker.log.warning(
+        "django_streamer.W005: STREAMER_DRAIN_SPREAD (%s s) is not shorter than gunicorn's "
+        "graceful_timeout (%s s): draining SSE streams may be killed mid-way. Lower the "
+        "setting or raise graceful_timeout (GUNICORN_GRACEFUL_TIMEOUT with "
+        "django_streamer.gunicorn_config).",
+        spread,
+        graceful,
+    )
+    return True
 
 
 def drain_on_recycle(worker: Any) -> None:

@@ -15,12 +15,19 @@ arbiter it is alive between requests, so any stream longer than ``timeout``
 (30 s by default) gets the worker SIGKILLed mid-stream. A gthread worker's main
 loop keeps notifying while threads stream, so ``timeout`` only catches a worker
 that is truly stuck. For an ASGI project, set ``worker_class = "asgi"``.
+
+The hooks work when ``DJANGO_SETTINGS_MODULE`` is set only in ``wsgi.py`` (as
+``startproject`` does): each worker tells the arbiter the module. If your own
+config file defines ``on_starting`` or ``post_worker_init``, call ours from it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
@@ -42,6 +49,50 @@ if worker_class == "asgi":
     asgi_lifespan = "off"
 
 
+class _SettingsNote:
+    """How workers tell the arbiter their ``DJANGO_SETTINGS_MODULE``.
+
+    A ``startproject`` sets it in ``wsgi.py``, which only the workers import
+    (without ``--preload``), so the arbiter's ``child_exit`` would not know the
+    project's settings. The note is an anonymous file (no name anyone could
+    make first) that the arbiter opens before forking and every worker inherits.
+    """
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (open for the arbiter's life)
+
+    def write(self, module: str) -> None:
+        os.pwrite(self.file.fileno(), module.encode() + b"\n", 0)
+
+    def read(self) -> str | None:
+        data = os.pread(self.file.fileno(), 4096, 0)
+        module = data.split(b"\n", 1)[0].decode()
+        return module or None
+
+
+_note: _SettingsNote | None = None
+
+
+def on_starting(server: object) -> None:
+    """In the arbiter, before any worker: open the note the workers write their settings to."""
+    global _note
+    if _note is None:
+        _note = _SettingsNote()
+
+
+def _settings_known() -> bool:
+    """Whether Django's settings can be read here, taking a worker's note if need be."""
+    from django.conf import settings
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE") or settings.configured:
+        return True
+    module = _note.read() if _note is not None else None
+    if module is None:
+        return False
+    os.environ["DJANGO_SETTINGS_MODULE"] = module
+    return True
+
+
 def child_exit(server: object, worker: object) -> None:
     """Fold the metrics file of a worker that exited (recycled, killed) at once.
 
@@ -52,9 +103,7 @@ def child_exit(server: object, worker: object) -> None:
     and writes files with plain calls, so a full disk is an error, not SIGBUS.
     """
     try:
-        from django.conf import settings
-
-        if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+        if not _settings_known():
             return
         from django_streamer.metrics import get_store
 
@@ -70,9 +119,7 @@ def child_exit(server: object, worker: object) -> None:
 def _release_cluster_slots(server: object, pid: int) -> None:
     """Give back a dead worker's cluster-scope slots now, not when its leases expire."""
     try:
-        from django.conf import settings
-
-        if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
+        if not _settings_known():
             return
         from django_streamer.cluster import release_dead_worker
 
@@ -87,12 +134,31 @@ def post_worker_init(worker: object) -> None:
     """Drain on SIGTERM: long-lived streams end cleanly, limited views refuse new requests.
 
     And when the worker recycles itself (``max_requests``): streams end cleanly.
+    Also tells the arbiter the settings module, and warns (W005) if the drain's
+    spread is not shorter than the real ``graceful_timeout``.
     """
-    from django_streamer.drain_hooks import drain_on_recycle, drain_on_sigterm
+    from django_streamer.drain_hooks import (
+        drain_on_recycle,
+        drain_on_sigterm,
+        warn_if_spread_too_long,
+    )
 
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")  # set by now: the app is loaded
+    if _note is not None and module:
+        _note.write(module)
     drain_on_sigterm(worker)
     drain_on_recycle(worker)
+    _warn_on_settings(worker, warn_if_spread_too_long)
     _start_fleet_publisher(worker)
+
+
+def _warn_on_settings(worker: object, check: Callable[[Any], object]) -> None:
+    try:
+        check(worker)
+    except Exception as exc:  # a bad value: the first request that reads it says so too
+        log = getattr(worker, "log", None)
+        if log is not None:
+            log.warning("django-streamer: %s", exc)
 
 
 def _start_fleet_publisher(worker: object) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
@@ -20,7 +22,8 @@ from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
 from .core.metrics.names import check_name
 from .core.recorder import Outcome, StreamRecorder
-from .core.sendtimeout import guard_sends, set_socket_timeout
+from .core.sendfile import SLICE
+from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
 from .extensions import extensions
@@ -55,27 +58,37 @@ class StreamingResponse(StreamingHttpResponse):
     stream: Stream
     file_to_stream: FileSender | None = None
     send_timeout: float | None = None
-    # Django's own slot for what to run at close(); it has no public way to
-    # add one (not in django-stubs).
-    _resource_closers: list[Callable[[], object]]
-    # What Django's setter stored: the wrapper someone put around our content.
-    # Django reads it back only through ``streaming_content``, which we override.
-    _iterator: Any
+    # The connection's socket, when the server gives it (gunicorn's WSGI workers).
+    client_socket: socket.socket | None = None
+    # A file we send on ``client_socket`` ourselves, slice by slice (progress shows).
+    _slices: FileSender | None = None
+    # Bytes per sendfile() call then (bench/run.py's file row compares sizes).
+    sendfile_slice: int = SLICE
     # Set when someone (Django's test client, a middleware) replaced the
     # content with a wrapper around what ``streaming_content`` gave them.
     _replaced = False
-    _post_render: list[Callable[[Any], Any]] | None = None
+    _content: Any = ()
+    _content_close: Callable[[], object] | None = None
 
     def attach(self, stream: Stream) -> None:
         """Serve ``stream``; the response's charset is what it encodes ``str`` with."""
         self.stream = stream
-        self._resource_closers.append(stream.close)
         self.is_async = stream.is_async
         sender = stream.sendfile()
         if sender is not None:
             # Django's WSGIHandler hands this to ``wsgi.file_wrapper``: sendfile.
             self.file_to_stream = sender
             self.block_size = stream.chunk_size
+
+    def send_file_in_slices(self, sock: socket.socket) -> None:
+        """Send the file on ``sock`` in slices, not through ``wsgi.file_wrapper``.
+
+        Still sendfile, but each slice is counted as it is handed over, so the
+        metrics and the dashboard show a download's progress.
+        """
+        if self.file_to_stream is not None and self.stream.length is not None:
+            self._slices, self.file_to_stream = self.file_to_stream, None
+            self.client_socket = sock
 
     # -- the public hooks ------------------------------------------------
 
@@ -92,49 +105,26 @@ class StreamingResponse(StreamingHttpResponse):
         """
         self.stream.add_recorder(_OnDone(callback))
 
-    # -- making the first chunk inside the view's error handling ---------
+    # -- making the first chunk inside Django's error handling ------------
 
-    @property
-    def render(self) -> Callable[[], Any]:
-        """Django's deferred-rendering hook (as ``TemplateResponse`` uses it).
+    def prime(self) -> None:
+        """Make the first chunk now, before the headers go (blocking).
 
-        Django calls ``render()`` right after the view, inside its exception
-        handling: a source that fails before its first chunk gets Django's
-        500 path (debug page, ``django.request`` log, ``handler500``). A
-        coroutine function under ASGI, so the wait does not block the loop.
+        ``StreamerMiddleware`` calls it right after the view, inside Django's
+        exception handling: a source that fails before its first chunk gets
+        Django's 500 path (debug page, ``django.request`` log, ``handler500``).
         """
-        return self._arender if _in_event_loop() else self._render
-
-    def _render(self) -> StreamingResponse:
         if not self._replaced and self.stream.can_prepare():
             self._set_length(self.stream.prepare())
-        return self._rendered()
 
-    async def _arender(self) -> StreamingResponse:
+    async def aprime(self) -> None:
+        """``prime()`` on an event loop: wait a little for the first chunk, never blocking."""
         if not self._replaced and self.stream.can_prepare():
             wait = max(self.stream.flush_interval, FIRST_CHUNK_MIN_WAIT)
             self._set_length(await self.stream.aprepare(wait))
             # Its first chunk is now a future on this loop: whoever wraps the
             # content (GZipMiddleware) must take the async side, whatever the source.
             self.is_async = True
-        return self._rendered()
-
-    def add_post_render_callback(self, callback: Callable[[Any], Any]) -> None:
-        """Run ``callback(response)`` after ``render()``, as ``TemplateResponse`` does.
-
-        Django's ``decorator_from_middleware`` (``gzip_page``, ``cache_page``)
-        sees ``render`` and defers the middleware's ``process_response`` to here.
-        """
-        if self._post_render is None:
-            self._post_render = []
-        self._post_render.append(callback)
-
-    def _rendered(self) -> StreamingResponse:
-        response = self
-        callbacks, self._post_render = self._post_render or [], None
-        for callback in callbacks:
-            response = callback(response) or response
-        return response
 
     def _set_length(self, length: int | None) -> None:
         # The whole body was the first chunk: Content-Length, no chunked framing.
@@ -146,31 +136,56 @@ class StreamingResponse(StreamingHttpResponse):
     @property
     def streaming_content(self) -> Iterator[bytes] | AsyncIterator[bytes]:
         if self._replaced:
-            return cast("Iterator[bytes] | AsyncIterator[bytes]", self._iterator)
+            return cast("Iterator[bytes] | AsyncIterator[bytes]", self._content)
+        self._unsendfile()  # a wrapper reads the chunks: no sendfile behind its back
         return self.__aiter__() if self.is_async else self.__iter__()
 
     @streaming_content.setter
     def streaming_content(self, value: Any) -> None:
-        # Django has no public setter that skips our property; this is the one
-        # StreamingHttpResponse's own setter calls.
-        self._set_streaming_content(value)  # type: ignore[attr-defined]
+        # As Django's own setter: iterate ``value`` once, close it with the response.
+        self.is_async = not hasattr(value, "__iter__")
+        self._content = aiter(value) if self.is_async else iter(value)
+        self._content_close = getattr(value, "close", None)
         self._replaced = hasattr(self, "stream")
+
+    def close(self) -> None:
+        """End the stream (aborted if unfinished), close a wrapper, then Django's close()."""
+        try:
+            stream = self.__dict__.get("stream")
+            if stream is not None:
+                stream.close()
+                sock = self.client_socket
+                if sock is not None and self.send_timeout and stream.outcome is Outcome.ABORTED:
+                    drop_if_stalled(sock)
+            if self._content_close is not None:
+                # As Django's close() does for its closers: a wrapper that calls
+                # close() from its own ``finally`` (the test client's) raises
+                # "generator already executing" here.
+                with contextlib.suppress(Exception):
+                    self._content_close()
+        finally:
+            super().close()
 
     def _unsendfile(self) -> None:
         # Iterating means the sendfile path was not taken: read the file instead.
-        if self.file_to_stream is not None:
-            self.file_to_stream = None
+        if self.file_to_stream is not None or self._slices is not None:
+            self.file_to_stream = self._slices = None
             self.stream.cancel_sendfile()
 
     def __iter__(self) -> Iterator[bytes]:
         if self._replaced:
-            return iter_async(self._iterator) if self.is_async else self._iterator
+            return iter_async(self._content) if self.is_async else self._content
+        if self._slices is not None and self.client_socket is not None:
+            assert self.stream.length is not None  # send_file_in_slices() checked
+            return self._slices.send_slices(
+                self.client_socket, self.stream.length, slice_size=self.sendfile_slice
+            )
         self._unsendfile()
         return self.stream.sync_chunks()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._replaced:
-            return self._iterator if self.is_async else aiter_sync(self._iterator)
+            return self._content if self.is_async else aiter_sync(self._content)
         self._unsendfile()
         chunks = self.stream.async_chunks()
         if self.send_timeout is None:
@@ -187,10 +202,10 @@ class StreamingResponse(StreamingHttpResponse):
         )
 
     def items(self) -> Any:
-        # A response that skipped render() (made by a middleware, say) under
-        # WSGI: Django's WSGIHandler reads the headers through items() right
-        # before start_response(), in the server thread, so the first chunk
-        # can still be made here for Content-Length.
+        # Without StreamerMiddleware (or above a wrapper) under WSGI: Django's
+        # WSGIHandler reads the headers through items() right before
+        # start_response(), so the first chunk can still be made here for
+        # Content-Length, though outside Django's error handling.
         if not self._replaced and self.stream.can_prepare() and not _in_event_loop():
             self._set_length(self.stream.prepare())
         return super().items()
@@ -272,10 +287,21 @@ def stream_response(
         raise
     response.attach(stream)
     response.send_timeout = send_timeout
-    if send_timeout is not None and request is not None:
-        # WSGI under gunicorn: the connection's socket (sync and gthread workers).
-        set_socket_timeout(request.META.get("gunicorn.socket"), send_timeout)
+    if request is not None:
+        _use_socket(request, response, send_timeout)
     return response
+
+
+def _use_socket(request: HttpRequest, response: StreamingResponse, timeout: float | None) -> None:
+    """WSGI under gunicorn (sync and gthread workers): the connection's socket."""
+    sock = request.META.get("gunicorn.socket")
+    if not isinstance(sock, socket.socket):
+        return
+    response.client_socket = sock
+    if timeout is not None:
+        set_socket_timeout(sock, timeout)
+    if request.method != "HEAD":  # the server leaves the body out
+        response.send_file_in_slices(sock)
 
 
 def _response(

@@ -65,7 +65,7 @@ def sse_response(
     if max_duration is not None:
         max_duration = positive_number(max_duration, what="sse_response: max_duration")
     schedule = Schedule(
-        ping=ping, retry=retry, max_duration=max_duration, drain_spread=conf.STREAMER_DRAIN_TIMEOUT
+        ping=ping, retry=retry, max_duration=max_duration, drain_spread=conf.STREAMER_DRAIN_SPREAD
     )
     if name is None:
         # Named as stream_response() names streams, but from our caller's

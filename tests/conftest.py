@@ -65,6 +65,7 @@ def start_gunicorn(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
     app: str | None = None,
+    unset: tuple[str, ...] = (),
 ) -> Server:
     port = free_port()
     log = tmp_path / f"gunicorn-{port}.log"
@@ -88,7 +89,7 @@ def start_gunicorn(
         *(extra or []),
         app,
     ]
-    proc, limiter_dir, events = _launch(cmd, tmp_path, port, log, env)
+    proc, limiter_dir, events = _launch(cmd, tmp_path, port, log, env, unset)
     server = Server(
         port=port,
         worker=worker,
@@ -107,9 +108,18 @@ def start_gunicorn(
 
 
 def _launch(
-    cmd: list[str], tmp_path: Path, port: int, log: Path, env: dict[str, str] | None
+    cmd: list[str],
+    tmp_path: Path,
+    port: int,
+    log: Path,
+    env: dict[str, str] | None,
+    unset: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """Start a server with this test's own state directories; return once it listens."""
+    """Start a server with this test's own state directories; return once it listens.
+
+    ``unset`` names variables the server must not get (``DJANGO_SETTINGS_MODULE``
+    for a project that sets it in ``wsgi.py`` only, as ``startproject`` does).
+    """
     limiter_dir = tmp_path / f"pools-{port}"
     events = tmp_path / f"events-{port}.log"
     full_env = {
@@ -121,6 +131,8 @@ def _launch(
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
+    for key in unset:
+        full_env.pop(key, None)
     name = Path(cmd[2]).name  # gunicorn or uvicorn
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log_file, stderr=log_file)

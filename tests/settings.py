@@ -23,6 +23,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A server test adds a project's middleware here.
+    *os.environ.get("STREAMER_TEST_MIDDLEWARE", "").split(),
+    "django_streamer.middleware.StreamerMiddleware",
 ]
 ROOT_URLCONF = os.environ.get("STREAMER_TEST_URLCONF", "tests.urls")
 # A file when a gunicorn test needs one database for all its workers.
@@ -59,7 +62,7 @@ STREAMER_METRICS_DIR = os.environ.get("STREAMER_TEST_METRICS_DIR") or tempfile.m
 )
 STREAMER_METRICS_ALLOW = ["127.0.0.1", "::1"]
 STATIC_URL = "/static/"
-STREAMER_DRAIN_TIMEOUT = float(os.environ.get("STREAMER_TEST_DRAIN_TIMEOUT", "5"))
+STREAMER_DRAIN_SPREAD = float(os.environ.get("STREAMER_TEST_DRAIN_TIMEOUT", "5"))
 STREAMER_SSE_MAX_THREADS = int(os.environ.get("STREAMER_TEST_SSE_MAX_THREADS", "1000"))
 # The send-timeout tests use a short one.
 STREAMER_SEND_TIMEOUT = float(os.environ.get("STREAMER_TEST_SEND_TIMEOUT", "60"))

@@ -162,7 +162,7 @@ def drain_soon(drain: Drain) -> threading.Timer:
 
 
 def test_a_sync_sse_stream_a_drain_ends_is_drained(drain, settings):
-    settings.STREAMER_DRAIN_TIMEOUT = 0
+    settings.STREAMER_DRAIN_SPREAD = 0
     response = feed(rf.get("/"))
     outcomes = Outcomes()
     response.add_recorder(outcomes)
@@ -174,7 +174,7 @@ def test_a_sync_sse_stream_a_drain_ends_is_drained(drain, settings):
 
 
 def test_an_async_sse_stream_a_drain_ends_is_drained(drain, settings):
-    settings.STREAMER_DRAIN_TIMEOUT = 0
+    settings.STREAMER_DRAIN_SPREAD = 0
     response = afeed(rf.get("/"))
     outcomes = Outcomes()
     response.add_recorder(outcomes)

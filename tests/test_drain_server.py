@@ -112,7 +112,7 @@ def test_a_worker_recycled_by_max_requests_drains(tmp_path: Path, worker: str, r
     assert statuses == [200] * requests
     wire = results[0]
     assert wire.complete and wire.body.endswith(b": draining\nretry: 1000\n\n"), wire.error
-    assert ended < 2, ended  # within STREAMER_DRAIN_TIMEOUT (1 s), not graceful_timeout (8 s)
+    assert ended < 2, ended  # within STREAMER_DRAIN_SPREAD (1 s), not graceful_timeout (8 s)
     assert srv.wait_for_event("finish", f"{t}s")[3] == "drained"
     assert replaced
 

@@ -207,15 +207,23 @@ def test_class_based_views_through_method_decorator_and_on_dispatch():
 
 def test_wait_mode_admits_when_a_slot_frees():
     name = unique()
+    events: list[str] = []
 
     @limit_concurrency(1, name=name, on_limit="wait", timeout=5)
     def view(request):
+        events.append("view ran")
         return HttpResponse(b"x")
 
+    def close_first() -> None:
+        events.append("first closed")
+        first.close()
+
     first = view(rf.get("/"))
-    threading.Timer(0.2, first.close).start()
+    threading.Timer(0.2, close_first).start()
     second = view(rf.get("/"))  # blocks until the timer closes the first
     assert second.status_code == 200
+    # Without the limit the second view would have run before the close.
+    assert events == ["view ran", "first closed", "view ran"]
     second.close()
 
 
@@ -235,19 +243,27 @@ def test_wait_mode_rejects_after_the_timeout():
 
 def test_async_wait_mode():
     name = unique()
+    events: list[str] = []
 
     @limit_concurrency(1, name=name, on_limit="wait", timeout=5)
     async def view(request):
+        events.append("view ran")
         return HttpResponse(b"x")
+
+    def close_first(first: HttpResponse) -> None:
+        events.append("first closed")
+        first.close()
 
     async def main():
         first = await view(rf.get("/"))
-        asyncio.get_running_loop().call_later(0.1, first.close)
+        asyncio.get_running_loop().call_later(0.1, close_first, first)
         second = await view(rf.get("/"))
         assert second.status_code == 200
         second.close()
 
     asyncio.run(main())
+    # Without the limit the second view would have run before the close.
+    assert events == ["view ran", "first closed", "view ran"]
 
 
 def with_user(request: HttpRequest, user: Any) -> HttpRequest:

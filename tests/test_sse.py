@@ -19,6 +19,7 @@ from django_http_compression.middleware import HttpCompressionMiddleware
 import django_streamer.sse
 from django_streamer import Event, last_event_id, sse_response
 from django_streamer.checks import check_drain
+from django_streamer.conf import conf
 from django_streamer.core.sse.threads import ThreadBudget
 from django_streamer.response import StreamingResponse
 
@@ -171,14 +172,25 @@ def test_events_must_be_an_iterable_of_events(events):
         sse_response(events)
 
 
-@override_settings(STREAMER_DRAIN_TIMEOUT=30)
-def test_w005_drain_timeout_not_shorter_than_graceful_timeout():
-    assert [m.id for m in check_drain()] == ["django_streamer.W005"]
-    assert "django_streamer.W005" in [m.id for m in run_checks()]
+def test_w008_the_old_name_of_the_drain_spread_still_works_with_a_warning(settings):
+    del settings.STREAMER_DRAIN_SPREAD
+    settings.STREAMER_DRAIN_TIMEOUT = 2
+    assert conf.STREAMER_DRAIN_SPREAD == 2
+    messages = check_drain()
+    assert [m.id for m in messages] == ["django_streamer.W008"]
+    assert "Rename it to STREAMER_DRAIN_SPREAD" in str(messages[0].hint)
+    assert "django_streamer.W008" in [m.id for m in run_checks()]
 
 
-@override_settings(STREAMER_DRAIN_TIMEOUT="soon")
-def test_e017_drain_timeout_must_be_seconds():
+def test_w008_the_new_name_wins_over_the_old_one(settings):
+    settings.STREAMER_DRAIN_SPREAD = 1
+    settings.STREAMER_DRAIN_TIMEOUT = 2
+    assert conf.STREAMER_DRAIN_SPREAD == 1
+    assert "STREAMER_DRAIN_TIMEOUT is ignored" in str(check_drain()[0].msg)
+
+
+@override_settings(STREAMER_DRAIN_SPREAD="soon")
+def test_e017_drain_spread_must_be_seconds():
     assert check_drain() == []  # the value check reports it, once
     assert "django_streamer.E017" in [m.id for m in run_checks()]
 
@@ -235,7 +247,13 @@ async def aiter_of(items: list[str]) -> AsyncIterator[str]:
         yield item
 
 
-def test_default_drain_timeout_passes():
+def test_e017_names_the_old_setting_when_that_is_the_one_set(settings):
+    del settings.STREAMER_DRAIN_SPREAD
+    settings.STREAMER_DRAIN_TIMEOUT = "soon"
+    assert "setting STREAMER_DRAIN_TIMEOUT" in str(conf.problem("STREAMER_DRAIN_SPREAD"))
+
+
+def test_the_default_drain_spread_gives_no_warning():
     assert check_drain() == []
 
 

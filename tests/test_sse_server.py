@@ -164,7 +164,7 @@ def test_sigterm_finite_streams_complete_and_sse_streams_end_cleanly(tmp_path: P
         assert text.endswith(": draining\nretry: 1000\n\n"), text[-200:]
         ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
         assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 2, ids
-        # The drain spreads endings over STREAMER_DRAIN_TIMEOUT (1 s here).
+        # The drain spreads endings over STREAMER_DRAIN_SPREAD (1 s here).
         assert ended[f"sse{i}"] - signalled < 1.5, ended[f"sse{i}"] - signalled
     # Counted apart: the SSE streams as drained, the finite ones as completed.
     outcomes = {ev[2]: ev[3] for ev in srv.events() if ev[1] == "finish"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -27,6 +28,26 @@ def set_socket_timeout(sock: object, timeout: float) -> bool:
     if not isinstance(sock, socket.socket):
         return False
     sock.settimeout(timeout)
+    return True
+
+
+def drop_if_stalled(sock: socket.socket) -> bool:
+    """Shut ``sock`` down now if its peer takes no bytes (no room to send); say if it did.
+
+    For a stream that ended unfinished. After a send timeout gunicorn still
+    waits on the stalled client: 27.x closes "gracefully" (half-close, then up
+    to 2 s reading the peer), older releases wrote an error response with the
+    same timeout. A thread then serves a client that never reads for about
+    twice ``STREAMER_SEND_TIMEOUT``. Once shut down, both return at once.
+    """
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLOUT)
+        if poller.poll(0):
+            return False  # room to send (or an error to report): not stalled
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):  # closed already
+        return False
     return True
 
 
