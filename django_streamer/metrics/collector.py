@@ -51,6 +51,12 @@ STREAM_FAMILIES = (
         "Bytes before compression, of the streams that were compressed.",
         "bytes_uncompressed",
     ),
+    Family(
+        "counter",
+        "bytes_compressed",
+        "Bytes handed to the server, of the streams that were compressed.",
+        "bytes_compressed",
+    ),
     Family("counter", "chunks", "Chunks handed to the server.", "chunks"),
     Family("gauge", "chunk_size_max_bytes", "Largest chunk sent.", "chunk_max"),
     Family(

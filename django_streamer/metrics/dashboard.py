@@ -73,13 +73,18 @@ def _stream(entry: dict[str, Any], throughput: float) -> dict[str, Any]:
     chunks = _num(entry, "chunks")
     sent = _num(entry, "bytes")
     uncompressed = _num(entry, "bytes_uncompressed")
-    counts = ("started", "active", *OUTCOMES, "rejected", "bytes", "bytes_uncompressed", "chunks")
+    compressed = _num(entry, "bytes_compressed")
+    counts = (
+        *("started", "active", *OUTCOMES, "rejected", "bytes"),
+        *("bytes_uncompressed", "bytes_compressed", "chunks"),
+    )
     return {
         **{figure: int(_num(entry, figure)) for figure in counts},
         "chunk_size_max": int(_num(entry, "chunk_max")),
         "chunk_size_avg": sent / chunks if chunks else 0.0,
-        # Source bytes per wire byte; None when nothing of this name was compressed.
-        "compression_ratio": uncompressed / sent if uncompressed and sent else None,
+        # Source bytes per wire byte of the compressed streams only: a name whose
+        # streams are partly compressed is not diluted by the others.
+        "compression_ratio": uncompressed / compressed if uncompressed and compressed else None,
         "ttfb_avg": _average(entry, "ttfb_sum", "ttfb_count"),
         "duration_avg": _average(entry, "duration_sum", "duration_count"),
         "bytes_per_second": throughput,

@@ -33,9 +33,10 @@ __all__ = [
 
 MAGIC = b"DSM2"
 # 3: outcome ``drained`` and ``bytes_uncompressed`` per stream; 4: a pool's
-# ``backend_errors`` and ``cluster`` flag. A reader refuses (quarantines) any
-# other version, so do not mix releases on one directory.
-VERSION = 4
+# ``backend_errors`` and ``cluster`` flag; 5: ``bytes_compressed`` per stream. A
+# reader refuses (quarantines) any other version, so do not mix releases on one
+# directory.
+VERSION = 5
 # magic, version, pid, max_names, max_active, (pad), created, store errors, hidden actives
 HEADER = struct.Struct("<4sIIII4xddd")
 HEADER_SIZE = 64
@@ -85,6 +86,7 @@ STREAM = Layout(
         ("rejected", 1),
         ("bytes", 1),
         ("bytes_uncompressed", 1),  # before compression, for streams that were compressed
+        ("bytes_compressed", 1),  # on the wire, for the same streams: the ratio's divisor
         ("chunks", 1),
         ("chunk_max", 1),
         *_histogram("ttfb", TTFB_BUCKETS),
