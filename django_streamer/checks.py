@@ -65,6 +65,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E013",
         "Give a request.META key such as 'HTTP_X_FORWARDED_FOR', or None.",
     ),
+    "STREAMER_TRUSTED_PROXIES": (
+        "django_streamer.E026",
+        "List your proxies' addresses or networks, e.g. ['127.0.0.1', '10.0.0.0/8'].",
+    ),
     "STREAMER_METRICS_TOKEN": (
         "django_streamer.E014",
         "Give the token as a non-empty str (e.g. from os.environ), or None.",

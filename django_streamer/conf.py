@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_COMPRESSION": False,
     "STREAMER_LIMITER_DIR": None,
     "STREAMER_IP_HEADER": None,
+    "STREAMER_TRUSTED_PROXIES": ["127.0.0.1", "::1"],
     "STREAMER_RETRY_AFTER": 5,
     "STREAMER_LIMIT_HANDLER": None,
     "STREAMER_METRICS": True,
@@ -67,6 +68,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_COMPRESSION": validate.boolean,
     "STREAMER_LIMITER_DIR": validate.optional_path,
     "STREAMER_IP_HEADER": validate.optional_str,
+    "STREAMER_TRUSTED_PROXIES": validate.network_list,
     "STREAMER_RETRY_AFTER": _optional(validate.whole_seconds),
     "STREAMER_LIMIT_HANDLER": validate.optional_str,
     "STREAMER_METRICS": validate.boolean,
@@ -170,6 +172,12 @@ class Settings:
     def STREAMER_IP_HEADER(self) -> str | None:
         """A ``request.META`` key holding the client address set by a trusted proxy."""
         value: str | None = self._get("STREAMER_IP_HEADER")
+        return value
+
+    @cached_property
+    def STREAMER_TRUSTED_PROXIES(self) -> list[str]:
+        """Peers (addresses or CIDR networks) whose ``STREAMER_IP_HEADER`` is believed."""
+        value: list[str] = self._get("STREAMER_TRUSTED_PROXIES")
         return value
 
     @cached_property

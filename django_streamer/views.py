@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
-import ipaddress
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
 from .conf import NOT_INSTALLED, conf, is_installed
-from .keys import client_ip
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(allowed: tuple[str, ...]) -> tuple[Network, ...]:
-    # conf has validated every entry; parse them once per value, not per scrape.
-    return tuple(ipaddress.ip_network(net, strict=False) for net in allowed)
+from .keys import client_ip, in_networks
 
 
 def token_matches(given: str, token: str) -> bool:
@@ -55,13 +45,9 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
     allowed = conf.STREAMER_METRICS_ALLOW
-    if allowed is not None:
-        try:
-            address = ipaddress.ip_address(client_ip(request))
-        except ValueError:  # an unusable proxy entry ("unknown", empty): fail closed
-            return HttpResponse("Forbidden.\n", status=403)
-        if not any(address in net for net in _networks(tuple(allowed))):
-            return HttpResponse("Forbidden.\n", status=403)
+    # An unusable proxy entry ("unknown", empty) is in no network: it fails closed.
+    if allowed is not None and not in_networks(client_ip(request), allowed):
+        return HttpResponse("Forbidden.\n", status=403)
     return None
 
 

@@ -110,6 +110,12 @@ def test_e013_ip_header_type():
     only("django_streamer.E013", STREAMER_IP_HEADER=["HTTP_X_FORWARDED_FOR"])
 
 
+def test_e026_trusted_proxies():
+    message = only("django_streamer.E026", STREAMER_TRUSTED_PROXIES=["10.0.0.0/8", "lb.internal"])
+    assert "STREAMER_TRUSTED_PROXIES" in message and "'lb.internal'" in message
+    only("django_streamer.E026", STREAMER_TRUSTED_PROXIES="10.0.0.0/8")  # a str, not a list
+
+
 def test_e014_metrics_token_type():
     only("django_streamer.E014", STREAMER_METRICS_TOKEN="")
 
