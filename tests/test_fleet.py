@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -83,6 +84,47 @@ def test_a_host_unheard_for_the_expiry_drops_out(
     assert [h["host"] for h in snapshot_json()["hosts"]] == ["me", "gone"]
     time.sleep(0.4)
     assert [h["host"] for h in snapshot_json()["hosts"]] == ["me"]
+
+
+GOOD = {"processes": 1, "streams": {}, "pools": {}, "active_hidden": 0, "store_errors": 0}
+# What a buggy or older publisher may write (issue 20): each must be skipped, not fail the page.
+BAD_SNAPSHOTS: dict[str, str | bytes] = {
+    "wrong-type": json.dumps({**GOOD, "processes": "3"}),
+    "missing-key": json.dumps(GOOD),  # no "active"
+    "nan": json.dumps({**GOOD, "active": [], "streams": {"s": {"bytes": float("nan")}}}),
+    "bool": json.dumps({**GOOD, "active": [], "store_errors": True}),
+    "list-figure": json.dumps({**GOOD, "active": [], "streams": {"s": {"bytes": [1]}}}),
+    "buckets": json.dumps({**GOOD, "active": [], "streams": {"s": {"ttfb_buckets": [1, 2]}}}),
+    "active": json.dumps({**GOOD, "active": [{"stream": "s", "pid": 1}]}),
+    "not-a-dict": json.dumps([1, 2, 3]),
+    "not-json": "{processes: 1",
+    "not-utf8": b"\xff\xfe",
+}
+
+
+def plant(url: str, host: str, body: str | bytes) -> None:
+    """Write ``body`` as ``host``'s snapshot, as a publisher would."""
+    keep = int(fleet.EXPIRY * 1000 * 12)
+    fleet._client(url).eval(fleet.PUBLISH, 2, fleet.SNAPSHOTS, fleet.SEEN, host, body, keep)
+
+
+def test_malformed_snapshots_are_skipped_and_named(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    name = "s" + uuid.uuid4().hex[:6]
+    as_host(settings, tmp_path, "good")
+    stream(name, 100)
+    fleet.publish(redis_server.url, RateTracker())
+    for host, body in BAD_SNAPSHOTS.items():
+        plant(redis_server.url, host, body)
+    as_host(settings, tmp_path, "me")
+    stream(name, 1000)
+    data = snapshot_json()
+    assert [h["host"] for h in data["hosts"]] == ["me", "good"]
+    assert data["unreadable"] == sorted(BAD_SNAPSHOTS)
+    assert data["streams"][name]["bytes"] == 1100
+    json.dumps(data, allow_nan=False)  # what the page parses: no NaN
 
 
 def test_redis_unreachable_shows_this_host_and_says_why(settings: Any, tmp_path: Path):

@@ -20,6 +20,7 @@ from ..core.metrics import Snapshot
 from ..core.metrics.layout import MAXIMA
 from .dashboard import RateTracker, rates, render_json
 from .elected import ElectedThread, elect, open_election_lock
+from .published import build, parse
 from .store import read_snapshot
 
 __all__ = [
@@ -102,22 +103,10 @@ def _client(url: str) -> Any:
 # -- publishing ---------------------------------------------------------------------------
 
 
-def _raw(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a host publishes: its summable figures, and its active streams with rates."""
-    return {
-        "processes": snap.processes,
-        "streams": snap.streams,
-        "pools": snap.pools,
-        "active_hidden": snap.active_hidden,
-        "store_errors": snap.store_errors,
-        "active": active,
-    }
-
-
 def publish(url: str, tracker: RateTracker) -> None:
     """Publish this host's snapshot once (the elected process calls it every second)."""
     snap = read_snapshot()
-    body = json.dumps(_raw(snap, tracker.active(snap)))
+    body = json.dumps(build(snap, tracker.active(snap)))
     keep = int(EXPIRY * 1000 * 12)
     _client(url).eval(PUBLISH, 2, SNAPSHOTS, SEEN, host_name(), body, keep)
 
@@ -155,16 +144,23 @@ publisher = Publisher()
 # -- reading ------------------------------------------------------------------------------
 
 
-def _hosts(url: str) -> list[tuple[str, float, dict[str, Any]]]:
-    """Every listed host: (name, seconds since Redis last heard it, its snapshot)."""
+Host = tuple[str, float, dict[str, Any]]  # name, seconds since Redis heard it, snapshot
+
+
+def _hosts(url: str) -> tuple[list[Host], list[str]]:
+    """Every listed host with a readable snapshot, and the names of the others."""
     reply = _client(url).eval(READ, 2, SNAPSHOTS, SEEN, int(EXPIRY * 1000))
     now = float(reply[0])
-    found = []
+    found: list[Host] = []
+    unreadable: list[str] = []
     for i in range(1, len(reply), 3):
-        name, seen, body = reply[i].decode(), float(reply[i + 1]), reply[i + 2]
-        if body:
-            found.append((name, max(now - seen, 0.0) / 1000, json.loads(body)))
-    return found
+        name, seen, body = reply[i].decode(errors="replace"), float(reply[i + 1]), reply[i + 2]
+        raw = parse(body) if body else None
+        if raw is None:
+            unreadable.append(name)
+        else:
+            found.append((name, max(now - seen, 0.0) / 1000, raw))
+    return found, unreadable
 
 
 def _merge(into: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
@@ -200,12 +196,13 @@ def fleet_json(snap: Snapshot) -> dict[str, Any]:
     """
     publisher.start_once()  # a host with no stream yet is listed once its dashboard is read
     me = host_name()
-    own = _raw(snap, [{**a, "host": me} for a in rates.active(snap)])
+    own = build(snap, [{**a, "host": me} for a in rates.active(snap)])
     try:
-        others = [h for h in _hosts(cast(str, conf.STREAMER_REDIS_URL)) if h[0] != me]
+        listed, unreadable = _hosts(cast(str, conf.STREAMER_REDIS_URL))
+        others = [h for h in listed if h[0] != me]
         problem = None
     except Exception as exc:  # the dashboard shows this host rather than fail
-        others, problem = [], f"unavailable: {type(exc).__name__}: {exc}"
+        others, unreadable, problem = [], [], f"unavailable: {type(exc).__name__}: {exc}"
     hosts = [(me, 0.0, own), *sorted(others, key=lambda h: h[0])]
     merged = Snapshot(taken_at=snap.taken_at)
     active: list[dict[str, Any]] = []
@@ -219,4 +216,5 @@ def fleet_json(snap: Snapshot) -> dict[str, Any]:
     body = render_json(merged, sorted(active, key=lambda a: cast(float, a["started"])))
     body["hosts"] = [_row(name, age, raw) for name, age, raw in hosts]
     body["fleet"] = problem
+    body["unreadable"] = sorted(set(unreadable) - {me})  # hosts whose snapshot was skipped
     return body

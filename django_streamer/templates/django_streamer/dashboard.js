@@ -212,6 +212,14 @@
     const error = document.getElementById("streamer-fleet-error");
     error.hidden = !data.fleet;
     error.querySelector("[data-figure]").textContent = data.fleet || "";
+    // Hosts whose snapshot in Redis was malformed: skipped, and said so.
+    const bad = data.unreadable || [];
+    const unreadable = document.getElementById("streamer-unreadable");
+    unreadable.hidden = !bad.length;
+    unreadable.dataset.value = bad.length;
+    unreadable.textContent = bad.length === 1
+      ? `1 host's snapshot was unreadable (${bad[0]}): not counted.`
+      : `${bad.length} hosts' snapshots were unreadable (${bad.join(", ")}): not counted.`;
     if (!data.hosts) return;
     const rows = data.hosts.map(h => [
       cell(h.host, "", {"data-host": h.host}), cell(h.processes, "num"),
