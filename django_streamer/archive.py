@@ -21,9 +21,8 @@ import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import zipstream
 from asgiref.sync import iscoroutinefunction
 
 from .conf import conf
@@ -32,9 +31,15 @@ from .core.bridge import iter_async
 from .core.writer.handoff import HandOff
 from .core.writer.task import async_writer_chunks
 from .core.writer.thread import ThreadWriter
+from .extras import require
 from .response import StreamingResponse, stream_response
 
 __all__ = ["check_member_name", "stream_zip"]
+
+if TYPE_CHECKING:
+    import zipstream
+else:  # an error naming the extra, not "No module named 'zipstream'"
+    zipstream = require("zipstream", feature="stream_zip")
 
 _OPTIONS = {"compress", "size", "modified", "mode"}
 _DRIVE = re.compile(r"^[A-Za-z]:")

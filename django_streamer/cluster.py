@@ -13,17 +13,22 @@ from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import conf
+from .conf import conf, redis_prefix
 from .core.limiter import Backend, Pool, PoolLease
 from .core.limiter.cluster.backend import ClusterBackend
 
 _lock = threading.Lock()
-_backends: dict[tuple[str, float, str], ClusterBackend] = {}
+_backends: dict[tuple[str, float, str, str], ClusterBackend] = {}
 
 
 def settings_errors() -> list[str]:
     """What is wrong with the cluster settings, one message each (for checks and first use)."""
-    names = ("STREAMER_REDIS_URL", "STREAMER_CLUSTER_LEASE", "STREAMER_CLUSTER_ON_ERROR")
+    names = (
+        "STREAMER_REDIS_URL",
+        "STREAMER_CLUSTER_LEASE",
+        "STREAMER_CLUSTER_ON_ERROR",
+        "STREAMER_REDIS_PREFIX",
+    )
     return [problem for problem in map(conf.problem, names) if problem is not None]
 
 
@@ -35,13 +40,13 @@ def get_backend() -> ClusterBackend:
             "limit_concurrency(scope='cluster') needs STREAMER_REDIS_URL "
             "(e.g. 'redis://127.0.0.1:6379/0')"
         )
-    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR)
-    backend = _backends.get(config)
-    if backend is not None:
-        return backend
     errors = settings_errors()
     if errors:
         raise ImproperlyConfigured("; ".join(errors))
+    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR, redis_prefix())
+    backend = _backends.get(config)
+    if backend is not None:
+        return backend
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -55,6 +60,7 @@ def get_backend() -> ClusterBackend:
                 url,
                 lease=config[1],
                 on_error=config[2],
+                prefix=config[3],
                 fallback=_host_backend,
                 on_failure=_count_failure,
             )

@@ -96,7 +96,7 @@ def post_worker_init(worker: object) -> None:
 
 
 def _start_fleet_publisher(worker: object) -> None:
-    """With STREAMER_REDIS_URL set, list this host in the fleet view from its first second."""
+    """With STREAMER_FLEET on, list this host in the fleet view from its first second."""
     try:
         from django_streamer.metrics.fleet import publisher
 

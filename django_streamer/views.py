@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
 from .conf import NOT_INSTALLED, conf, is_installed
+from .extras import missing
 from .keys import client_ip, in_networks
 
 
@@ -60,6 +62,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     denied = access_denied(request)
     if denied is not None:
         return denied
+    problem = missing("prometheus_client")
+    if problem is not None:  # check E011 says so too
+        message = f"The metrics endpoint needs {problem}"
+        logging.getLogger("django_streamer").error(message)
+        return HttpResponse(f"{message}\n", status=500, content_type="text/plain")
     from .metrics import render
 
     openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")

@@ -89,16 +89,7 @@ def test_e010_dashboard_permission():
 
 
 def test_e011_routed_endpoint_without_prometheus_client(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_prometheus(name, *args, **kwargs):
-        if name == "prometheus_client":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import -> ImportError
     assert "prometheus_client is not installed" in only("django_streamer.E011")
 
 

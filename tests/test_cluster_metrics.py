@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_streamer import limit_concurrency
 from django_streamer.cluster import get_backend
+from django_streamer.conf import redis_prefix
 from django_streamer.core.limiter.cluster.backend import ClusterBackend
 from django_streamer.metrics import get_store
 from django_streamer.metrics.wiring import backend_error
@@ -68,7 +69,7 @@ def test_in_use_is_cluster_wide_and_errors_and_fallback_are_zero(redis_server: R
     view = cluster_view(3)
     held = view(RequestFactory().get("/"))
     assert held.status_code == 200
-    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    other_host = ClusterBackend(redis_server.url, on_error="closed", prefix=redis_prefix())
     try:
         lease = other_host.try_acquire(view.limit_pool_name, "", 3)  # held elsewhere
         assert lease is not None
@@ -127,7 +128,7 @@ def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: Redis
 
     held = [view(RequestFactory().get("/", {"who": who})) for who in ("ann", "bob")]
     assert [r.status_code for r in held] == [200, 200]
-    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    other_host = ClusterBackend(redis_server.url, on_error="closed", prefix=redis_prefix())
     try:
         lease = other_host.try_acquire(name, "cy", 1)
         assert lease is not None

@@ -43,6 +43,7 @@ def start_host(tmp_path: Path, redis: RedisServer, name: str) -> Server:
     home.mkdir()
     env = {
         "STREAMER_TEST_REDIS_URL": redis.url,
+        "STREAMER_TEST_FLEET": "1",
         "STREAMER_TEST_FLEET_HOST": name,
         "STREAMER_TEST_DB": str(make_database(home)),
     }

@@ -120,7 +120,7 @@ def render_json(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
 def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
     """The dashboard's JSON API (documented in the README): this host, or the fleet."""
     snap = snapshot or read_snapshot()
-    if conf.STREAMER_REDIS_URL:
+    if conf.STREAMER_FLEET:
         from .fleet import fleet_json  # the fleet view builds on this module
 
         return fleet_json(snap)

@@ -1,6 +1,6 @@
 """The dashboard's fleet view: every host's figures, through Redis.
 
-With ``STREAMER_REDIS_URL`` set, one process per host (elected by a lock
+With ``STREAMER_FLEET`` on (and ``STREAMER_REDIS_URL`` set), one process per host (elected by a lock
 file in the metrics directory, as the multiprocess mirror is) publishes the
 host's snapshot every :data:`INTERVAL` seconds. Each publication is stamped
 with Redis's clock, so hosts' clocks need not agree, and a host unheard for
@@ -15,9 +15,12 @@ import logging
 import socket
 from typing import Any, cast
 
-from ..conf import conf
+from django.core.exceptions import ImproperlyConfigured
+
+from ..conf import conf, redis_prefix
 from ..core.metrics import Snapshot
 from ..core.metrics.layout import MAXIMA
+from ..extras import require
 from .dashboard import RateTracker, rates, render_json
 from .elected import ElectedThread, elect, open_election_lock
 from .published import build, parse
@@ -30,6 +33,7 @@ __all__ = [
     "elect",
     "fleet_json",
     "host_name",
+    "keys",
     "open_lock",
     "publish",
     "publisher",
@@ -39,8 +43,7 @@ log = logging.getLogger("django_streamer")
 INTERVAL = 1.0
 EXPIRY = 5.0  # seconds a host stays listed after its last publication
 TIMEOUT = 0.25  # a dashboard poll or a publication never waits longer on Redis
-SNAPSHOTS = "streamer:{fleet}:snapshots"  # hash: host -> its snapshot (JSON)
-SEEN = "streamer:{fleet}:seen"  # sorted set: host -> when Redis last heard it (ms)
+NO_URL = "STREAMER_FLEET is on but STREAMER_REDIS_URL is not set"
 
 _NOW = """
 local t = redis.call('TIME')
@@ -79,6 +82,13 @@ return out
 )
 
 
+def keys() -> tuple[str, str]:
+    """The hash of snapshots (host -> JSON) and the sorted set of when Redis last heard
+    each host (ms), under this deployment's prefix (:func:`~django_streamer.conf.redis_prefix`)."""
+    prefix = redis_prefix()
+    return f"{prefix}{{fleet}}:snapshots", f"{prefix}{{fleet}}:seen"
+
+
 def host_name() -> str:
     return conf.STREAMER_FLEET_HOST or socket.gethostname()
 
@@ -90,7 +100,7 @@ def _client(url: str) -> Any:
     """A client with short timeouts and no retries; redis-py reconnects after a fork."""
     client = _clients.get(url)
     if client is None:
-        import redis
+        redis = require("redis", feature="the fleet view (STREAMER_FLEET)")
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -108,7 +118,7 @@ def publish(url: str, tracker: RateTracker) -> None:
     snap = read_snapshot()
     body = json.dumps(build(snap, tracker.active(snap)))
     keep = int(EXPIRY * 1000 * 12)
-    _client(url).eval(PUBLISH, 2, SNAPSHOTS, SEEN, host_name(), body, keep)
+    _client(url).eval(PUBLISH, 2, *keys(), host_name(), body, keep)
 
 
 class Publisher(ElectedThread):
@@ -124,7 +134,7 @@ class Publisher(ElectedThread):
         self.tracker = RateTracker()
 
     def target(self) -> str | None:
-        return conf.STREAMER_REDIS_URL or None
+        return (conf.STREAMER_REDIS_URL or None) if conf.STREAMER_FLEET else None
 
     def tick(self, target: str) -> None:
         publish(target, self.tracker)
@@ -149,7 +159,7 @@ Host = tuple[str, float, dict[str, Any]]  # name, seconds since Redis heard it, 
 
 def _hosts(url: str) -> tuple[list[Host], list[str]]:
     """Every listed host with a readable snapshot, and the names of the others."""
-    reply = _client(url).eval(READ, 2, SNAPSHOTS, SEEN, int(EXPIRY * 1000))
+    reply = _client(url).eval(READ, 2, *keys(), int(EXPIRY * 1000))
     now = float(reply[0])
     found: list[Host] = []
     unreadable: list[str] = []
@@ -198,7 +208,9 @@ def fleet_json(snap: Snapshot) -> dict[str, Any]:
     me = host_name()
     own = build(snap, [{**a, "host": me} for a in rates.active(snap)])
     try:
-        listed, unreadable = _hosts(cast(str, conf.STREAMER_REDIS_URL))
+        if not conf.STREAMER_REDIS_URL:
+            raise ImproperlyConfigured(NO_URL)  # check E028 says so too
+        listed, unreadable = _hosts(conf.STREAMER_REDIS_URL)
         others = [h for h in listed if h[0] != me]
         problem = None
     except Exception as exc:  # the dashboard shows this host rather than fail
