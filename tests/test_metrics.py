@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
@@ -251,16 +253,7 @@ def test_active_streams_carry_their_request_path(metrics_dir, server_model):
 
 
 def test_a_routed_endpoint_without_prometheus_client_is_an_error(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_prometheus(name, *args, **kwargs):
-        if name == "prometheus_client":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import -> ImportError
     messages = check_settings()
     assert [m.id for m in messages] == ["django_streamer.E011"]
     assert "django-streamer[prometheus]" in (messages[0].hint or "")
