@@ -106,8 +106,9 @@ def scrape(pools: dict[str, dict[str, Any]]) -> None:
     """Overlay the cluster pools' figures on a host snapshot's ``pools``, at scrape time.
 
     Pools the host's processes marked as cluster pools (the store's ``cluster``
-    figure) get ``in_use`` counted cluster-wide, over all their keys, in one
-    Redis round trip, and ``fallback`` 1 when Redis cannot be reached from here.
+    figure) get ``in_use`` counted cluster-wide, over all their keys, and
+    ``busiest`` (the busiest key's slots), in one Redis round trip, and
+    ``fallback`` 1 when Redis cannot be reached from here.
     """
     marked = sorted(name for name, entry in pools.items() if entry.get("cluster"))
     if not marked or not conf.STREAMER_REDIS_URL:
@@ -116,7 +117,7 @@ def scrape(pools: dict[str, dict[str, Any]]) -> None:
     for name in marked:
         pools[name]["fallback"] = 1.0 if held is None else 0.0
         if held is not None:
-            pools[name]["in_use"] = float(held[name])
+            pools[name]["in_use"], pools[name]["busiest"] = map(float, held[name])
 
 
 def figures() -> dict[str, dict[str, float]]:

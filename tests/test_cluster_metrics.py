@@ -132,7 +132,10 @@ def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: Redis
     try:
         lease = other_host.try_acquire(name, "cy", 1)
         assert lease is not None
-        assert scraped(name)["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        figures = scraped(name)
+        assert figures["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        # Issue 19: "in use 3, limit 1" read as over-admission; the limit is per key.
+        assert figures["django_streamer_limiter_busiest_key_in_use"] == 1
         lease.release()  # deferred: seen here within the release delay
         for response in held:
             response.close()

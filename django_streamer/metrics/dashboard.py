@@ -93,8 +93,12 @@ def _stream(entry: dict[str, Any], throughput: float) -> dict[str, Any]:
 
 def _pool(entry: dict[str, Any]) -> dict[str, Any]:
     counts = ("in_use", "limit", "admitted", "rejected")
+    busiest = entry.get("busiest")
     return {
         **{figure: int(_num(entry, figure)) for figure in counts},
+        # The limit is per key: this is what meets it. None where not counted
+        # (process pools; cluster pools, whose keys are counted at scrape time).
+        "busiest_key": None if busiest is None else int(busiest),
         "wait_avg": _average(entry, "wait_sum", "wait_count") or 0.0,
     }
 

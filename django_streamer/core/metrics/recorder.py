@@ -43,6 +43,7 @@ _WAIT = POOL.offsets["wait_buckets"]
 _WAIT_SUM = POOL.offsets["wait_sum"]
 _WAIT_COUNT = POOL.offsets["wait_count"]
 _CLUSTER = POOL.offsets["cluster"]
+_HOST = POOL.offsets["host"]
 
 
 class StreamMetrics(StreamRecorder):
@@ -212,8 +213,10 @@ def record_backend_error(store: Store, pool: str) -> None:
         _mark_cluster(f.values, f.pool_at(row, "cluster"), 1)
 
 
-def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster: int = 0) -> None:
-    """``cluster``: 1 for a cluster pool, else 0."""
+def record_admitted(
+    store: Store, pool: str, limit: int, waited: float, cluster: int = 0, host: int = 0
+) -> None:
+    """``cluster``: 1 for a cluster pool, else 0; ``host``: 1 for a host pool, else 0."""
     f, base = store.pool_figures(pool)
     values = f.values
     wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
@@ -224,6 +227,8 @@ def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster:
         # on a process pool's cluster flag or on adding a wait of 0.
         if cluster and cluster > values[base + _CLUSTER]:
             values[base + _CLUSTER] = cluster
+        if host and host > values[base + _HOST]:
+            values[base + _HOST] = host
         values[base + _ADMITTED] += 1.0
         values[base + _IN_USE] += 1.0
         values[base + _LIMIT] = limit

@@ -182,10 +182,12 @@
     while (history.length && data.time - history[0].t > WINDOW) history.shift();
     fill(document.getElementById("streamer-streams"), rows, "No streams yet.", 17);
     const pools = Object.entries(data.pools).map(([name, p]) => [
-      cell(name), cell(p.in_use, "num"), cell(p.limit, "num"), cell(p.admitted, "num"),
+      cell(name), cell(p.in_use, "num"),
+      cell(p.busiest_key === null ? "\u2014" : p.busiest_key, "num", {"data-pool": name, "data-figure": "busiest_key"}),
+      cell(p.limit, "num"), cell(p.admitted, "num"),
       cell(p.rejected, "num"), cell(seconds(p.wait_avg), "num"),
     ]);
-    fill(document.getElementById("streamer-pools"), pools, "No limited views used yet.", 6);
+    fill(document.getElementById("streamer-pools"), pools, "No limited views used yet.", 7);
     const active = data.active.map(a => [
       cell(a.stream), cell(a.path), cell(a.host === undefined ? a.pid : `${a.host}:${a.pid}`, "num"), cell(new Date(a.started * 1000).toLocaleTimeString()),
       cell(bytes(a.bytes), "num", {"data-active-bytes": a.bytes}), cell(rate(a.bytes_per_second), "num"),

@@ -29,8 +29,9 @@ def in_use(backend: ClusterBackend, pool: str, key: str, limit: int) -> int:
     return backend.fallback.in_use(pool, key, limit)
 
 
-def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | None:
-    """The slots held cluster-wide of each pool, over all its keys, in one round trip.
+def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, tuple[int, int]] | None:
+    """Slots held cluster-wide of each pool, over all its keys and by its busiest key,
+    in one round trip.
 
     None while Redis cannot be reached (the breaker is open, or this call
     failed): the caller shows the pools as running on their fallback.
@@ -51,7 +52,7 @@ def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | N
     except redis.RedisError as exc:
         backend.failed(None, exc)
         return None
-    return {pool: int(n) for pool, n in zip(pools, replies, strict=True)}
+    return {pool: (int(n), int(most)) for pool, (n, most) in zip(pools, replies, strict=True)}
 
 
 def release_owner(backend: ClusterBackend, owner: str) -> int:

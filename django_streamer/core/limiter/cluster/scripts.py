@@ -206,11 +206,12 @@ return redis.call('ZCARD', KEYS[1])
 """
 )
 
-# Slots held now over every key of a pool (the metrics' scrape). KEYS: pool index.
+# Slots held now over every key of a pool, and by its busiest key (the metrics'
+# scrape). KEYS: pool index. Returns {total, busiest}.
 IN_USE_POOL = (
     _NOW
     + """
-local total = 0
+local total, busiest = 0, 0
 for _, base in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local h = base .. ':h'
   redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
@@ -219,7 +220,8 @@ for _, base in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], base)
   end
   total = total + held
+  busiest = math.max(busiest, held)
 end
-return total
+return {total, busiest}
 """
 )
