@@ -1,7 +1,8 @@
 """The dashboard's fleet view: every host's figures, through Redis.
 
-With ``STREAMER_FLEET`` on (and ``STREAMER_REDIS_URL`` set), one process per host (elected by a lock
-file in the metrics directory, as the multiprocess mirror is) publishes the
+With ``STREAMER_FLEET`` on (and ``STREAMER_REDIS_URL`` set), one process per
+host (elected by a lock file in the metrics directory, as the multiprocess
+mirror is) publishes the
 host's snapshot every :data:`INTERVAL` seconds. Each publication is stamped
 with Redis's clock, so hosts' clocks need not agree, and a host unheard for
 :data:`EXPIRY` seconds is dropped by the next read. The dashboard's JSON then
