@@ -22,9 +22,8 @@ import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import zipstream
 from asgiref.sync import iscoroutinefunction
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
@@ -37,9 +36,15 @@ from .core.writer.handoff import HandOff
 from .core.writer.thread import ThreadWriter
 from .core.zipnames import check_member_name, check_unique
 from .core.zipsources import OWN_THREAD, async_member, copy_from, encoded, exactly, read_file
+from .extras import require
 from .response import StreamingResponse, stream_response
 
 __all__ = ["check_member_name", "stream_zip"]
+
+if TYPE_CHECKING:
+    import zipstream
+else:  # an error naming the extra, not "No module named 'zipstream'"
+    zipstream = require("zipstream", feature="stream_zip")
 
 _OPTIONS = {"compress", "size", "modified", "mode"}
 

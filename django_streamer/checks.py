@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 
 from .conf import RENAMED, conf, state_dir
 from .core.statedir import check_usable_dir
+from .extras import install_hint, missing
 
 # One id and hint per setting whose value is wrong (its type or range).
 VALUE_CHECKS: dict[str, tuple[str, str]] = {
@@ -65,6 +66,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E013",
         "Give a request.META key such as 'HTTP_X_FORWARDED_FOR', or None.",
     ),
+    "STREAMER_TRUSTED_PROXIES": (
+        "django_streamer.E026",
+        "List your proxies' addresses or networks, e.g. ['127.0.0.1', '10.0.0.0/8'].",
+    ),
     "STREAMER_METRICS_TOKEN": (
         "django_streamer.E014",
         "Give the token as a non-empty str (e.g. from os.environ), or None.",
@@ -93,6 +98,14 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E025",
         "Give a name that tells this host from the others, e.g. 'web-2', or None.",
     ),
+    "STREAMER_REDIS_PREFIX": (
+        "django_streamer.E027",
+        "Use a short name for this deployment such as 'shop-prod:', or None (from SECRET_KEY).",
+    ),
+    "STREAMER_FLEET": (
+        "django_streamer.E028",
+        "True shows every host on the dashboard (needs STREAMER_REDIS_URL); False this host.",
+    ),
     "STREAMER_DRAIN_SPREAD": (
         "django_streamer.E017",
         "Use a few seconds, well below gunicorn's graceful_timeout.",
@@ -102,7 +115,7 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "A byte count such as 262144: what a writer may have waiting before write() blocks.",
     ),
     "STREAMER_SSE_MAX_THREADS": (
-        "django_streamer.E026",
+        "django_streamer.E030",
         "A thread count such as 1000: sync SSE sources' threads, per process.",
     ),
 }
@@ -200,17 +213,16 @@ def _callable_errors(name: str) -> list[checks.CheckMessage]:
 def _endpoint_errors() -> list[checks.CheckMessage]:
     if not _routed():
         return []
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        return [
-            checks.Error(
-                "django_streamer.urls is routed but prometheus_client is not installed.",
-                hint="pip install 'django-streamer[prometheus]'",
-                id="django_streamer.E011",
-            )
-        ]
-    return []
+    problem = missing("prometheus_client")
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            "django_streamer.urls is routed but prometheus_client is not installed.",
+            hint=install_hint("prometheus_client"),
+            id="django_streamer.E011",
+        )
+    ]
 
 
 def _warnings(bad: set[str]) -> list[checks.CheckMessage]:
@@ -287,17 +299,24 @@ def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     if settings_errors():
         return errors  # E019-E021 report the values
     if conf.STREAMER_REDIS_URL:
-        try:
-            import redis  # noqa: F401
-        except ImportError:
+        if missing("redis") is not None:
             errors.append(
                 checks.Error(
                     "STREAMER_REDIS_URL is set but redis-py is not installed.",
-                    hint="pip install 'django-streamer[redis]'",
+                    hint=install_hint("redis"),
                     id="django_streamer.E022",
                 )
             )
-    elif views := _cluster_views():
+    elif conf.problem("STREAMER_FLEET") is None and conf.STREAMER_FLEET:
+        errors.append(
+            checks.Error(
+                "STREAMER_FLEET is on but STREAMER_REDIS_URL is not set: the hosts share "
+                "their figures through Redis.",
+                hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or STREAMER_FLEET = False.",
+                id="django_streamer.E029",
+            )
+        )
+    if not conf.STREAMER_REDIS_URL and (views := _cluster_views()):
         errors.append(
             checks.Error(
                 f"{', '.join(views)} {'uses' if len(views) == 1 else 'use'} "
@@ -338,8 +357,9 @@ COMPRESSING_MIDDLEWARE = (
 
 
 def check_compression(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W006: a compressing middleware, redundant for our streams and stalling others."""
-    messages: list[checks.CheckMessage] = []
+    """W006: a compressing middleware, redundant for our streams and stalling others;
+    W009: compression on without the codings its extra brings."""
+    messages = _missing_codings()
     for path in getattr(settings, "MIDDLEWARE", None) or ():
         if _compresses(path):
             messages.append(
@@ -384,5 +404,23 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             "django.request log); the client sees a cut response instead.",
             hint=f"Add {MIDDLEWARE_PATH!r} at the end of MIDDLEWARE.",
             id="django_streamer.W007",
+        )
+    ]
+
+
+def _missing_codings() -> list[checks.CheckMessage]:
+    from .core.compression.codecs import available_codings
+
+    if conf.problem("STREAMER_COMPRESSION") is not None or not conf.STREAMER_COMPRESSION:
+        return []
+    lacking = [coding for coding in ("zstd", "br") if coding not in available_codings()]
+    if not lacking:
+        return []
+    return [
+        checks.Warning(
+            f"STREAMER_COMPRESSION is on but {' and '.join(lacking)} cannot be produced here: "
+            "clients that accept them get gzip, slower and larger.",
+            hint=install_hint("brotli") + " (zstandard and brotli).",
+            id="django_streamer.W009",
         )
     ]

@@ -13,17 +13,22 @@ from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import conf
+from .conf import conf, redis_prefix
 from .core.limiter import Backend, Pool, PoolLease
 from .core.limiter.cluster.backend import ClusterBackend
 
 _lock = threading.Lock()
-_backends: dict[tuple[str, float, str], ClusterBackend] = {}
+_backends: dict[tuple[str, float, str, str], ClusterBackend] = {}
 
 
 def settings_errors() -> list[str]:
     """What is wrong with the cluster settings, one message each (for checks and first use)."""
-    names = ("STREAMER_REDIS_URL", "STREAMER_CLUSTER_LEASE", "STREAMER_CLUSTER_ON_ERROR")
+    names = (
+        "STREAMER_REDIS_URL",
+        "STREAMER_CLUSTER_LEASE",
+        "STREAMER_CLUSTER_ON_ERROR",
+        "STREAMER_REDIS_PREFIX",
+    )
     return [problem for problem in map(conf.problem, names) if problem is not None]
 
 
@@ -35,13 +40,13 @@ def get_backend() -> ClusterBackend:
             "limit_concurrency(scope='cluster') needs STREAMER_REDIS_URL "
             "(e.g. 'redis://127.0.0.1:6379/0')"
         )
-    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR)
-    backend = _backends.get(config)
-    if backend is not None:
-        return backend
     errors = settings_errors()
     if errors:
         raise ImproperlyConfigured("; ".join(errors))
+    config = (url, conf.STREAMER_CLUSTER_LEASE, conf.STREAMER_CLUSTER_ON_ERROR, redis_prefix())
+    backend = _backends.get(config)
+    if backend is not None:
+        return backend
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -55,6 +60,7 @@ def get_backend() -> ClusterBackend:
                 url,
                 lease=config[1],
                 on_error=config[2],
+                prefix=config[3],
                 fallback=_host_backend,
                 on_failure=_count_failure,
             )
@@ -100,8 +106,9 @@ def scrape(pools: dict[str, dict[str, Any]]) -> None:
     """Overlay the cluster pools' figures on a host snapshot's ``pools``, at scrape time.
 
     Pools the host's processes marked as cluster pools (the store's ``cluster``
-    figure) get ``in_use`` counted cluster-wide, over all their keys, in one
-    Redis round trip, and ``fallback`` 1 when Redis cannot be reached from here.
+    figure) get ``in_use`` counted cluster-wide, over all their keys, and
+    ``busiest`` (the busiest key's slots), in one Redis round trip, and
+    ``fallback`` 1 when Redis cannot be reached from here.
     """
     marked = sorted(name for name, entry in pools.items() if entry.get("cluster"))
     if not marked or not conf.STREAMER_REDIS_URL:
@@ -110,7 +117,7 @@ def scrape(pools: dict[str, dict[str, Any]]) -> None:
     for name in marked:
         pools[name]["fallback"] = 1.0 if held is None else 0.0
         if held is not None:
-            pools[name]["in_use"] = float(held[name])
+            pools[name]["in_use"], pools[name]["busiest"] = map(float, held[name])
 
 
 def figures() -> dict[str, dict[str, float]]:

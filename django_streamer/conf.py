@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_COMPRESSION": False,
     "STREAMER_LIMITER_DIR": None,
     "STREAMER_IP_HEADER": None,
+    "STREAMER_TRUSTED_PROXIES": ["127.0.0.1", "::1"],
     "STREAMER_RETRY_AFTER": 5,
     "STREAMER_LIMIT_HANDLER": None,
     "STREAMER_METRICS": True,
@@ -48,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_REDIS_URL": None,
     "STREAMER_CLUSTER_LEASE": 10,
     "STREAMER_CLUSTER_ON_ERROR": "local",
+    "STREAMER_REDIS_PREFIX": None,
+    "STREAMER_FLEET": False,
     "STREAMER_FLEET_HOST": None,
 }
 
@@ -71,6 +74,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_COMPRESSION": validate.boolean,
     "STREAMER_LIMITER_DIR": validate.optional_path,
     "STREAMER_IP_HEADER": validate.optional_str,
+    "STREAMER_TRUSTED_PROXIES": validate.network_list,
     "STREAMER_RETRY_AFTER": _optional(validate.whole_seconds),
     "STREAMER_LIMIT_HANDLER": validate.optional_str,
     "STREAMER_METRICS": validate.boolean,
@@ -88,6 +92,8 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_CLUSTER_ON_ERROR": lambda value, *, what: validate.one_of(
         value, ("local", "open", "closed"), what=what
     ),
+    "STREAMER_REDIS_PREFIX": validate.optional_redis_prefix,
+    "STREAMER_FLEET": validate.boolean,
     "STREAMER_FLEET_HOST": validate.optional_str,
 }
 
@@ -181,6 +187,12 @@ class Settings:
         return value
 
     @cached_property
+    def STREAMER_TRUSTED_PROXIES(self) -> list[str]:
+        """Peers (addresses or CIDR networks) whose ``STREAMER_IP_HEADER`` is believed."""
+        value: list[str] = self._get("STREAMER_TRUSTED_PROXIES")
+        return value
+
+    @cached_property
     def STREAMER_RETRY_AFTER(self) -> int | None:
         """Seconds sent in ``Retry-After`` with a rejection, unless the decorator says."""
         value: int | None = self._get("STREAMER_RETRY_AFTER")
@@ -265,6 +277,18 @@ class Settings:
         return value
 
     @cached_property
+    def STREAMER_REDIS_PREFIX(self) -> str | None:
+        """What every Redis key and channel starts with; None: from SECRET_KEY (see below)."""
+        value: str | None = self._get("STREAMER_REDIS_PREFIX")
+        return value
+
+    @cached_property
+    def STREAMER_FLEET(self) -> bool:
+        """Publish this host's figures to Redis, and show every host's on the dashboard."""
+        value: bool = self._get("STREAMER_FLEET")
+        return value
+
+    @cached_property
     def STREAMER_FLEET_HOST(self) -> str | None:
         """This host's name in the dashboard's fleet view; None: the machine's host name."""
         value: str | None = self._get("STREAMER_FLEET_HOST")
@@ -272,6 +296,22 @@ class Settings:
 
 
 conf = Settings()
+
+
+def redis_prefix() -> str:
+    """``STREAMER_REDIS_PREFIX``, or ``streamer:`` and a digest of ``SECRET_KEY``.
+
+    Deployments that share a Redis but not a ``SECRET_KEY`` (staging and
+    production) then share no pool, channel or fleet view. The digest is a
+    salted HMAC, so the key cannot be recovered from what Redis shows.
+    """
+    explicit = conf.STREAMER_REDIS_PREFIX
+    if explicit is not None:
+        return explicit
+    from django.utils.crypto import salted_hmac
+
+    digest = salted_hmac("django_streamer.redis_prefix", "", algorithm="sha256").hexdigest()
+    return f"streamer:{digest[:12]}:"
 
 
 def state_dir(setting: str, part: str) -> tuple[str, str | None]:

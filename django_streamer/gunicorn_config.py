@@ -162,7 +162,7 @@ def _warn_on_settings(worker: object, check: Callable[[Any], object]) -> None:
 
 
 def _start_fleet_publisher(worker: object) -> None:
-    """With STREAMER_REDIS_URL set, list this host in the fleet view from its first second."""
+    """With STREAMER_FLEET on, list this host in the fleet view from its first second."""
     try:
         from django_streamer.metrics.fleet import publisher
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import cast
@@ -10,27 +11,60 @@ from django.http import HttpRequest
 
 from .conf import conf
 
-__all__ = ["KeyFunc", "client_ip", "key_function"]
+__all__ = ["KeyFunc", "client_ip", "in_networks", "key_function"]
 
 KeyFunc = Callable[[HttpRequest], "str | None"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(listed: tuple[str, ...]) -> tuple[Network, ...]:
+    # conf has validated every entry; parse them once per value, not per request.
+    return tuple(ipaddress.ip_network(net, strict=False) for net in listed)
+
+
+def in_networks(address: str, listed: list[str]) -> bool:
+    """Whether ``address`` (an IP address, else never) is in one of ``listed``."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _networks(tuple(listed)))
 
 
 def client_ip(request: HttpRequest) -> str:
-    """REMOTE_ADDR, or the right-most entry of STREAMER_IP_HEADER when it is set.
+    """REMOTE_ADDR, or, from a trusted proxy, the client STREAMER_IP_HEADER names.
 
-    The right-most entry is the one your own proxy added; entries to its left
-    came from the client and can be forged. ``host:port`` and ``[v6]:port`` are
-    reduced to the address. An entry that is no address (``unknown``, empty) is
-    returned as it is: the allowlist then refuses it, and ``key="ip"`` keys on
-    it, rather than on REMOTE_ADDR (the proxy), which every such client shares.
+    The header is read only when the peer (REMOTE_ADDR) is in
+    STREAMER_TRUSTED_PROXIES, or is no IP address (a Unix socket, which only
+    this machine can reach): anyone else could write it. Its entries are read
+    from the right, past those of trusted proxies: the first other one is the
+    address the last trusted proxy saw; entries to its left came from the
+    client and can be forged. ``host:port`` and ``[v6]:port`` are reduced to
+    the address. An entry that is no address (``unknown``, empty) is returned
+    as it is: the allowlist then refuses it, and ``key="ip"`` keys on it,
+    rather than on REMOTE_ADDR (the proxy), which every such client shares.
     """
+    peer = str(request.META.get("REMOTE_ADDR", ""))
     header = conf.STREAMER_IP_HEADER
-    if header:
-        value = request.META.get(header)
-        if value is not None:
-            entry = str(value).rsplit(",", 1)[-1].strip()
-            return _address(entry) or entry
-    return str(request.META.get("REMOTE_ADDR", ""))
+    if not header or not _trusted_peer(peer):
+        return peer
+    value = request.META.get(header)
+    if value is None:
+        return peer
+    trusted = conf.STREAMER_TRUSTED_PROXIES
+    entries = [entry.strip() for entry in str(value).split(",")]
+    for entry in reversed(entries):
+        address = _address(entry)
+        if address is None or not in_networks(address, trusted):
+            return address or entry
+    return _address(entries[0]) or entries[0]  # every hop a trusted proxy
+
+
+def _trusted_peer(peer: str) -> bool:
+    if _address(peer) is None:
+        return True  # a Unix socket: REMOTE_ADDR is empty or a path
+    return in_networks(peer, conf.STREAMER_TRUSTED_PROXIES)
 
 
 def _address(entry: str) -> str | None:

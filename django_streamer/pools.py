@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -11,7 +12,7 @@ from .core.limiter import Backend, HostBackend, Pool, ProcessBackend
 from .core.statedir import UnsafeStateError
 from .slots import Slot
 
-__all__ = ["backend_for", "get_pool", "limiter_dir"]
+__all__ = ["backend_for", "count_busiest_keys", "get_pool", "limiter_dir"]
 
 SCOPES = ("process", "host", "cluster")
 
@@ -80,3 +81,18 @@ def get_pool(scope: str, name: str, limit: int) -> Pool:
                 "views sharing a name must share a limit"
             )
         return pool
+
+
+def count_busiest_keys(pools: dict[str, dict[str, Any]]) -> None:
+    """Add ``busiest`` (the slots its busiest key holds, host-wide) to each host pool
+    of a snapshot's ``pools``; the limit applies per key, so this is what meets it.
+
+    Cluster pools get theirs from Redis at scrape time (``cluster.scrape``);
+    process pools have none here, their keys being each process's own.
+    """
+    host = [(name, int(e.get("limit", 0))) for name, e in pools.items() if e.get("host")]
+    if not host:
+        return
+    backend = cast(HostBackend, backend_for("host"))
+    for name, limit in host:
+        pools[name]["busiest"] = float(backend.busiest(name, limit))

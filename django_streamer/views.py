@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
-import ipaddress
+import logging
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
 from .conf import NOT_INSTALLED, conf, is_installed
-from .keys import client_ip
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(allowed: tuple[str, ...]) -> tuple[Network, ...]:
-    # conf has validated every entry; parse them once per value, not per scrape.
-    return tuple(ipaddress.ip_network(net, strict=False) for net in allowed)
+from .extras import missing
+from .keys import client_ip, in_networks
 
 
 def token_matches(given: str, token: str) -> bool:
@@ -55,13 +47,9 @@ def access_denied(request: HttpRequest) -> HttpResponse | None:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
     allowed = conf.STREAMER_METRICS_ALLOW
-    if allowed is not None:
-        try:
-            address = ipaddress.ip_address(client_ip(request))
-        except ValueError:  # an unusable proxy entry ("unknown", empty): fail closed
-            return HttpResponse("Forbidden.\n", status=403)
-        if not any(address in net for net in _networks(tuple(allowed))):
-            return HttpResponse("Forbidden.\n", status=403)
+    # An unusable proxy entry ("unknown", empty) is in no network: it fails closed.
+    if allowed is not None and not in_networks(client_ip(request), allowed):
+        return HttpResponse("Forbidden.\n", status=403)
     return None
 
 
@@ -74,6 +62,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     denied = access_denied(request)
     if denied is not None:
         return denied
+    problem = missing("prometheus_client")
+    if problem is not None:  # check E011 says so too
+        message = f"The metrics endpoint needs {problem}"
+        logging.getLogger("django_streamer").error(message)
+        return HttpResponse(f"{message}\n", status=500, content_type="text/plain")
     from .metrics import render
 
     openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")

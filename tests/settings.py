@@ -72,4 +72,8 @@ STREAMER_CLUSTER_LEASE = float(os.environ.get("STREAMER_TEST_CLUSTER_LEASE", "10
 STREAMER_CLUSTER_ON_ERROR = os.environ.get("STREAMER_TEST_CLUSTER_ON_ERROR", "local")
 # Off unless a server test turns it on (compress=None then compresses).
 STREAMER_COMPRESSION = os.environ.get("STREAMER_TEST_COMPRESSION") == "1"
+STREAMER_FLEET = os.environ.get("STREAMER_TEST_FLEET") == "1"
+STREAMER_IP_HEADER = os.environ.get("STREAMER_TEST_IP_HEADER") or None
+if os.environ.get("STREAMER_TEST_TRUSTED_PROXIES"):
+    STREAMER_TRUSTED_PROXIES = os.environ["STREAMER_TEST_TRUSTED_PROXIES"].split(",")
 STREAMER_FLEET_HOST = os.environ.get("STREAMER_TEST_FLEET_HOST") or None

@@ -89,16 +89,7 @@ def test_e010_dashboard_permission():
 
 
 def test_e011_routed_endpoint_without_prometheus_client(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_prometheus(name, *args, **kwargs):
-        if name == "prometheus_client":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import -> ImportError
     assert "prometheus_client is not installed" in only("django_streamer.E011")
 
 
@@ -108,6 +99,12 @@ def test_e012_metrics_switch():
 
 def test_e013_ip_header_type():
     only("django_streamer.E013", STREAMER_IP_HEADER=["HTTP_X_FORWARDED_FOR"])
+
+
+def test_e026_trusted_proxies():
+    message = only("django_streamer.E026", STREAMER_TRUSTED_PROXIES=["10.0.0.0/8", "lb.internal"])
+    assert "STREAMER_TRUSTED_PROXIES" in message and "'lb.internal'" in message
+    only("django_streamer.E026", STREAMER_TRUSTED_PROXIES="10.0.0.0/8")  # a str, not a list
 
 
 def test_e014_metrics_token_type():

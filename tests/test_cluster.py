@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.core import checks
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,7 @@ from django.test import RequestFactory, override_settings
 
 from django_streamer import cluster, limit_concurrency
 from django_streamer.checks import check_cluster
+from django_streamer.conf import redis_prefix
 
 from .redisd import RedisServer, running_redis
 
@@ -181,3 +183,50 @@ def test_release_dead_worker_drops_that_pid_s_leases(redis_server: RedisServer):
         pid = int(backend.owner.rsplit(":", 1)[1])
         assert cluster.release_dead_worker(pid) == 1
         assert backend.in_use("dead", "k", 3) == 0
+
+
+# -- the Redis prefix (issue 19): deployments sharing one Redis share nothing ----------
+
+
+def test_the_default_prefix_is_a_digest_of_the_secret_key_never_the_key():
+    with override_settings(SECRET_KEY="production-" + "x" * 50):
+        production = redis_prefix()
+    with override_settings(SECRET_KEY="staging-" + "y" * 50):
+        staging = redis_prefix()
+    assert production != staging
+    assert all(p.startswith("streamer:") and len(p) == 22 for p in (production, staging))
+    assert "production" not in production and "x" * 8 not in production
+    with override_settings(STREAMER_REDIS_PREFIX="shop-prod:"):
+        assert redis_prefix() == "shop-prod:"
+
+
+@pytest.mark.parametrize("value", ["", "a b:", "{tag}:", "x" * 65, 5])
+def test_a_bad_prefix_is_check_error_e027_and_fails_at_first_use(value: Any):
+    with override_settings(STREAMER_REDIS_PREFIX=value, STREAMER_REDIS_URL="redis://h:6379/0"):
+        errors = [m for m in run_checks() if m.id == "django_streamer.E027"]
+        assert len(errors) == 1 and "STREAMER_REDIS_PREFIX" in errors[0].msg
+        with pytest.raises(ImproperlyConfigured, match="STREAMER_REDIS_PREFIX"):
+            cluster.get_backend()
+
+
+def test_two_secret_keys_on_one_redis_share_no_pool_key_or_channel(redis_server: RedisServer):
+    prefixes = []
+    for secret in ("a" * 50, "b" * 50):
+        with override_settings(STREAMER_REDIS_URL=redis_server.url, SECRET_KEY=secret):
+            backend = cluster.get_backend()
+            prefixes.append(redis_prefix())
+            assert backend.try_acquire("export", "user:1", 1) is not None  # the other's is free
+            assert cluster.get_backend().try_acquire("export", "user:1", 1) is None
+            # A waiter subscribes to the wake-up channel (and times out: the slot is held).
+            assert backend.acquire("export", "user:1", 1, timeout=0.3) is None
+    assert prefixes[0] != prefixes[1]
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    names = [str(k) for k in client.scan_iter()] + [str(c) for c in client.pubsub_channels()]
+    assert names and all(n.startswith(tuple(prefixes)) for n in names), names
+    assert {p + "wake" for p in prefixes} <= set(names)
+    # gunicorn's child_exit: a dead worker's leases, in its own deployment only.
+    pid = int(backend.owner.rsplit(":", 1)[1])
+    with override_settings(STREAMER_REDIS_URL=redis_server.url, SECRET_KEY="a" * 50):
+        assert cluster.release_dead_worker(pid) == 1
+    with override_settings(STREAMER_REDIS_URL=redis_server.url, SECRET_KEY="b" * 50):
+        assert cluster.get_backend().in_use("export", "user:1", 1) == 1

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_streamer import limit_concurrency
 from django_streamer.cluster import get_backend
+from django_streamer.conf import redis_prefix
 from django_streamer.core.limiter.cluster.backend import ClusterBackend
 from django_streamer.metrics import get_store
 from django_streamer.metrics.wiring import backend_error
@@ -68,7 +69,7 @@ def test_in_use_is_cluster_wide_and_errors_and_fallback_are_zero(redis_server: R
     view = cluster_view(3)
     held = view(RequestFactory().get("/"))
     assert held.status_code == 200
-    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    other_host = ClusterBackend(redis_server.url, on_error="closed", prefix=redis_prefix())
     try:
         lease = other_host.try_acquire(view.limit_pool_name, "", 3)  # held elsewhere
         assert lease is not None
@@ -127,11 +128,14 @@ def test_a_keyed_pool_s_in_use_counts_every_key_cluster_wide(redis_server: Redis
 
     held = [view(RequestFactory().get("/", {"who": who})) for who in ("ann", "bob")]
     assert [r.status_code for r in held] == [200, 200]
-    other_host = ClusterBackend(redis_server.url, on_error="closed")
+    other_host = ClusterBackend(redis_server.url, on_error="closed", prefix=redis_prefix())
     try:
         lease = other_host.try_acquire(name, "cy", 1)
         assert lease is not None
-        assert scraped(name)["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        figures = scraped(name)
+        assert figures["django_streamer_limiter_in_use"] == 3  # this host holds 2
+        # Issue 19: "in use 3, limit 1" read as over-admission; the limit is per key.
+        assert figures["django_streamer_limiter_busiest_key_in_use"] == 1
         lease.release()  # deferred: seen here within the release delay
         for response in held:
             response.close()
@@ -153,7 +157,7 @@ def test_a_keyed_pool_s_index_keeps_at_most_its_cap(redis_server: RedisServer):
         leases = [b.try_acquire("ips", f"2001:db8::{i:x}", 1) for i in range(60)]
         assert all(leases)  # all held: none of them is dropped as unused
         assert b.client.zcard(b.index("ips")) == 20
-        assert b.in_use_many(["ips"]) == {"ips": 20}  # the count covers the indexed keys
+        assert b.in_use_many(["ips"]) == {"ips": (20, 1)}  # the count covers the indexed keys
     finally:
         b.close()
 
@@ -174,7 +178,7 @@ def test_pruning_and_counting_a_huge_index_holds_redis_up_for_no_call(
         for _ in range(3):
             b.try_acquire("huge", "k", 1).release()  # type: ignore[union-attr]
             b.flush()
-        assert b.in_use_many(["huge"]) == {"huge": 0}
+        assert b.in_use_many(["huge"]) == {"huge": (0, 0)}
         assert admin.slowlog_len() == 0, admin.slowlog_get()  # no call took 20 ms
         # Each admission dropped at most 100 past the cap (and two unused).
         assert 200_000 - 3 * 102 <= admin.zcard(index) < 200_000

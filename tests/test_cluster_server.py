@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from django_streamer.conf import redis_prefix
 from django_streamer.core.limiter.cluster.backend import ClusterBackend
 from django_streamer.testing import WireResponse, fetch
 
@@ -52,7 +53,7 @@ def start_hosts(tmp_path: Path, on_error: str = "local", workers: int = 2) -> It
         config = ["-c", "python:django_streamer.gunicorn_config", "--threads", "16"]
         a = start_gunicorn(tmp_path, "gthread", workers=workers, extra=config, env=env)
         b = start_gunicorn(tmp_path, "gthread", workers=workers, extra=config, env=env)
-        reader = ClusterBackend(redis.url, on_error="closed")
+        reader = ClusterBackend(redis.url, on_error="closed", prefix=redis_prefix())
         warm_up(a, b)
         try:
             yield Hosts(redis, a, b, reader)

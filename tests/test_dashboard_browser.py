@@ -334,3 +334,33 @@ def test_the_dashboard_shows_drained_lost_compression_hidden_and_store_errors(
     assert page.locator("#streamer-active-hidden").is_hidden()
     # The failure it counted stays counted (folded into the archive).
     assert page.locator("#streamer-store-errors [data-figure]").inner_text() == "1"
+
+
+def test_the_limits_table_shows_the_limit_per_key_and_the_busiest_key(server: Server, page: Page):
+    # Issue 19: "In use 4, Limit 2" read as over-admission; the page says the
+    # limit is per key and shows what the busiest key holds, host-wide.
+    threads = []
+    for _ in range(2):
+        path = "/limited/reject/?kind=sync&items=60&delay=0.1&flush=0"
+        t = threading.Thread(
+            target=fetch, args=(server.host, server.port, path), kwargs={"timeout": 30}, daemon=True
+        )
+        t.start()
+        threads.append(t)
+    base = f"http://{server.host}:{server.port}"
+    log_in(page, base)
+    page.goto(f"{base}/admin/streaming/")
+    page.wait_for_function(
+        "document.querySelector(\"[data-pool='e2e-reject'][data-figure='busiest_key']\")"
+        "?.textContent === '2'",
+        timeout=10_000,
+    )
+    headers = page.locator("#streamer-pools thead th").all_text_contents()
+    assert headers[1:4] == ["In use (all keys)", "Busiest key", "Limit per key"]
+    for t in threads:
+        t.join(30)
+    page.wait_for_function(
+        "document.querySelector(\"[data-pool='e2e-reject'][data-figure='busiest_key']\")"
+        "?.textContent === '0'",
+        timeout=10_000,
+    )

@@ -85,3 +85,13 @@ def test_every_installed_test_dependency_is_pinned():
     installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in distributions()}
     unpinned = installed - pinned - {"django", "django-streamer", "pip", "setuptools", "wheel"}
     assert not unpinned, f"add these to tests/constraints.txt: {sorted(unpinned)}"
+
+
+def test_the_version_is_the_changelogs_latest_and_newer_than_any_upgrade_the_readme_names():
+    root = Path(__file__).resolve().parent.parent
+    version = re.findall(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)[0]
+    changelog = (root / "docs" / "changelog.md").read_text()
+    assert re.findall(r"^## (\S+)", changelog, flags=re.M)[0] == version
+    current = tuple(int(part) for part in version.split(".")[:2])
+    for older in re.findall(r"Upgrading from (\d+\.\d+)", README):
+        assert tuple(int(part) for part in older.split(".")) < current, older

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.core.checks import run_checks
 
 from django_streamer.core.recorder import Outcome
@@ -40,6 +42,11 @@ def stream(name: str, nbytes: int, *, finish: bool = True) -> Any:
 def as_host(settings: Any, tmp_path: Path, host: str) -> None:
     settings.STREAMER_METRICS_DIR = str(tmp_path / f"metrics-{host}")
     settings.STREAMER_FLEET_HOST = host
+    settings.STREAMER_FLEET = True
+
+
+def fleet_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "django-streamer-fleet"]
 
 
 def test_without_redis_the_json_is_this_host_s_as_before(settings: Any, tmp_path: Path):
@@ -83,6 +90,93 @@ def test_a_host_unheard_for_the_expiry_drops_out(
     assert [h["host"] for h in snapshot_json()["hosts"]] == ["me", "gone"]
     time.sleep(0.4)
     assert [h["host"] for h in snapshot_json()["hosts"]] == ["me"]
+
+
+GOOD = {"processes": 1, "streams": {}, "pools": {}, "active_hidden": 0, "store_errors": 0}
+# What a buggy or older publisher may write (issue 20): each must be skipped, not fail the page.
+BAD_SNAPSHOTS: dict[str, str | bytes] = {
+    "wrong-type": json.dumps({**GOOD, "processes": "3"}),
+    "missing-key": json.dumps(GOOD),  # no "active"
+    "nan": json.dumps({**GOOD, "active": [], "streams": {"s": {"bytes": float("nan")}}}),
+    "bool": json.dumps({**GOOD, "active": [], "store_errors": True}),
+    "list-figure": json.dumps({**GOOD, "active": [], "streams": {"s": {"bytes": [1]}}}),
+    "buckets": json.dumps({**GOOD, "active": [], "streams": {"s": {"ttfb_buckets": [1, 2]}}}),
+    "active": json.dumps({**GOOD, "active": [{"stream": "s", "pid": 1}]}),
+    "not-a-dict": json.dumps([1, 2, 3]),
+    "not-json": "{processes: 1",
+    "not-utf8": b"\xff\xfe",
+}
+
+
+def plant(url: str, host: str, body: str | bytes) -> None:
+    """Write ``body`` as ``host``'s snapshot, as a publisher would."""
+    keep = int(fleet.EXPIRY * 1000 * 12)
+    fleet._client(url).eval(fleet.PUBLISH, 2, *fleet.keys(), host, body, keep)
+
+
+def test_malformed_snapshots_are_skipped_and_named(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    name = "s" + uuid.uuid4().hex[:6]
+    as_host(settings, tmp_path, "good")
+    stream(name, 100)
+    fleet.publish(redis_server.url, RateTracker())
+    for host, body in BAD_SNAPSHOTS.items():
+        plant(redis_server.url, host, body)
+    as_host(settings, tmp_path, "me")
+    stream(name, 1000)
+    data = snapshot_json()
+    assert [h["host"] for h in data["hosts"]] == ["me", "good"]
+    assert data["unreadable"] == sorted(BAD_SNAPSHOTS)
+    assert data["streams"][name]["bytes"] == 1100
+    json.dumps(data, allow_nan=False)  # what the page parses: no NaN
+
+
+def test_the_fleet_is_off_by_default_though_cluster_pools_use_redis(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    # Issue 19: setting STREAMER_REDIS_URL for the limiter started a publisher.
+    settings.STREAMER_REDIS_URL = redis_server.url
+    settings.STREAMER_METRICS_DIR = str(tmp_path / "m")
+    stream("quiet", 10)
+    fleet.publisher.ensure()
+    data = snapshot_json()
+    assert "hosts" not in data and fleet_threads() == []
+    time.sleep(fleet.INTERVAL * 1.5)  # a publisher would have written by now
+    assert redis.Redis.from_url(redis_server.url).dbsize() == 0
+
+
+def test_the_fleet_without_a_url_says_so_on_the_page_and_in_checks(settings: Any, tmp_path: Path):
+    as_host(settings, tmp_path, "me")
+    settings.STREAMER_REDIS_URL = None
+    data = snapshot_json()
+    assert [h["host"] for h in data["hosts"]] == ["me"]
+    assert "STREAMER_REDIS_URL is not set" in data["fleet"]
+    assert [m.id for m in run_checks() if m.id == "django_streamer.E029"] == [
+        "django_streamer.E029"
+    ]
+    settings.STREAMER_FLEET = "yes"
+    assert "django_streamer.E028" in [m.id for m in run_checks()]
+
+
+def test_deployments_with_different_secret_keys_do_not_merge_their_fleets(
+    settings: Any, tmp_path: Path, redis_server: RedisServer
+):
+    settings.STREAMER_REDIS_URL = redis_server.url
+    settings.SECRET_KEY = "production-" + "p" * 50
+    as_host(settings, tmp_path, "prod-1")
+    stream("p", 10)
+    fleet.publish(redis_server.url, RateTracker())
+    settings.SECRET_KEY = "staging-" + "s" * 50
+    as_host(settings, tmp_path, "staging-1")
+    fleet.publish(redis_server.url, RateTracker())
+    assert [h["host"] for h in snapshot_json()["hosts"]] == ["staging-1"]
+    settings.STREAMER_REDIS_PREFIX = "shared:"  # one deployment whose hosts differ in key
+    fleet.publish(redis_server.url, RateTracker())
+    settings.SECRET_KEY = "production-" + "p" * 50
+    as_host(settings, tmp_path, "prod-1")
+    assert [h["host"] for h in snapshot_json()["hosts"]] == ["prod-1", "staging-1"]
 
 
 def test_redis_unreachable_shows_this_host_and_says_why(settings: Any, tmp_path: Path):

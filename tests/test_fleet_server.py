@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_streamer.testing import fetch
@@ -42,6 +43,7 @@ def start_host(tmp_path: Path, redis: RedisServer, name: str) -> Server:
     home.mkdir()
     env = {
         "STREAMER_TEST_REDIS_URL": redis.url,
+        "STREAMER_TEST_FLEET": "1",
         "STREAMER_TEST_FLEET_HOST": name,
         "STREAMER_TEST_DB": str(make_database(home)),
     }
@@ -183,3 +185,27 @@ def test_the_fleet_dashboard_in_chromium_shows_both_hosts(fleet: Fleet, page):  
     page.screenshot(path=str(Path(__file__).parent / "artifacts" / "fleet.png"), full_page=True)
     for t in threads:
         t.join(10)
+
+
+def test_a_malformed_snapshot_is_skipped_and_the_page_says_so(fleet: Fleet, page):  # noqa: F811
+    # Issue 20: one host's bad snapshot made data.json a 500 on every host, and
+    # a NaN made it invalid JSON that froze the page.
+    from .test_fleet import plant
+
+    with override_settings(STREAMER_REDIS_URL=fleet.redis.url):
+        plant(fleet.redis.url, "host-old", json.dumps({"processes": 2, "streams": []}))
+        plant(fleet.redis.url, "host-nan", '{"processes": NaN}')
+    session = Session(fleet.a)
+    until(lambda: len(json.loads(session.get(DATA))["hosts"]) == 2, timeout=5)
+    data = json.loads(session.get(DATA), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert sorted(h["host"] for h in data["hosts"]) == ["host-a", "host-b"]
+    assert data["unreadable"] == ["host-nan", "host-old"]
+    base = f"http://{fleet.a.host}:{fleet.a.port}"
+    log_in(page, base)
+    page.goto(f"{base}/admin/streaming/")
+    line = page.locator("#streamer-unreadable")
+    line.wait_for(state="visible", timeout=8000)
+    assert line.text_content() == (
+        "2 hosts' snapshots were unreadable (host-nan, host-old): not counted."
+    )
+    page.wait_for_selector("#streamer-hosts [data-host='host-b']", timeout=8000)

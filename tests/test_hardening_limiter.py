@@ -457,17 +457,80 @@ def test_client_ip_parses_ports_and_keeps_unusable_entries(header: str, expected
         assert client_ip(request) == expected
 
 
+@override_settings(STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR")
+@pytest.mark.parametrize("peer", ["198.51.100.7", "10.1.2.3", "2001:db8::5"])
+def test_a_peer_that_is_no_trusted_proxy_cannot_choose_its_address(peer: str) -> None:
+    # Issue 20: the header was believed from anyone, so a client could key
+    # itself as any address (a fresh one per request: no limit at all).
+    request = rf.get("/", HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR=peer)
+    assert client_ip(request) == peer
+    with override_settings(STREAMER_TRUSTED_PROXIES=["10.0.0.0/8", "2001:db8::/32"]):
+        assert client_ip(request) == (peer if peer == "198.51.100.7" else "203.0.113.9")
+
+
+@override_settings(STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR")
+def test_a_spoofing_client_gets_no_fresh_ip_key_per_request() -> None:
+    name = unique()
+
+    @limit_concurrency(1, key="ip", name=name)
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(b"x")
+
+    first = view(rf.get("/", HTTP_X_FORWARDED_FOR="1.1.1.1", REMOTE_ADDR="198.51.100.7"))
+    second = view(rf.get("/", HTTP_X_FORWARDED_FOR="2.2.2.2", REMOTE_ADDR="198.51.100.7"))
+    assert (first.status_code, second.status_code) == (200, 503)
+    first.close()
+
+
+@override_settings(
+    STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR", STREAMER_TRUSTED_PROXIES=["127.0.0.1", "10.0.0.0/8"]
+)
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("203.0.113.9, 10.0.0.5", "203.0.113.9"),  # a load balancer, then our nginx
+        ("6.6.6.6, 203.0.113.9, 10.0.0.5", "203.0.113.9"),  # the client forged the first
+        ("10.0.0.7, 10.0.0.5", "10.0.0.7"),  # every hop trusted: the left-most
+    ],
+)
+def test_the_header_is_read_from_the_right_past_trusted_proxies(header: str, expected: str) -> None:
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR=header, REMOTE_ADDR="127.0.0.1")) == expected
+
+
 @override_settings(
     STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR",
-    STREAMER_METRICS_ALLOW=["127.0.0.1"],
+    STREAMER_METRICS_ALLOW=["203.0.113.9"],
     STREAMER_METRICS_TOKEN=None,
 )
-@pytest.mark.parametrize("entry", ["unknown", "", "127.0.0.1:8080"])
+def test_a_forged_header_from_an_untrusted_peer_does_not_open_the_metrics_endpoint() -> None:
+    forged = rf.get("/", HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="198.51.100.7")
+    denied = access_denied(forged)
+    assert denied is not None and denied.status_code == 403
+    relayed = rf.get("/", HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="127.0.0.1")
+    assert access_denied(relayed) is None
+
+
+@override_settings(STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR", STREAMER_TRUSTED_PROXIES=[])
+def test_a_unix_socket_peer_is_trusted_and_no_listed_proxy_trusts_no_ip_peer() -> None:
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="")) == (
+        "203.0.113.9"
+    )
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR="9.9.9.9", REMOTE_ADDR="127.0.0.1")) == (
+        "127.0.0.1"
+    )
+
+
+@override_settings(
+    STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR",
+    STREAMER_METRICS_ALLOW=["127.0.0.1", "192.0.2.1"],
+    STREAMER_METRICS_TOKEN=None,
+)
+@pytest.mark.parametrize("entry", ["unknown", "", "192.0.2.1:8080"])
 def test_the_metrics_allowlist_fails_closed_on_an_unusable_entry(entry: str) -> None:
     # REMOTE_ADDR is the (allowed) proxy: it must not stand in for the client.
     request = rf.get("/", HTTP_X_FORWARDED_FOR=f"10.9.9.9, {entry}", REMOTE_ADDR="127.0.0.1")
     denied = access_denied(request)
-    if entry.startswith("127.0.0.1"):
+    if entry.startswith("192.0.2.1"):
         assert denied is None
     else:
         assert denied is not None and denied.status_code == 403

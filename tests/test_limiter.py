@@ -306,7 +306,9 @@ def test_ip_keys_and_the_trusted_proxy_header():
     a = view(rf.get("/", REMOTE_ADDR="10.0.0.1"))
     assert view(rf.get("/", REMOTE_ADDR="10.0.0.1")).status_code == 503
     assert view(rf.get("/", REMOTE_ADDR="10.0.0.2")).status_code == 200
-    with override_settings(STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR"):
+    with override_settings(
+        STREAMER_IP_HEADER="HTTP_X_FORWARDED_FOR", STREAMER_TRUSTED_PROXIES=["10.9.9.0/24"]
+    ):
         # Behind the proxy every request comes from its address; the
         # right-most forwarded entry is the one the proxy vouches for.
         via = view(rf.get("/", REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR="1.1.1.1, 8.8.8.8"))

@@ -298,3 +298,17 @@ def _holder(directory: str, pool: str, key: str, count: int) -> Iterator[subproc
             yield proc
         finally:
             proc.kill()
+
+
+def test_busiest_counts_the_most_held_key_of_one_pool_across_backends(tmp_path: Path):
+    # Two processes' worth of backends on one directory: a key's slots add up across them.
+    a, b = HostBackend(str(tmp_path)), HostBackend(str(tmp_path))
+    held = [a.try_acquire("p", "ann", 3), b.try_acquire("p", "ann", 3), a.try_acquire("p", "bo", 3)]
+    held.append(a.try_acquire("other", "x", 3))
+    held += [b.try_acquire("other", "x", 3) for _ in range(2)]
+    assert all(lease is not None for lease in held)
+    assert (a.busiest("p", 3), b.busiest("other", 3), a.busiest("none", 3)) == (2, 3, 0)
+    for lease in held:
+        assert lease is not None
+        lease.release()
+    assert a.busiest("p", 3) == 0

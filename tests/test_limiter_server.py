@@ -160,3 +160,31 @@ def test_a_sigkilled_worker_gives_its_slot_back_within_a_second(three_gthread: S
         assert not holder.result().complete
     admitted = fetch(server.host, server.port, "/limited/kill/?kind=sync&items=1")
     assert admitted.status == 200 and admitted.complete
+
+
+@pytest.mark.parametrize(("trusted", "second"), [("10.0.0.0/8", 503), (None, 200)])
+def test_a_forged_forwarded_for_from_an_untrusted_peer_gets_no_key_of_its_own(
+    tmp_path: Path, trusted: str | None, second: int
+):
+    # Issue 20: X-Forwarded-For was believed from any peer, so each request
+    # could name a fresh address and key="ip" limited nothing. Here the peer
+    # (127.0.0.1) is a trusted proxy only by the default.
+    env = {"STREAMER_TEST_IP_HEADER": "HTTP_X_FORWARDED_FOR"}
+    if trusted is not None:
+        env["STREAMER_TEST_TRUSTED_PROXIES"] = trusted
+    server = start_gunicorn(tmp_path, "gthread", workers=2, env=env)
+    try:
+        path = "/limited/ip/?kind=sync&items=30&delay=0.1&flush=0&tag="
+        held = tag()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                fetch, server.host, server.port, path + held, headers={"X-Forwarded-For": "1.1.1.1"}
+            )
+            server.wait_for_event("serving", held)  # admitted: its slot is held for 3 s
+            other = fetch(
+                server.host, server.port, path + tag(), headers={"X-Forwarded-For": "2.2.2.2"}
+            )
+            assert other.status == second
+            assert first.result().status == 200
+    finally:
+        stop_gunicorn(server)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+import uuid
+
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client, override_settings
+from django.http import HttpResponse
+from django.test import Client, RequestFactory, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from django_streamer import limit_concurrency
 from django_streamer.checks import check_settings
+
+rf = RequestFactory()
 
 
 @pytest.fixture
@@ -251,16 +258,44 @@ def test_active_streams_carry_their_request_path(metrics_dir, server_model):
 
 
 def test_a_routed_endpoint_without_prometheus_client_is_an_error(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_prometheus(name, *args, **kwargs):
-        if name == "prometheus_client":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_prometheus)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import -> ImportError
     messages = check_settings()
     assert [m.id for m in messages] == ["django_streamer.E011"]
     assert "django-streamer[prometheus]" in (messages[0].hint or "")
+
+
+def test_a_pool_s_limit_is_per_key_and_its_busiest_key_is_shown(metrics_dir, admin_client):
+    # Issue 19: "In use 4, Limit 2" (two keys, two each) read as over-admission.
+    name = "per-key-" + uuid.uuid4().hex[:6]
+
+    @limit_concurrency(2, key="header:X-User", scope="host", name=name)
+    def view(request):
+        return HttpResponse(b"x")
+
+    held = [view(rf.get("/", HTTP_X_USER=user)) for user in ("ann", "ann", "bo", "bo")]
+    assert [r.status_code for r in held] == [200] * 4
+    held.append(view(rf.get("/", HTTP_X_USER="cy")))
+    pool = admin_client.get("/admin/streaming/data.json").json()["pools"][name]
+    assert (pool["in_use"], pool["limit"], pool["busiest_key"]) == (5, 2, 2)
+    samples = scrape(Client())
+    label = f"{{limiter={name}}}"
+    assert samples[f"django_streamer_limiter_in_use{label}"] == 5
+    assert samples[f"django_streamer_limiter_busiest_key_in_use{label}"] == 2
+    for response in held:
+        response.close()
+    assert admin_client.get("/admin/streaming/data.json").json()["pools"][name]["busiest_key"] == 0
+
+
+def test_a_process_pool_has_no_busiest_key_figure(metrics_dir, admin_client):
+    name = "proc-" + uuid.uuid4().hex[:6]
+
+    @limit_concurrency(2, scope="process", name=name)
+    def view(request):
+        return HttpResponse(b"x")
+
+    held = view(rf.get("/"))
+    assert (
+        admin_client.get("/admin/streaming/data.json").json()["pools"][name]["busiest_key"] is None
+    )
+    assert not any(name in key and "busiest" in key for key in scrape(Client()))
+    held.close()

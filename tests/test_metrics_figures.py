@@ -1,4 +1,4 @@
-"""The figures of layout version 3: outcome ``drained`` and ``bytes_uncompressed``.
+"""The figures added in layout versions 3 and 5: ``drained``, ``bytes_(un)compressed``.
 
 Against the real store in real (forked, SIGKILLed) processes, without Django.
 """
@@ -34,7 +34,7 @@ def compressed_stream(
 
 def test_outcomes_are_every_way_a_stream_ends():
     assert OUTCOMES == ("completed", "aborted", "failed", "lost", "drained")
-    assert VERSION == 4
+    assert VERSION == 5
 
 
 def test_a_drained_stream_is_its_own_outcome_and_keeps_the_identity(tmp_path: Path):
@@ -69,6 +69,28 @@ def test_uncompressed_reported_after_the_last_chunk_is_still_published(tmp_path:
     assert store.snapshot().streams["late"]["bytes_uncompressed"] == 500
 
 
+def test_the_ratio_counts_only_the_compressed_streams_of_a_name(tmp_path: Path):
+    # Issue 19: one stream compressed 10x and three sent as they are read
+    # 0.31x; the ratio is the compressed stream's alone.
+    store = Store(str(tmp_path))
+    compressed_stream(store, "mixed", [(10_000, 1000)], Outcome.COMPLETED)
+    for _ in range(3):
+        compressed_stream(store, "mixed", [(0, 10_000)], Outcome.COMPLETED)
+    e = store.snapshot().streams["mixed"]
+    assert (e["bytes"], e["bytes_uncompressed"], e["bytes_compressed"]) == (31_000, 10_000, 1000)
+
+
+def test_a_chunk_before_the_first_uncompressed_report_counts_as_compressed(tmp_path: Path):
+    store = Store(str(tmp_path))
+    rec = StreamMetrics(store, "late", "/")
+    rec.start()
+    rec.chunk(20)  # published at once, before the stream is known to be compressed
+    rec.uncompressed(500)
+    rec.chunk(30)
+    rec.finish(Outcome.COMPLETED)
+    assert store.snapshot().streams["late"]["bytes_compressed"] == 50
+
+
 def test_an_uncompressed_stream_reports_no_uncompressed_bytes(tmp_path: Path):
     store = Store(str(tmp_path))
     rec = StreamMetrics(store, "plain", "/")
@@ -76,6 +98,7 @@ def test_an_uncompressed_stream_reports_no_uncompressed_bytes(tmp_path: Path):
     rec.chunk(123)
     rec.finish(Outcome.COMPLETED)
     assert store.snapshot().streams["plain"]["bytes_uncompressed"] == 0
+    assert store.snapshot().streams["plain"]["bytes_compressed"] == 0
 
 
 def test_the_recorders_fan_out_passes_uncompressed_bytes_on(tmp_path: Path):

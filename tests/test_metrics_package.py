@@ -221,6 +221,8 @@ def test_the_endpoint_serves_drained_lost_and_uncompressed_bytes(metrics_dir):
             assert finished[key] == count, (openmetrics, key)
         uncompressed = families["django_streamer_bytes_uncompressed"]
         assert uncompressed["django_streamer_bytes_uncompressed_total{stream=gz}"] == 9000
+        compressed = families["django_streamer_bytes_compressed"]
+        assert compressed["django_streamer_bytes_compressed_total{stream=gz}"] == 3000
 
 
 def test_every_served_family_is_in_the_readme_table_and_back(metrics_dir):
@@ -236,6 +238,7 @@ def test_every_served_family_is_in_the_readme_table_and_back(metrics_dir):
 def test_the_json_has_every_outcome_the_ratio_hidden_actives_and_store_errors():
     figures = {"started": 7, "active": 1, "completed": 1, "aborted": 1, "failed": 1, "lost": 1}
     figures |= {"drained": 2, "bytes": 2000, "bytes_uncompressed": 5000, "chunks": 4}
+    figures |= {"bytes_compressed": 2000}
     entry: dict[str, float | list[float]] = {k: float(v) for k, v in figures.items()}
     snap = Snapshot(
         streams={"gz": entry, "plain": {"started": 1.0, "completed": 1.0, "bytes": 10.0}},
@@ -250,3 +253,11 @@ def test_the_json_has_every_outcome_the_ratio_hidden_actives_and_store_errors():
     assert (gz["drained"], gz["bytes_uncompressed"], gz["compression_ratio"]) == (2, 5000, 2.5)
     assert (plain["bytes_uncompressed"], plain["compression_ratio"]) == (0, None)
     assert (data["active_hidden"], data["store_errors"]) == (3, 2)
+
+
+def test_the_json_ratio_leaves_out_the_streams_that_were_not_compressed():
+    # Issue 19: the dashboard showed 0.31x for a name only partly compressed.
+    entry: dict[str, float | list[float]] = {"bytes": 31_000.0, "bytes_uncompressed": 10_000.0}
+    entry["bytes_compressed"] = 1000.0
+    data = metrics.snapshot_json(Snapshot(streams={"mixed": entry}, taken_at=1.0))
+    assert data["streams"]["mixed"]["compression_ratio"] == 10.0

@@ -196,8 +196,8 @@ def test_e017_drain_spread_must_be_seconds():
 
 
 @override_settings(STREAMER_SSE_MAX_THREADS=0)
-def test_e026_sse_max_threads_must_be_a_positive_int():
-    assert "django_streamer.E026" in [m.id for m in run_checks()]
+def test_e030_sse_max_threads_must_be_a_positive_int():
+    assert "django_streamer.E030" in [m.id for m in run_checks()]
 
 
 @pytest.fixture

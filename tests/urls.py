@@ -18,6 +18,7 @@ urlpatterns = [
     path("limited/wait/", views.limited_wait),
     path("limited/abort/", views.limited_abort),
     path("limited/kill/", views.limited_kill),
+    path("limited/ip/", views.limited_ip),
     path("sse/", include("tests.sse_views")),
     path("z/", include("tests.compression_views")),
 ]

@@ -162,6 +162,11 @@ def limited_abort(request: HttpRequest) -> HttpResponseBase:
     return stream_view(request)
 
 
+@limit_concurrency(1, key="ip", scope="host", name="e2e-ip")
+def limited_ip(request: HttpRequest) -> HttpResponseBase:
+    return stream_view(request)
+
+
 @limit_concurrency(1, scope="host", name="e2e-kill")
 def limited_kill(request: HttpRequest) -> HttpResponseBase:
     return stream_view(request)

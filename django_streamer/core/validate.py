@@ -20,6 +20,7 @@ __all__ = [
     "non_negative_number",
     "one_of",
     "optional_path",
+    "optional_redis_prefix",
     "optional_redis_url",
     "optional_str",
     "positive_int",
@@ -141,4 +142,22 @@ def optional_redis_url(value: object, *, what: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
         raise _fail(what, "a redis://, rediss:// or unix:// URL", value)
+    return value
+
+
+def optional_redis_prefix(value: object, *, what: str) -> str | None:
+    """None, or up to 64 printable characters with no space and no ``{`` or ``}``.
+
+    Braces are Redis Cluster hash tags: the keys under the prefix place their
+    own, and a brace in the prefix would decide the slot instead.
+    """
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= 64
+        or not value.isprintable()
+        or any(c.isspace() or c in "{}" for c in value)
+    ):
+        raise _fail(what, "a str of 1-64 characters without spaces or braces, or None", value)
     return value

@@ -38,6 +38,7 @@ class Family:
     documentation: str
     figure: str
     buckets: tuple[float, ...] = ()  # a histogram's upper bounds
+    only_where_known: bool = False  # no sample for a row without the figure (not a 0)
 
 
 STREAM_FAMILIES = (
@@ -50,6 +51,12 @@ STREAM_FAMILIES = (
         "bytes_uncompressed",
         "Bytes before compression, of the streams that were compressed.",
         "bytes_uncompressed",
+    ),
+    Family(
+        "counter",
+        "bytes_compressed",
+        "Bytes handed to the server, of the streams that were compressed.",
+        "bytes_compressed",
     ),
     Family("counter", "chunks", "Chunks handed to the server.", "chunks"),
     Family("gauge", "chunk_size_max_bytes", "Largest chunk sent.", "chunk_max"),
@@ -69,8 +76,26 @@ STREAM_FAMILIES = (
     ),
 )
 POOL_FAMILIES = (
-    Family("gauge", "limiter_in_use", "Slots held now (cluster pools: cluster-wide).", "in_use"),
-    Family("gauge", "limiter_limit", "Slots in the pool.", "limit"),
+    Family(
+        "gauge",
+        "limiter_in_use",
+        "Slots held now over all the pool's keys (cluster pools: cluster-wide).",
+        "in_use",
+    ),
+    Family(
+        "gauge",
+        "limiter_limit",
+        "Slots per key: the limit applies to each key on its own (process scope: per process).",
+        "limit",
+    ),
+    Family(
+        "gauge",
+        "limiter_busiest_key_in_use",
+        "Slots held now by the pool's busiest key, what limiter_limit caps (host and cluster "
+        "pools).",
+        "busiest",
+        only_where_known=True,
+    ),
     Family("counter", "limiter_admitted", "Requests given a slot.", "admitted"),
     Family("counter", "limiter_rejected", "Requests turned away.", "rejected"),
     Family(
@@ -124,6 +149,8 @@ def _families(
     for family in table:
         metric = kinds[family.kind](PREFIX + family.name, family.documentation, labels=[label])
         for name, entry in sorted(rows.items()):
+            if family.only_where_known and family.figure not in entry:
+                continue
             if family.kind == "histogram":
                 metric.add_metric([name], *_histogram(entry, family))
             else:

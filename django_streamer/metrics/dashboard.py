@@ -73,13 +73,18 @@ def _stream(entry: dict[str, Any], throughput: float) -> dict[str, Any]:
     chunks = _num(entry, "chunks")
     sent = _num(entry, "bytes")
     uncompressed = _num(entry, "bytes_uncompressed")
-    counts = ("started", "active", *OUTCOMES, "rejected", "bytes", "bytes_uncompressed", "chunks")
+    compressed = _num(entry, "bytes_compressed")
+    counts = (
+        *("started", "active", *OUTCOMES, "rejected", "bytes"),
+        *("bytes_uncompressed", "bytes_compressed", "chunks"),
+    )
     return {
         **{figure: int(_num(entry, figure)) for figure in counts},
         "chunk_size_max": int(_num(entry, "chunk_max")),
         "chunk_size_avg": sent / chunks if chunks else 0.0,
-        # Source bytes per wire byte; None when nothing of this name was compressed.
-        "compression_ratio": uncompressed / sent if uncompressed and sent else None,
+        # Source bytes per wire byte of the compressed streams only: a name whose
+        # streams are partly compressed is not diluted by the others.
+        "compression_ratio": uncompressed / compressed if uncompressed and compressed else None,
         "ttfb_avg": _average(entry, "ttfb_sum", "ttfb_count"),
         "duration_avg": _average(entry, "duration_sum", "duration_count"),
         "bytes_per_second": throughput,
@@ -88,8 +93,12 @@ def _stream(entry: dict[str, Any], throughput: float) -> dict[str, Any]:
 
 def _pool(entry: dict[str, Any]) -> dict[str, Any]:
     counts = ("in_use", "limit", "admitted", "rejected")
+    busiest = entry.get("busiest")
     return {
         **{figure: int(_num(entry, figure)) for figure in counts},
+        # The limit is per key: this is what meets it. None where not counted
+        # (process pools; cluster pools, whose keys are counted at scrape time).
+        "busiest_key": None if busiest is None else int(busiest),
         "wait_avg": _average(entry, "wait_sum", "wait_count") or 0.0,
     }
 
@@ -115,7 +124,7 @@ def render_json(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
 def snapshot_json(snapshot: Snapshot | None = None) -> dict[str, Any]:
     """The dashboard's JSON API (documented in the README): this host, or the fleet."""
     snap = snapshot or read_snapshot()
-    if conf.STREAMER_REDIS_URL:
+    if conf.STREAMER_FLEET:
         from .fleet import fleet_json  # the fleet view builds on this module
 
         return fleet_json(snap)

@@ -1,7 +1,8 @@
 """The dashboard's fleet view: every host's figures, through Redis.
 
-With ``STREAMER_REDIS_URL`` set, one process per host (elected by a lock
-file in the metrics directory, as the multiprocess mirror is) publishes the
+With ``STREAMER_FLEET`` on (and ``STREAMER_REDIS_URL`` set), one process per
+host (elected by a lock file in the metrics directory, as the multiprocess
+mirror is) publishes the
 host's snapshot every :data:`INTERVAL` seconds. Each publication is stamped
 with Redis's clock, so hosts' clocks need not agree, and a host unheard for
 :data:`EXPIRY` seconds is dropped by the next read. The dashboard's JSON then
@@ -15,11 +16,15 @@ import logging
 import socket
 from typing import Any, cast
 
-from ..conf import conf
+from django.core.exceptions import ImproperlyConfigured
+
+from ..conf import conf, redis_prefix
 from ..core.metrics import Snapshot
 from ..core.metrics.layout import MAXIMA
+from ..extras import require
 from .dashboard import RateTracker, rates, render_json
 from .elected import ElectedThread, elect, open_election_lock
+from .published import build, parse
 from .store import read_snapshot
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "elect",
     "fleet_json",
     "host_name",
+    "keys",
     "open_lock",
     "publish",
     "publisher",
@@ -38,8 +44,7 @@ log = logging.getLogger("django_streamer")
 INTERVAL = 1.0
 EXPIRY = 5.0  # seconds a host stays listed after its last publication
 TIMEOUT = 0.25  # a dashboard poll or a publication never waits longer on Redis
-SNAPSHOTS = "streamer:{fleet}:snapshots"  # hash: host -> its snapshot (JSON)
-SEEN = "streamer:{fleet}:seen"  # sorted set: host -> when Redis last heard it (ms)
+NO_URL = "STREAMER_FLEET is on but STREAMER_REDIS_URL is not set"
 
 _NOW = """
 local t = redis.call('TIME')
@@ -78,6 +83,13 @@ return out
 )
 
 
+def keys() -> tuple[str, str]:
+    """The hash of snapshots (host -> JSON) and the sorted set of when Redis last heard
+    each host (ms), under this deployment's prefix (:func:`~django_streamer.conf.redis_prefix`)."""
+    prefix = redis_prefix()
+    return f"{prefix}{{fleet}}:snapshots", f"{prefix}{{fleet}}:seen"
+
+
 def host_name() -> str:
     return conf.STREAMER_FLEET_HOST or socket.gethostname()
 
@@ -89,7 +101,7 @@ def _client(url: str) -> Any:
     """A client with short timeouts and no retries; redis-py reconnects after a fork."""
     client = _clients.get(url)
     if client is None:
-        import redis
+        redis = require("redis", feature="the fleet view (STREAMER_FLEET)")
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -102,24 +114,12 @@ def _client(url: str) -> Any:
 # -- publishing ---------------------------------------------------------------------------
 
 
-def _raw(snap: Snapshot, active: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a host publishes: its summable figures, and its active streams with rates."""
-    return {
-        "processes": snap.processes,
-        "streams": snap.streams,
-        "pools": snap.pools,
-        "active_hidden": snap.active_hidden,
-        "store_errors": snap.store_errors,
-        "active": active,
-    }
-
-
 def publish(url: str, tracker: RateTracker) -> None:
     """Publish this host's snapshot once (the elected process calls it every second)."""
     snap = read_snapshot()
-    body = json.dumps(_raw(snap, tracker.active(snap)))
+    body = json.dumps(build(snap, tracker.active(snap)))
     keep = int(EXPIRY * 1000 * 12)
-    _client(url).eval(PUBLISH, 2, SNAPSHOTS, SEEN, host_name(), body, keep)
+    _client(url).eval(PUBLISH, 2, *keys(), host_name(), body, keep)
 
 
 class Publisher(ElectedThread):
@@ -135,7 +135,7 @@ class Publisher(ElectedThread):
         self.tracker = RateTracker()
 
     def target(self) -> str | None:
-        return conf.STREAMER_REDIS_URL or None
+        return (conf.STREAMER_REDIS_URL or None) if conf.STREAMER_FLEET else None
 
     def tick(self, target: str) -> None:
         publish(target, self.tracker)
@@ -155,16 +155,23 @@ publisher = Publisher()
 # -- reading ------------------------------------------------------------------------------
 
 
-def _hosts(url: str) -> list[tuple[str, float, dict[str, Any]]]:
-    """Every listed host: (name, seconds since Redis last heard it, its snapshot)."""
-    reply = _client(url).eval(READ, 2, SNAPSHOTS, SEEN, int(EXPIRY * 1000))
+Host = tuple[str, float, dict[str, Any]]  # name, seconds since Redis heard it, snapshot
+
+
+def _hosts(url: str) -> tuple[list[Host], list[str]]:
+    """Every listed host with a readable snapshot, and the names of the others."""
+    reply = _client(url).eval(READ, 2, *keys(), int(EXPIRY * 1000))
     now = float(reply[0])
-    found = []
+    found: list[Host] = []
+    unreadable: list[str] = []
     for i in range(1, len(reply), 3):
-        name, seen, body = reply[i].decode(), float(reply[i + 1]), reply[i + 2]
-        if body:
-            found.append((name, max(now - seen, 0.0) / 1000, json.loads(body)))
-    return found
+        name, seen, body = reply[i].decode(errors="replace"), float(reply[i + 1]), reply[i + 2]
+        raw = parse(body) if body else None
+        if raw is None:
+            unreadable.append(name)
+        else:
+            found.append((name, max(now - seen, 0.0) / 1000, raw))
+    return found, unreadable
 
 
 def _merge(into: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]]) -> None:
@@ -200,12 +207,15 @@ def fleet_json(snap: Snapshot) -> dict[str, Any]:
     """
     publisher.start_once()  # a host with no stream yet is listed once its dashboard is read
     me = host_name()
-    own = _raw(snap, [{**a, "host": me} for a in rates.active(snap)])
+    own = build(snap, [{**a, "host": me} for a in rates.active(snap)])
     try:
-        others = [h for h in _hosts(cast(str, conf.STREAMER_REDIS_URL)) if h[0] != me]
+        if not conf.STREAMER_REDIS_URL:
+            raise ImproperlyConfigured(NO_URL)  # check E028 says so too
+        listed, unreadable = _hosts(conf.STREAMER_REDIS_URL)
+        others = [h for h in listed if h[0] != me]
         problem = None
     except Exception as exc:  # the dashboard shows this host rather than fail
-        others, problem = [], f"unavailable: {type(exc).__name__}: {exc}"
+        others, unreadable, problem = [], [], f"unavailable: {type(exc).__name__}: {exc}"
     hosts = [(me, 0.0, own), *sorted(others, key=lambda h: h[0])]
     merged = Snapshot(taken_at=snap.taken_at)
     active: list[dict[str, Any]] = []
@@ -219,4 +229,5 @@ def fleet_json(snap: Snapshot) -> dict[str, Any]:
     body = render_json(merged, sorted(active, key=lambda a: cast(float, a["started"])))
     body["hosts"] = [_row(name, age, raw) for name, age, raw in hosts]
     body["fleet"] = problem
+    body["unreadable"] = sorted(set(unreadable) - {me})  # hosts whose snapshot was skipped
     return body

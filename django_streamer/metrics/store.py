@@ -75,6 +75,10 @@ def read_snapshot() -> Snapshot:
     operator looks; streams meanwhile are served without figures.
     """
     try:
-        return get_store().snapshot()
+        snap = get_store().snapshot()
     except UnsafeStateError as exc:
         raise ImproperlyConfigured(f"STREAMER_METRICS_DIR: {exc}") from exc
+    from ..pools import count_busiest_keys  # the pools import the metrics: not at import
+
+    count_busiest_keys(snap.pools)
+    return snap

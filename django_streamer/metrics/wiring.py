@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..conf import conf
-from ..core.limiter import Pool, PoolLease
+from ..core.limiter import HostBackend, Pool, PoolLease
 from ..core.limiter.cluster.backend import ClusterBackend
 from ..core.metrics import (
     Store,
@@ -87,7 +87,8 @@ class PoolRecorder(LimiterRecorder):
         if conf.STREAMER_METRICS:
             store = get_store()
             try:
-                record_admitted(store, pool.name, pool.limit, lease.waited, _cluster(pool))
+                host = 1 if isinstance(pool.backend, HostBackend) else 0
+                record_admitted(store, pool.name, pool.limit, lease.waited, _cluster(pool), host)
             except Exception as exc:
                 store.report(f"recording a limiter event ({type(exc).__name__})", exc)
 

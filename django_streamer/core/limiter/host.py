@@ -129,7 +129,7 @@ class HostBackend:
         if cached is not None:
             return cached
         digest = hashlib.sha256(f"{pool}\0{key}".encode()).hexdigest()[:32]
-        path = os.path.join(self.directory, digest)
+        path = os.path.join(self.directory, f"{_pool_part(pool)}{digest}")
         if len(self._paths) >= 1024:  # per-key pools: keep the memo bounded
             self._paths.clear()
         self._paths[(pool, key)] = path
@@ -277,17 +277,37 @@ class HostBackend:
         return evicted
 
     def in_use(self, pool: str, key: str, limit: int) -> int:
-        flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.path(pool, key), flags)
-        except FileNotFoundError:
-            return 0
-        try:
-            # One probe per slot: F_OFD_GETLK reports *a* conflicting lock in
-            # the range, not the lowest, so a range scan could skip some.
-            return sum(1 for slot in range(limit) if ofdlock.is_locked(fd, slot))
-        finally:
-            os.close(fd)
+        return _held(self.path(pool, key), limit)
+
+    def busiest(self, pool: str, limit: int) -> int:
+        """Slots held host-wide by ``pool``'s busiest key (the metrics, never a request).
+
+        A key's file name starts with its pool's part, so the files of one
+        pool are found by name; each is probed as :meth:`in_use` does.
+        """
+        part = _pool_part(pool)
+        names = [n for n in os.listdir(self.directory) if n.startswith(part)]
+        return max((_held(os.path.join(self.directory, n), limit) for n in names), default=0)
+
+
+def _pool_part(pool: str) -> str:
+    """How the file names of ``pool``'s keys start."""
+    return hashlib.sha256(pool.encode()).hexdigest()[:16] + "-"
+
+
+def _held(path: str, limit: int) -> int:
+    """Slots ``0 .. limit - 1`` of the file at ``path`` locked now, by anyone."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return 0
+    try:
+        # One probe per slot: F_OFD_GETLK reports *a* conflicting lock in
+        # the range, not the lowest, so a range scan could skip some.
+        return sum(1 for slot in range(limit) if ofdlock.is_locked(fd, slot))
+    finally:
+        os.close(fd)
 
 
 def _names(path: str, ino: int) -> bool:

@@ -33,9 +33,11 @@ __all__ = [
 
 MAGIC = b"DSM2"
 # 3: outcome ``drained`` and ``bytes_uncompressed`` per stream; 4: a pool's
-# ``backend_errors`` and ``cluster`` flag. A reader refuses (quarantines) any
-# other version, so do not mix releases on one directory.
-VERSION = 4
+# ``backend_errors`` and ``cluster`` flag; 5: ``bytes_compressed`` per stream and
+# a pool's ``host`` flag. A
+# reader refuses (quarantines) any other version, so do not mix releases on one
+# directory.
+VERSION = 5
 # magic, version, pid, max_names, max_active, (pad), created, store errors, hidden actives
 HEADER = struct.Struct("<4sIIII4xddd")
 HEADER_SIZE = 64
@@ -85,6 +87,7 @@ STREAM = Layout(
         ("rejected", 1),
         ("bytes", 1),
         ("bytes_uncompressed", 1),  # before compression, for streams that were compressed
+        ("bytes_compressed", 1),  # on the wire, for the same streams: the ratio's divisor
         ("chunks", 1),
         ("chunk_max", 1),
         *_histogram("ttfb", TTFB_BUCKETS),
@@ -101,13 +104,15 @@ POOL = Layout(
         # 1 for a cluster pool: tells the scrape, in any process of the host,
         # which pools to read from Redis.
         ("cluster", 1),
+        ("host", 1),  # 1 for a host pool: the reader counts its busiest key's slots
         *_histogram("wait", WAIT_BUCKETS),
     ]
 )
 # Every way a stream ends, each a figure of its row: started == sum + active.
 OUTCOMES = tuple(outcome.value for outcome in Outcome)
 GAUGES = {"active", "in_use"}  # per process: dropped with the process
-MAXIMA = {"chunk_max", "limit", "cluster"}  # combined with max(), not +
+# Combined with max(), not +; ``busiest`` (a key's slots) is added by readers.
+MAXIMA = {"chunk_max", "limit", "cluster", "host", "busiest"}
 # An active stream: name row, started (wall clock), bytes so far, path.
 ACTIVE = struct.Struct("<i4xdd200s")
 

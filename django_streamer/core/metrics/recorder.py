@@ -24,6 +24,7 @@ _DURATION_SUM = STREAM.offsets["duration_sum"]
 _DURATION_COUNT = STREAM.offsets["duration_count"]
 _BYTES = STREAM.offsets["bytes"]
 _UNCOMPRESSED = STREAM.offsets["bytes_uncompressed"]
+_COMPRESSED = STREAM.offsets["bytes_compressed"]
 _CHUNKS = STREAM.offsets["chunks"]
 _CHUNK_MAX = STREAM.offsets["chunk_max"]
 _TTFB = STREAM.offsets["ttfb_buckets"]
@@ -42,6 +43,7 @@ _WAIT = POOL.offsets["wait_buckets"]
 _WAIT_SUM = POOL.offsets["wait_sum"]
 _WAIT_COUNT = POOL.offsets["wait_count"]
 _CLUSTER = POOL.offsets["cluster"]
+_HOST = POOL.offsets["host"]
 
 
 class StreamMetrics(StreamRecorder):
@@ -65,6 +67,7 @@ class StreamMetrics(StreamRecorder):
         "_path",
         "_publish_at",
         "_published_chunks",
+        "_published_compressed",
         "_published_sent",
         "_published_uncompressed",
         "_row",
@@ -88,7 +91,7 @@ class StreamMetrics(StreamRecorder):
         self._publish_at = 0.0  # the first chunk publishes at once (time to first byte)
         self._sent = self._chunks = self._max = 0
         self._published_sent = self._published_chunks = 0
-        self._uncompressed = self._published_uncompressed = 0
+        self._uncompressed = self._published_uncompressed = self._published_compressed = 0
 
     def start(self) -> None:
         # One lock round: the counters and a row of the active-streams table.
@@ -129,9 +132,10 @@ class StreamMetrics(StreamRecorder):
 
         The compression stage calls this per chunk it compresses, next to the
         stream's ``chunk()`` for the compressed bytes put on the wire; it is
-        published with them. Streams that are not compressed never call it, so
-        ``bytes_uncompressed / bytes`` is the ratio of compressed streams only
-        when every stream of a name is compressed (the dashboard's column).
+        published with them. Streams that are not compressed never call it; the
+        wire bytes of those that do also go to ``bytes_compressed``, so
+        ``bytes_uncompressed / bytes_compressed`` is the ratio of a name's
+        compressed streams, whatever share of its streams they are.
         """
         self._uncompressed += nbytes
 
@@ -142,9 +146,11 @@ class StreamMetrics(StreamRecorder):
         chunks = self._chunks
         values[base + _BYTES] += self._sent - self._published_sent
         values[base + _CHUNKS] += chunks - self._published_chunks
-        if self._uncompressed != self._published_uncompressed:  # compressed streams only
+        if self._uncompressed:  # a compressed stream: all its wire bytes so far count
             values[base + _UNCOMPRESSED] += self._uncompressed - self._published_uncompressed
+            values[base + _COMPRESSED] += self._sent - self._published_compressed
             self._published_uncompressed = self._uncompressed
+            self._published_compressed = self._sent
         if self._max > values[base + _CHUNK_MAX]:
             values[base + _CHUNK_MAX] = self._max
         if self._published_chunks == 0 and chunks > 0:  # the first byte went
@@ -207,8 +213,10 @@ def record_backend_error(store: Store, pool: str) -> None:
         _mark_cluster(f.values, f.pool_at(row, "cluster"), 1)
 
 
-def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster: int = 0) -> None:
-    """``cluster``: 1 for a cluster pool, else 0."""
+def record_admitted(
+    store: Store, pool: str, limit: int, waited: float, cluster: int = 0, host: int = 0
+) -> None:
+    """``cluster``: 1 for a cluster pool, else 0; ``host``: 1 for a host pool, else 0."""
     f, base = store.pool_figures(pool)
     values = f.values
     wait = base + _WAIT + bucket(WAIT_BUCKETS, waited)
@@ -219,6 +227,8 @@ def record_admitted(store: Store, pool: str, limit: int, waited: float, cluster:
         # on a process pool's cluster flag or on adding a wait of 0.
         if cluster and cluster > values[base + _CLUSTER]:
             values[base + _CLUSTER] = cluster
+        if host and host > values[base + _HOST]:
+            values[base + _HOST] = host
         values[base + _ADMITTED] += 1.0
         values[base + _IN_USE] += 1.0
         values[base + _LIMIT] = limit

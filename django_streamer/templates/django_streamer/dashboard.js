@@ -182,10 +182,12 @@
     while (history.length && data.time - history[0].t > WINDOW) history.shift();
     fill(document.getElementById("streamer-streams"), rows, "No streams yet.", 17);
     const pools = Object.entries(data.pools).map(([name, p]) => [
-      cell(name), cell(p.in_use, "num"), cell(p.limit, "num"), cell(p.admitted, "num"),
+      cell(name), cell(p.in_use, "num"),
+      cell(p.busiest_key === null ? "\u2014" : p.busiest_key, "num", {"data-pool": name, "data-figure": "busiest_key"}),
+      cell(p.limit, "num"), cell(p.admitted, "num"),
       cell(p.rejected, "num"), cell(seconds(p.wait_avg), "num"),
     ]);
-    fill(document.getElementById("streamer-pools"), pools, "No limited views used yet.", 6);
+    fill(document.getElementById("streamer-pools"), pools, "No limited views used yet.", 7);
     const active = data.active.map(a => [
       cell(a.stream), cell(a.path), cell(a.host === undefined ? a.pid : `${a.host}:${a.pid}`, "num"), cell(new Date(a.started * 1000).toLocaleTimeString()),
       cell(bytes(a.bytes), "num", {"data-active-bytes": a.bytes}), cell(rate(a.bytes_per_second), "num"),
@@ -212,6 +214,14 @@
     const error = document.getElementById("streamer-fleet-error");
     error.hidden = !data.fleet;
     error.querySelector("[data-figure]").textContent = data.fleet || "";
+    // Hosts whose snapshot in Redis was malformed: skipped, and said so.
+    const bad = data.unreadable || [];
+    const unreadable = document.getElementById("streamer-unreadable");
+    unreadable.hidden = !bad.length;
+    unreadable.dataset.value = bad.length;
+    unreadable.textContent = bad.length === 1
+      ? `1 host's snapshot was unreadable (${bad[0]}): not counted.`
+      : `${bad.length} hosts' snapshots were unreadable (${bad.join(", ")}): not counted.`;
     if (!data.hosts) return;
     const rows = data.hosts.map(h => [
       cell(h.host, "", {"data-host": h.host}), cell(h.processes, "num"),

@@ -298,7 +298,7 @@ class ClusterBackend:
     def in_use(self, pool: str, key: str, limit: int) -> int:
         return reading.in_use(self, pool, key, limit)
 
-    def in_use_many(self, pools: list[str]) -> dict[str, int] | None:
+    def in_use_many(self, pools: list[str]) -> dict[str, tuple[int, int]] | None:
         return reading.in_use_many(self, pools)
 
     def release_owner(self, owner: str) -> int:

@@ -31,8 +31,9 @@ def in_use(backend: ClusterBackend, pool: str, key: str, limit: int) -> int:
     return backend.fallback.in_use(pool, key, limit)
 
 
-def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | None:
-    """The slots held cluster-wide of each pool, over all its keys, in one round trip.
+def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, tuple[int, int]] | None:
+    """Slots held cluster-wide of each pool, over all its keys and by its busiest key,
+    in one round trip.
 
     One script call per :data:`PAGE` of a pool's index (at most
     ``backend.index_cap`` keys), so no single call holds Redis up for long.
@@ -58,10 +59,11 @@ def in_use_many(backend: ClusterBackend, pools: list[str]) -> dict[str, int] | N
         backend.failed(None, exc)
         return None
     per_pool = len(pages)
-    return {
-        pool: sum(int(n) for n in replies[i * per_pool : (i + 1) * per_pool])
-        for i, pool in enumerate(pools)
-    }
+    counts = {}
+    for i, pool in enumerate(pools):
+        mine = replies[i * per_pool : (i + 1) * per_pool]
+        counts[pool] = (sum(int(n) for n, _ in mine), max(int(most) for _, most in mine))
+    return counts
 
 
 def release_owner(backend: ClusterBackend, owner: str) -> int:

@@ -279,16 +279,19 @@ return redis.call('ZCARD', KEYS[1])
 """
 )
 
-# Slots held now over one page of a pool's keys (the metrics' scrape sends one
-# call per page, so Redis serves others between them). KEYS: pool index. ARGV:
-# first and last rank, newest first. Reads only: admissions prune the index.
+# Slots held now over one page of a pool's keys, in all and by its busiest key
+# (the metrics' scrape sends one call per page, so Redis serves others between
+# them). KEYS: pool index. ARGV: first and last rank, newest first. Reads only:
+# admissions prune the index. Returns {total, busiest}.
 IN_USE_POOL = (
     _NOW
     + """
-local total = 0
+local total, busiest = 0, 0
 for _, base in ipairs(redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2])) do
-  total = total + redis.call('ZCOUNT', base .. ':h', '(' .. now, '+inf')
+  local held = redis.call('ZCOUNT', base .. ':h', '(' .. now, '+inf')
+  total = total + held
+  busiest = math.max(busiest, held)
 end
-return total
+return {total, busiest}
 """
 )
