@@ -236,10 +236,11 @@ def test_zip_is_never_compressed_and_refuses_true():
     assert request is not None
 
 
-def test_sse_keeps_identity_unless_it_compresses():
+def test_sse_has_no_content_encoding_unless_it_compresses():
+    # RFC 9110 reserves "identity" for Accept-Encoding: an uncompressed feed sends none.
     request = rf.get("/", HTTP_ACCEPT_ENCODING="br")
     plain = sse_response(iter(["a"]), ping=None)
-    assert plain["Content-Encoding"] == "identity"
+    assert "Content-Encoding" not in plain
     b"".join(plain)
     compressed = sse_response(iter(["a", "b"]), ping=None, compress=True)
     assert compressed["Content-Encoding"] == "br"
