@@ -34,16 +34,16 @@ quiet() {  # run a noisy install step; show its output only if it fails
 # release cannot turn this script red. Django is pinned per leg.
 PIP_VERSION=26.3
 DJANGO_MAIN=5.2.20
-pinned_install() {  # pinned_install VENV DJANGO_VERSION
+pinned_install() {  # pinned_install VENV DJANGO_VERSION EXTRAS
   quiet "$1/bin/python" -m pip install "pip==$PIP_VERSION"
   # The variable, not -c, so that the isolated build of the package is pinned too.
   PIP_CONSTRAINT="$PWD/tests/constraints.txt" \
-    quiet "$1/bin/python" -m pip install -e ".[dev]" "Django==$2"
+    quiet "$1/bin/python" -m pip install -e ".[$3]" "Django==$2"
 }
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-pinned_install .venv "$DJANGO_MAIN"
+pinned_install .venv "$DJANGO_MAIN" dev,docs
 
 echo "== ruff"
 .venv/bin/ruff check .
@@ -72,9 +72,9 @@ compat() {  # compat PYTHON_VERSION DJANGO_VERSION VENV
     return
   fi
   [ -x "$3/bin/python" ] || "$python" -m venv "$3"
-  pinned_install "$3" "$2"
+  pinned_install "$3" "$2" dev
   echo "== pytest (Python $1, $("$3/bin/python" -c 'import django; print("Django", django.get_version())'))"
-  "$3/bin/python" -m pytest -p no:randomly -q -m "not server and not browser"
+  "$3/bin/python" -m pytest -p no:randomly -q -m "not server and not browser and not docs"
 }
 if [ "${STREAMER_MATRIX:-1}" = 1 ]; then
   compat 3.10 4.2.30 .venv-django42

@@ -1,18 +1,25 @@
-"""The README documents exactly the settings conf.py has, with their defaults and types."""
+"""The docs say what the code does: settings, check ids, pins, the version, the site."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from django_streamer.conf import DEFAULTS, VALIDATORS, Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SETTINGS_PAGE = (ROOT / "docs" / "settings.md").read_text()
 
 
 def documented() -> dict[str, tuple[str, str]]:
     """Each setting heading's ``(type, default)``, from "`int` or `None`, default `5`."."""
-    sections = re.split(r"^### ", README, flags=re.M)[1:]
+    sections = re.split(r"^### ", SETTINGS_PAGE, flags=re.M)[1:]
     found = {}
     for section in sections:
         heading = re.match(r"`(STREAMER_\w+)`\n\n(.*?), default `([^`]+)`", section, flags=re.S)
@@ -57,7 +64,23 @@ def test_every_check_id_in_the_code_is_in_the_readme():
     numbers = {i: int(i[1:]) for i in ids}
     for kind in "EW":
         top = max(n for i, n in numbers.items() if i[0] == kind)
-        assert f"`{kind}{top:03d}`" in README or f"{kind}{top:03d}`" in README, kind
+        assert f"`{kind}{top:03d}`" in SETTINGS_PAGE or f"{kind}{top:03d}`" in SETTINGS_PAGE, kind
+
+
+def test_the_readmes_settings_table_lists_every_setting_with_its_default():
+    rows = dict(re.findall(r"^\| \[`(STREAMER_\w+)`\]\([^)]*\) \| `([^`]+)`", README, flags=re.M))
+    assert set(rows) == set(DEFAULTS)
+    for name, value in DEFAULTS.items():
+        assert rows[name] == repr(value), name
+
+
+def test_every_python_block_of_the_readme_is_python():
+    for block in re.findall(r"```python\n(.*?)```", README, flags=re.S):
+        compile(block, "README.md", "exec")
+
+
+def test_the_readme_stays_short():
+    assert len(README.encode()) <= 20 * 1024
 
 
 def test_every_installed_test_dependency_is_pinned():
@@ -93,5 +116,21 @@ def test_the_version_is_the_changelogs_latest_and_newer_than_any_upgrade_the_rea
     changelog = (root / "docs" / "changelog.md").read_text()
     assert re.findall(r"^## (\S+)", changelog, flags=re.M)[0] == version
     current = tuple(int(part) for part in version.split(".")[:2])
-    for older in re.findall(r"Upgrading from (\d+\.\d+)", README):
+    pages = README + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    for older in re.findall(r"Upgrading from (\d+\.\d+)", pages):
         assert tuple(int(part) for part in older.split(".")) < current, older
+
+
+@pytest.mark.docs
+def test_the_docs_site_builds_strict(tmp_path: Path) -> None:
+    """mkdocs (the docs extra) builds the site with every link and anchor resolved."""
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert (tmp_path / "settings" / "index.html").exists()

@@ -25,7 +25,7 @@ from django_streamer.metrics.wiring import stream_recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "django_streamer" / "metrics"
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "metrics.md").read_text()  # the Prometheus names table
 
 
 @pytest.fixture

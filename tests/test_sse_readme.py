@@ -1,4 +1,4 @@
-"""The README's SSE example, run as written: a feed, resuming, and stopping."""
+"""The SSE page's example (docs/sse.md), run as written: a feed, resuming, and stopping."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import django_streamer.sse
 from django_streamer.core.sse.threads import ThreadBudget
 from django_streamer.response import StreamingResponse
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parent.parent / "docs" / "sse.md").read_text()
 
 
 def readme_example() -> dict[str, Any]:
-    section = README.split("## Server-Sent Events", 1)[1].split("\n## ", 1)[0]
+    section = README.split("\n## ", 1)[0]  # the page's first part: the API and its example
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     (code,) = [block for block in blocks if "def feed(request)" in block]
     namespace: dict[str, Any] = {"__name__": "readme_sse_example"}
-    exec(compile(code, "README.md (Server-Sent Events)", "exec"), namespace)
+    exec(compile(code, "docs/sse.md", "exec"), namespace)
     return namespace
 
 
