@@ -17,7 +17,6 @@ import datetime
 import os
 import stat
 import struct
-import sys
 import time
 import zipfile
 from collections import deque
@@ -30,7 +29,7 @@ from django.db import connections
 from django.http.response import HttpResponseBase
 
 from .conf import conf
-from .context import find_request, frame_name, view_name
+from .context import current_request, stream_name
 from .core.validate import boolean, non_negative_int
 from .core.writer.handoff import HandOff
 from .core.writer.thread import ThreadWriter
@@ -302,9 +301,9 @@ def _add(archive: _ZipStream, member: _Member) -> None:
     archive.add_meta(member.meta)  # after: add() raises before it queues anything
 
 
-def _refuse_async_under_asgi(members: list[_Member], caller: Any) -> None:
+def _refuse_async_under_asgi(members: list[_Member]) -> None:
     """Without asgiref 3.13, an async member's ORM calls would wait for the reading thread."""
-    if OWN_THREAD or not isinstance(find_request(caller), ASGIRequest):
+    if OWN_THREAD or not isinstance(current_request.get(), ASGIRequest):
         return
     for member in members:
         if _is_async(member.source):
@@ -344,17 +343,16 @@ def stream_zip(
     members are deflated already (the README's never-compress list), and a
     ``Content-Encoding`` would cost the exact ``Content-Length``.
     """
-    caller = sys._getframe(1)
     if compress is not None and compress is not False:
         raise ValueError(
             f"stream_zip: compress must be None or False, not {compress!r}: "
             "a ZIP's members are compressed already"
         )
-    kwargs.setdefault("name", view_name(find_request(caller)) or frame_name(caller))
+    kwargs.setdefault("name", stream_name())
     kwargs.setdefault("content_type", "application/zip")
     checked = [_member(item) for item in members]
     check_unique(member.name for member in checked)
-    _refuse_async_under_asgi(checked, caller)
+    _refuse_async_under_asgi(checked)
     sized = all(not member.compress and member.size is not None for member in checked)
     archive = _ZipStream(
         compress_type=zipfile.ZIP_STORED if sized else zipfile.ZIP_DEFLATED, sized=sized

@@ -399,9 +399,10 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         return []
     return [
         checks.Warning(
-            f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: a stream whose source fails before "
-            "its first byte cannot get Django's 500 response (handler500, the "
-            "django.request log); the client sees a cut response instead.",
+            f"{MIDDLEWARE_PATH} is not in MIDDLEWARE: streams cannot see their request, so "
+            "they are not named after their view (metrics show 'unnamed' unless name= is "
+            "given), not compressed for the client's Accept-Encoding, and one whose source "
+            "fails before its first byte cannot get Django's 500 response.",
             hint=f"Add {MIDDLEWARE_PATH!r} at the end of MIDDLEWARE.",
             id="django_streamer.W007",
         )

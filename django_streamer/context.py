@@ -1,37 +1,34 @@
 """Which request (and so which view) a stream belongs to.
 
 A stream is named after the view that serves it and shows the request's path
-in the active-streams table. Both come from the request: the one
-:class:`CurrentRequestMiddleware` put in :data:`current_request`, or else the
-nearest ``request`` found in the caller's frames (zero set-up). The name is the
-*resolved view* (``request.resolver_match``), so a helper function that calls
-``stream_response()`` for a view does not become the name, and a class-based
-view is named after its class.
+in the active-streams table. Both come from the request that
+:class:`CurrentRequestMiddleware` (and so ``StreamerMiddleware``) put in
+:data:`current_request`, explicitly: nothing inspects the caller's frames. The
+name is the *resolved view* (``request.resolver_match``), so a helper function
+that calls ``stream_response()`` for a view does not become the name, and a
+class-based view is named after its class. Without the middleware, or outside
+a request, a stream is :data:`UNNAMED` unless given ``name=``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable
-from types import FrameType
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
-from django.views import View
 
 current_request: contextvars.ContextVar[HttpRequest | None] = contextvars.ContextVar(
     "django_streamer_current_request", default=None
 )
 
-# How far up the caller's frames to look for a request: the view, a helper or
-# two, a class-based view's dispatch().
-_FRAME_DEPTH = 6
-
+UNNAMED = "unnamed"  # a stream with no name= and no request to name it after
 
 class CurrentRequestMiddleware:
-    """Optional: makes the request known to ``stream_response()`` without frame inspection."""
+    """Makes the request known to ``stream_response()`` (its name, its path)."""
 
     sync_capable = True
     async_capable = True
@@ -61,24 +58,18 @@ class CurrentRequestMiddleware:
             current_request.reset(token)
 
 
-def find_request(frame: FrameType | None) -> HttpRequest | None:
-    """The current request: the context variable's, or the nearest in the frames."""
-    request = current_request.get()
-    if request is not None:
-        return request
-    depth = _FRAME_DEPTH
-    while frame is not None and depth:
-        local = frame.f_locals
-        candidate = local.get("request")
-        if isinstance(candidate, HttpRequest):
-            return candidate
-        owner = local.get("self")
-        if isinstance(owner, View) and isinstance(getattr(owner, "request", None), HttpRequest):
-            found: HttpRequest = owner.request
-            return found
-        frame = frame.f_back
-        depth -= 1
-    return None
+@contextlib.contextmanager
+def serving(request: HttpRequest) -> Iterator[HttpRequest]:
+    """Make ``request`` the current one in this block, as the middleware does for a view.
+
+    For code that makes streams outside a request's middleware: tests, a
+    management command that renders a response.
+    """
+    token = current_request.set(request)
+    try:
+        yield request
+    finally:
+        current_request.reset(token)
 
 
 def view_name(request: HttpRequest | None) -> str | None:
@@ -95,16 +86,9 @@ def view_name(request: HttpRequest | None) -> str | None:
     return f"{target.__module__}.{qualname}"
 
 
-def frame_name(frame: FrameType) -> str:
-    """The calling function's dotted path: the name when no view was resolved."""
-    code = frame.f_code
-    qualname = getattr(code, "co_qualname", code.co_name)
-    return f"{frame.f_globals.get('__name__', '?')}.{qualname}"
-
-
-def stream_name(frame: FrameType) -> str:
-    """The name a stream made from ``frame``'s function gets: the resolved view, else the caller.
+def stream_name() -> str:
+    """The name a stream gets without ``name=``: the current request's resolved view.
 
     One rule for ``stream_response()`` and every factory built on it.
     """
-    return view_name(find_request(frame)) or frame_name(frame)
+    return view_name(current_request.get()) or UNNAMED

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ def stream_csv(
     ``escape_formulas`` puts ``'`` before cells that a spreadsheet would run as
     formulas. Other keyword arguments are :func:`stream_response`'s.
     """
-    name = kwargs.setdefault("name", stream_name(sys._getframe(1)))
+    name = kwargs.setdefault("name", stream_name())
     kwargs.setdefault("content_type", "text/csv; charset=utf-8")
     if boolean(bom, what=f"stream {name!r}: bom"):
         _check_utf8(kwargs["content_type"], name=name)
@@ -64,7 +63,7 @@ def stream_jsonl(
     objects: object, *, encoder: type[json.JSONEncoder] = DjangoJSONEncoder, **kwargs: Any
 ) -> StreamingResponse:
     """Stream ``objects`` (an iterable or async iterable) as JSON Lines, one value a line."""
-    name = kwargs.setdefault("name", stream_name(sys._getframe(1)))
+    name = kwargs.setdefault("name", stream_name())
     kwargs.setdefault("content_type", "application/x-ndjson; charset=utf-8")
     return _response(objects, jsonl_format(encoder, name=name), **kwargs)
 
@@ -73,7 +72,7 @@ def stream_json_array(
     objects: object, *, encoder: type[json.JSONEncoder] = DjangoJSONEncoder, **kwargs: Any
 ) -> StreamingResponse:
     """Stream ``objects`` as one JSON array; a failure on the way leaves it invalid."""
-    name = kwargs.setdefault("name", stream_name(sys._getframe(1)))
+    name = kwargs.setdefault("name", stream_name())
     kwargs.setdefault("content_type", "application/json; charset=utf-8")
     return _response(objects, json_array_format(encoder, name=name), **kwargs)
 

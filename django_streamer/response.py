@@ -17,7 +17,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from .compression import start_compression
 from .conf import conf, warn_if_not_installed
-from .context import current_request, find_request, frame_name, view_name
+from .context import current_request, stream_name
 from .core.bridge import aiter_sync, iter_async
 from .core.headers import check_headers, content_disposition
 from .core.metrics.names import check_name
@@ -257,10 +257,9 @@ def stream_response(
     for this response (README, *Compression*).
     """
     warn_if_not_installed()
-    caller = sys._getframe(1)
-    request = find_request(caller)
+    request = current_request.get()
     if name is None:
-        name = view_name(request) or frame_name(caller)
+        name = stream_name()
     else:
         check_name(name)
     if compress is not None:

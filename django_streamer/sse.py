@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -68,12 +67,7 @@ def sse_response(
         ping=ping, retry=retry, max_duration=max_duration, drain_spread=conf.STREAMER_DRAIN_SPREAD
     )
     if name is None:
-        # Named as stream_response() names streams, but from our caller's
-        # frame: without a resolved view, the name is the view that called us,
-        # not sse_response. The path comes from the same request, found again
-        # by stream_response() before any recorder reads it.
-        caller = sys._getframe(1)
-        name = stream_name(caller)
+        name = stream_name()
     source: SyncEvents | AsyncEvents
     if hasattr(events, "__iter__") and not isinstance(events, (str, bytes, Mapping)):
         if not SOURCE_THREADS.take(conf.STREAMER_SSE_MAX_THREADS):

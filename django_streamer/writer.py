@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -54,7 +53,7 @@ def stream_writer(
     gone. ``text=True`` takes ``str``, encoded with the response's charset.
     Other keyword arguments are :func:`stream_response`'s.
     """
-    name = stream_name(sys._getframe(1)) if name is None else name
+    name = stream_name() if name is None else name
     what = f"stream_writer {name!r}"
     if not callable(produce):
         raise TypeError(f"{what}: produce must be callable, not {type(produce).__name__}")

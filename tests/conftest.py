@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import RequestFactory
+
+from django_streamer.context import current_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -381,3 +384,29 @@ class Session:
 
     def cookies(self) -> dict[str, str]:
         return {c.name: c.value or "" for c in self.jar}
+
+
+@pytest.fixture(autouse=True)
+def _no_current_request() -> Iterator[None]:
+    """Each test starts outside any request; ServingRequestFactory's requests end with it."""
+    token = current_request.set(None)
+    yield
+    current_request.reset(token)
+
+
+class ServingRequestFactory(RequestFactory):
+    """A RequestFactory whose requests become the current one, as StreamerMiddleware makes
+    them for a view: ``stream_response()`` then sees its Accept-Encoding and path."""
+
+    def generic(self, *args: Any, **kwargs: Any) -> Any:
+        request = super().generic(*args, **kwargs)
+        current_request.set(request)
+        return request
+
+
+def resolved(request: Any, view: Any) -> Any:
+    """``request`` as URL resolution leaves it for ``view``: its streams are named after it."""
+    from django.urls import ResolverMatch
+
+    request.resolver_match = ResolverMatch(view, (), {})
+    return request

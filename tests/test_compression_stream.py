@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from django.test import RequestFactory, override_settings
+from django.test import override_settings
 
 from django_streamer import sse_response, stream_csv, stream_jsonl, stream_response, stream_writer
 from django_streamer.archive import stream_zip
@@ -18,9 +18,10 @@ from django_streamer.core.compression.codecs import make_encoder
 from django_streamer.core.compression.stage import Compressor, acompress_chunks
 from django_streamer.core.recorder import StreamRecorder
 
+from .conftest import ServingRequestFactory
 from .decoders import Decoder, decode
 
-rf = RequestFactory()
+rf = ServingRequestFactory()
 BODY = b"".join(b"%d,row,%d\n" % (i, i * 7) for i in range(20_000))
 
 
@@ -33,7 +34,7 @@ class FakeClock:
 
 
 def respond(request, source, **kwargs):
-    # stream_response finds ``request`` in its caller's frame.
+    # ``request`` is the current one (ServingRequestFactory), as under StreamerMiddleware.
     return stream_response(source, content_type="text/csv", **kwargs)
 
 

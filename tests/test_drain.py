@@ -15,11 +15,14 @@ from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
 from django_streamer import Rejection, draining, limit_concurrency, sse_response, stream_response
+from django_streamer.context import serving
 from django_streamer.core.drain import Drain, process_drain
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.decorators import LimiterRecorder
 from django_streamer.extensions import extensions
 from django_streamer.response import StreamingResponse
+
+from .conftest import resolved
 
 rf = RequestFactory()
 
@@ -242,6 +245,7 @@ def test_an_sse_stream_is_named_after_the_view_and_recorders_see_the_path(monkey
         seen.append((stream.name, stream.path))  # type: ignore[attr-defined]
 
     monkeypatch.setattr(extensions, "stream_recorder_factories", (factory,))
-    feed(rf.get("/live/feed/")).close()
+    with serving(resolved(rf.get("/live/feed/"), feed)) as request:
+        feed(request).close()
     # What a recorder (the active-streams table) reads when it is made.
     assert seen == [("tests.test_drain.feed", "/live/feed/")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -15,15 +14,16 @@ import django
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 
 from django_streamer import StreamingResponse, stream_response
 from django_streamer.checks import check_settings
+from django_streamer.context import serving
 from django_streamer.core.chunking import StreamSourceError
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.extensions import extensions
 
-from .conftest import call_asgi, wsgi_iter
+from .conftest import call_asgi, resolved, wsgi_iter
 
 KINDS = ["sync", "async", "strs", "bytesio", "textio", "path"]
 ROW = b"x" * 32 + b"\n"
@@ -325,14 +325,20 @@ class ExportView:
         return stream_response([b"x"])
 
 
-def test_the_name_defaults_to_the_calling_views_dotted_path():
+def test_the_name_defaults_to_the_current_requests_view_and_is_unnamed_without_one():
+    # The request comes explicitly (StreamerMiddleware, or serving()): no frames are read.
     response = export_view()
-    assert response.stream.name == "tests.test_response.export_view"
+    assert response.stream.name == "unnamed"
     response.close()
-    if sys.version_info >= (3, 11):  # code objects know their qualname from 3.11
+    with serving(resolved(RequestFactory().get("/export/"), export_view)):
+        response = export_view()
+    assert response.stream.name == "tests.test_response.export_view"
+    assert response.stream.path == "/export/"
+    response.close()
+    with serving(resolved(RequestFactory().get("/"), ExportView().get)):
         response = ExportView().get()
-        assert response.stream.name == "tests.test_response.ExportView.get"
-        response.close()
+    assert response.stream.name == "tests.test_response.ExportView.get"
+    response.close()
 
 
 def test_filename_is_rfc6266_and_cannot_inject_headers():

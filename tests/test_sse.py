@@ -20,8 +20,12 @@ import django_streamer.sse
 from django_streamer import Event, last_event_id, sse_response
 from django_streamer.checks import check_drain
 from django_streamer.conf import conf
+from django_streamer.context import serving
 from django_streamer.core.sse.threads import ThreadBudget
+from django_streamer.middleware import StreamerMiddleware
 from django_streamer.response import StreamingResponse
+
+from .conftest import resolved
 
 
 def slow_events(release: threading.Event) -> Iterator[Event]:
@@ -35,7 +39,8 @@ def gzip_request() -> HttpRequest:
 
 
 def through(middleware: type, view: Callable[[HttpRequest], StreamingResponse]) -> Any:
-    response = middleware(view)(gzip_request())
+    # As in a project: StreamerMiddleware last, so it is inside the compressing one.
+    response = middleware(StreamerMiddleware(view))(gzip_request())
     assert isinstance(response, StreamingResponse)
     return response
 
@@ -261,8 +266,9 @@ def feed(request: HttpRequest) -> StreamingResponse:
     return sse_response(iter(["a"]))
 
 
-def test_the_stream_is_named_after_the_calling_view_with_its_path():
-    response = feed(RequestFactory().get("/live/feed/"))
+def test_the_stream_is_named_after_the_current_requests_view_with_its_path():
+    with serving(resolved(RequestFactory().get("/live/feed/"), feed)) as request:
+        response = feed(request)
     assert response.stream.name == "tests.test_sse.feed"
     assert response.stream.path == "/live/feed/"
     response.close()

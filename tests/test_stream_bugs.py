@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 
 from django_streamer import StreamingResponse, stream_response
+from django_streamer.context import serving
 from django_streamer.core.recorder import Outcome, StreamRecorder
 from django_streamer.core.stream import Stream
 from django_streamer.extensions import extensions
@@ -271,17 +272,16 @@ def test_a_stream_is_named_after_the_resolved_view(url, name):
 @override_settings(
     MIDDLEWARE=["django_streamer.context.CurrentRequestMiddleware"],
 )
-def test_the_middleware_names_streams_without_frames(monkeypatch):
-    monkeypatch.setattr("django_streamer.context._FRAME_DEPTH", 0)
+def test_the_middleware_names_streams_after_the_resolved_view():
     response = Client().get("/export/")
     assert isinstance(response, StreamingResponse)
     assert response.stream.name == "tests.views.export_view"
     response.close()
 
 
-def test_outside_a_view_the_name_is_the_calling_function():
+def test_outside_a_request_a_stream_is_unnamed_unless_given_a_name():
     response = stream_response([b"x"])
-    assert response.stream.name.endswith("test_outside_a_view_the_name_is_the_calling_function")
+    assert response.stream.name == "unnamed"
     response.close()
 
 
@@ -475,10 +475,10 @@ def test_the_send_timeout_is_set_on_gunicorns_socket():
     try:
         request = RequestFactory().get("/")
         request.META["gunicorn.socket"] = a
-        with override_settings(STREAMER_SEND_TIMEOUT=7):
+        with override_settings(STREAMER_SEND_TIMEOUT=7), serving(request):
             stream_response([b"x"], name="t").close()
         assert a.gettimeout() == 7
-        with override_settings(STREAMER_SEND_TIMEOUT=None):
+        with override_settings(STREAMER_SEND_TIMEOUT=None), serving(request):
             a.settimeout(None)
             stream_response([b"x"], name="t").close()
         assert a.gettimeout() is None
