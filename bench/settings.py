@@ -1,4 +1,5 @@
-"""Bench settings: no middleware, so the figures are about the response."""
+"""Bench settings: only StreamerMiddleware (streams see their request, as in a project),
+so the figures are about the response."""
 
 import os
 
@@ -6,7 +7,7 @@ SECRET_KEY = "bench-only"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = ["django_streamer"]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = ["django_streamer.middleware.StreamerMiddleware"]
 ROOT_URLCONF = "bench.urls"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True

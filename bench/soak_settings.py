@@ -22,6 +22,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "bench.soak_views.worker_pid",
+    "django_streamer.middleware.StreamerMiddleware",
 ]
 ROOT_URLCONF = "bench.soak_views"
 DATABASES = {
