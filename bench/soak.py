@@ -273,6 +273,8 @@ class Soak:
                 self.results.append(result)
                 self.aborted_storm += 1
             count -= 1
+            if result.error == "connect":
+                time.sleep(0.1)  # the server is restarting
 
     def traffic(self, seconds: float, *, clients: int, storm: int) -> list[threading.Thread]:
         deadline = time.monotonic() + seconds
