@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from django_streamer.conf import redis_prefix
 from django_streamer.core.limiter.cluster.backend import ClusterBackend
 from django_streamer.testing import fetch
 
@@ -40,7 +41,7 @@ def test_a_sigkilled_workers_cluster_slot_is_back_at_once_without_the_variable(
         server = start_gunicorn(
             tmp_path, "gthread", workers=2, extra=config, env=env, unset=("DJANGO_SETTINGS_MODULE",)
         )
-        reader = ClusterBackend(redis.url, on_error="closed")
+        reader = ClusterBackend(redis.url, on_error="closed", prefix=redis_prefix())
         try:
             t = "t" + uuid.uuid4().hex[:10]
             with ThreadPoolExecutor(1) as pool:
