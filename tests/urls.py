@@ -20,4 +20,5 @@ urlpatterns = [
     path("limited/kill/", views.limited_kill),
     path("sse/", include("tests.sse_views")),
     path("z/", include("tests.compression_views")),
+    path("r/", include("tests.range_views")),
 ]
