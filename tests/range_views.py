@@ -2,7 +2,7 @@
 
 ``p`` is the file's path (the test made it); ``type`` its content type;
 ``compress`` is ``1`` or absent; ``skip`` hands a file object read from that
-offset instead of the path.
+offset instead of the path; ``name`` names the stream (its outcome event).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _source(request: HttpRequest) -> object:
 def file_view(request: HttpRequest) -> HttpResponseBase:
     return stream_response(
         _source(request),
-        name="ranges.file",
+        name=request.GET.get("name", "ranges.file"),
         content_type=request.GET.get("type"),
         headers=VIEW_HEADERS,
         compress=True if request.GET.get("compress") else None,
