@@ -97,3 +97,17 @@ def test_a_bad_ranges_argument_names_it(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="ranges"):
         stream_response(tmp_path, name="bad", ranges="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("read", "outcome"), [(4, "completed"), (3, "aborted")])
+def test_a_file_handed_over_whole_is_completed_when_closed_early(
+    tmp_path: Path, read: int, outcome: str
+) -> None:
+    # curl closes once it has Content-Length bytes, before the server asks for the end.
+    file = tmp_path / "f.bin"
+    file.write_bytes(b"x" * 4000)
+    stream = Stream(file, name="early", chunk_size=1000, flush_interval=0.1)
+    chunks = stream.sync_chunks()
+    assert sum(len(next(chunks)) for _ in range(read)) == read * 1000
+    stream.close()
+    assert str(stream.outcome) == outcome
