@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
+from django.utils.html import escape
 
 from django_streamer import stream_response
 
@@ -52,7 +53,14 @@ def etag_view(request: HttpRequest) -> HttpResponseBase:
     )
 
 
+def audio_page(request: HttpRequest) -> HttpResponseBase:
+    """An ``<audio>`` element over ``file/`` for the Chromium seek test."""
+    source = escape(f"/r/file/?p={request.GET['p']}")
+    return HttpResponse(f'<!doctype html><audio id="a" preload="metadata" src="{source}"></audio>')
+
+
 urlpatterns = [
+    path("audio/", audio_page),
     path("file/", file_view),
     path("whole/", whole_view),
     path("etag/", etag_view),
