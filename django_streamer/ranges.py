@@ -35,8 +35,10 @@ def serve_ranges(
         or stream.length is None
     ):
         return None
-    stat = os.fstat(stream.file.fileno())
-    etag, modified = file_validators(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    # The size sent, not the file's: a file object given part-read is another
+    # representation than the whole file, and must not share its tag.
+    mtime_ns = os.fstat(stream.file.fileno()).st_mtime_ns
+    etag, modified = file_validators(size=stream.length, mtime_ns=mtime_ns)
     response.headers.setdefault("ETag", etag)
     response.headers.setdefault("Last-Modified", modified)
     if ranges:

@@ -111,3 +111,14 @@ def test_a_file_handed_over_whole_is_completed_when_closed_early(
     assert sum(len(next(chunks)) for _ in range(read)) == read * 1000
     stream.close()
     assert str(stream.outcome) == outcome
+
+
+def test_a_part_read_file_object_has_its_own_tag(tmp_path: Path) -> None:
+    file = tmp_path / "f.bin"
+    file.write_bytes(b"0123456789")
+    client = Client()
+    url = f"/r/file/?p={quote(str(file))}"
+    whole = client.get(url)
+    part = client.get(url + "&skip=4", headers={"If-None-Match": whole["ETag"]})
+    assert part.status_code == 200 and part.getvalue() == b"456789"
+    assert part["ETag"] != whole["ETag"]
