@@ -52,40 +52,33 @@ def serve_ranges(
         now=time.time(),
         ranges=ranges,
     )
-    _apply(decision, response, stream)
+    _apply(decision, response, stream, size=stream.length)
     return decision
 
 
-def _apply(decision: Decision, response: HttpResponseBase, stream: Stream) -> None:
+def _apply(decision: Decision, response: HttpResponseBase, stream: Stream, *, size: int) -> None:
     """The status, the headers and the body of ``decision``; the view's headers all stay."""
-    size = stream.length
-    assert size is not None  # serve_ranges() checked
     response.status_code = decision.status
     if decision.status in (304, 412, 416):
         stream.replace_items((), length=0)
-        # A 304 has no Content-Length: it may only be the 200's, and servers
-        # differ on whether they would then wait for those bytes.
-        response.headers.pop("Content-Length", None)
+        if decision.status == 304:
+            # Its Content-Length could only be the 200's, and servers differ on
+            # whether they then wait for those bytes: none.
+            del response["Content-Length"]
+        else:
+            response["Content-Length"] = "0"
         if decision.status == 416:
             response["Content-Range"] = f"bytes */{size}"
-        if decision.status != 304:
-            response["Content-Length"] = "0"
-        return
-    if decision.status != 206:
-        return
-    if len(decision.spans) == 1:
+    elif decision.status == 206 and len(decision.spans) == 1:
         ((start, stop),) = decision.spans
         stream.window(start, stop - start)
         response["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         response["Content-Length"] = str(stop - start)
-        return
-    parts = multipart(spans=decision.spans, size=size, content_type=response["Content-Type"])
-    body = read_parts(
-        stream.file,
-        base=stream.file_start,
-        parts=parts,
-        chunk_size=stream.chunk_size,
-    )
-    stream.replace_items(body, length=parts.length)
-    response["Content-Type"] = parts.content_type
-    response["Content-Length"] = str(parts.length)
+    elif decision.status == 206:
+        parts = multipart(spans=decision.spans, size=size, content_type=response["Content-Type"])
+        body = read_parts(
+            stream.file, base=stream.file_start, parts=parts, chunk_size=stream.chunk_size
+        )
+        stream.replace_items(body, length=parts.length)
+        response["Content-Type"] = parts.content_type
+        response["Content-Length"] = str(parts.length)
