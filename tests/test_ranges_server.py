@@ -8,10 +8,12 @@ not what Django's test client reassembles.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -217,3 +219,44 @@ def test_a_range_is_never_compressed(srv: Server, tmp_path: Path) -> None:
     etag = compressed.headers["etag"]
     again = get(srv, file, query="&compress=1", accept_encoding="gzip", if_none_match=etag)
     assert again.status == 304
+
+
+def read_response(stream: Any) -> tuple[int, dict[str, str], bytes]:
+    """One response off a kept-alive connection, framed by its Content-Length (or none)."""
+    status = int(stream.readline().split()[1])
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        key, _, value = line.decode("latin-1").partition(":")
+        headers[key.strip().lower()] = value.strip()
+    assert "transfer-encoding" not in headers, headers
+    body = stream.read(int(headers.get("content-length", 0)))
+    return status, headers, body
+
+
+def test_keep_alive_framing_is_exact(srv: Server, data_file: tuple[Path, bytes]) -> None:
+    """Several answers on one connection: a byte too many or too few would shift the next."""
+    if srv.worker == "sync":
+        pytest.skip("gunicorn's sync worker closes every connection")
+    file, data = data_file
+    path = f"/r/file/?p={quote(str(file))}"
+    etag = get(srv, file, method="HEAD").headers["etag"]
+    asks = [
+        ("Range: bytes=-3", 206, data[-3:]),
+        (f"If-None-Match: {etag}", 304, b""),
+        ("Range: bytes=0-1,100-101", 206, None),
+        (f"Range: bytes={SIZE}-", 416, b""),
+        ('If-Match: "no"', 412, b""),
+        ("Range: bytes=9000000-9000003", 206, data[9_000_000:9_000_004]),
+    ]
+    with socket.create_connection((srv.host, srv.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        for header, status, body in asks:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode())
+            got_status, headers, got_body = read_response(reader)
+            assert got_status == status, (header, headers)
+            if body is None:
+                parts = byteranges(headers["content-type"], got_body)
+                assert [p[2] for p in parts] == [data[0:2], data[100:102]]
+            else:
+                assert got_body == body, header
+            assert headers.get("connection", "keep-alive").lower() != "close", headers
