@@ -94,6 +94,10 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E024",
         "True compresses streams the client accepts compressed; compress= decides per response.",
     ),
+    "STREAMER_RANGES": (
+        "django_streamer.E031",
+        "True answers Range requests for file sources; ranges=False decides per response.",
+    ),
     "STREAMER_FLEET_HOST": (
         "django_streamer.E025",
         "Give a name that tells this host from the others, e.g. 'web-2', or None.",

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_X_ACCEL_BUFFERING": True,
     "STREAMER_SEND_TIMEOUT": 60,
     "STREAMER_COMPRESSION": False,
+    "STREAMER_RANGES": True,
     "STREAMER_LIMITER_DIR": None,
     "STREAMER_IP_HEADER": None,
     "STREAMER_TRUSTED_PROXIES": ["127.0.0.1", "::1"],
@@ -72,6 +73,7 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_FLUSH_INTERVAL": validate.non_negative_number,
     "STREAMER_X_ACCEL_BUFFERING": validate.boolean,
     "STREAMER_COMPRESSION": validate.boolean,
+    "STREAMER_RANGES": validate.boolean,
     "STREAMER_LIMITER_DIR": validate.optional_path,
     "STREAMER_IP_HEADER": validate.optional_str,
     "STREAMER_TRUSTED_PROXIES": validate.network_list,
@@ -172,6 +174,12 @@ class Settings:
     def STREAMER_COMPRESSION(self) -> bool:
         """Compress streams (zstd, br, gzip) the client accepts; ``compress=`` overrides."""
         value: bool = self._get("STREAMER_COMPRESSION")
+        return value
+
+    @cached_property
+    def STREAMER_RANGES(self) -> bool:
+        """Answer ``Range`` requests for file sources; ``ranges=`` turns it off per response."""
+        value: bool = self._get("STREAMER_RANGES")
         return value
 
     @cached_property

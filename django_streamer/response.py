@@ -27,6 +27,7 @@ from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
 from .extensions import extensions
+from .ranges import serve_ranges
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
 
@@ -128,7 +129,7 @@ class StreamingResponse(StreamingHttpResponse):
 
     def _set_length(self, length: int | None) -> None:
         # The whole body was the first chunk: Content-Length, no chunked framing.
-        if length is not None:
+        if length is not None and self.status_code != 304:
             self["Content-Length"] = str(length)
 
     # -- the body ---------------------------------------------------------
@@ -245,6 +246,7 @@ def stream_response(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
     compress: bool | None = None,
+    ranges: bool = True,
 ) -> StreamingResponse:
     """Stream ``source`` in right-sized chunks.
 
@@ -254,7 +256,9 @@ def stream_response(
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
     ``compress``: None follows ``STREAMER_COMPRESSION``, True or False decides
-    for this response (README, *Compression*).
+    for this response (README, *Compression*). ``ranges``: False sends a file
+    source whole whatever the ``Range`` header (README, *Files: ranges and
+    conditional requests*); ``STREAMER_RANGES = False`` does so site-wide.
     """
     warn_if_not_installed()
     request = current_request.get()
@@ -264,6 +268,7 @@ def stream_response(
         check_name(name)
     if compress is not None:
         compress = boolean(compress, what=f"stream {name!r}: compress")
+    ranges = boolean(ranges, what=f"stream {name!r}: ranges") and conf.STREAMER_RANGES
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.
@@ -279,7 +284,9 @@ def stream_response(
         response["Content-Length"] = str(stream.length)  # also for the size threshold
     try:
         if request is not None:
-            _compress(request, response, stream, compress)
+            decision = serve_ranges(request, response, stream, ranges=ranges)
+            if decision is None or decision.status == 200:
+                _compress(request, response, stream, compress)
         _attach_recorders(stream)
     except BaseException:
         stream.discard()  # a recorder factory raised: the file a Path opened must not leak

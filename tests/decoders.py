@@ -85,3 +85,19 @@ def decode(coding: str, data: bytes) -> bytes:
     out = dec.feed(data)
     assert dec.complete, f"{coding} stream is not complete"
     return out
+
+
+def byteranges(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
+    """A ``multipart/byteranges`` body parsed by the ``email`` package: (type, range, data)."""
+    from email import message_from_bytes
+    from email.message import Message
+
+    message = message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    assert message.is_multipart(), content_type
+    parts: list[Message] = message.get_payload()  # type: ignore[assignment]
+    found = []
+    for part in parts:
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        found.append((part["Content-Type"], part["Content-Range"], data))
+    return found

@@ -97,6 +97,10 @@ def test_e012_metrics_switch():
     only("django_streamer.E012", STREAMER_METRICS="yes")
 
 
+def test_e031_ranges_switch():
+    only("django_streamer.E031", STREAMER_RANGES="no")
+
+
 def test_e013_ip_header_type():
     only("django_streamer.E013", STREAMER_IP_HEADER=["HTTP_X_FORWARDED_FOR"])
 

@@ -38,7 +38,7 @@ def drive_sync(stream: Stream, chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
             close_quietly(chunks)
         finally:
-            stream.finish(outcome)
+            stream.finish(settled(stream, outcome))
 
 
 async def drive_async(stream: Stream, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -57,7 +57,20 @@ async def drive_async(stream: Stream, chunks: AsyncIterator[bytes]) -> AsyncIter
         try:
             await aclose_quietly(chunks)
         finally:
-            stream.finish(outcome)
+            stream.finish(settled(stream, outcome))
+
+
+def settled(stream: Stream, outcome: Outcome) -> Outcome:
+    """``outcome``, except that a body of known length handed over whole is not aborted.
+
+    A client that got every byte of a ``Content-Length`` may close before the
+    server asks the source for its end (curl does; gunicorn's asgi worker then
+    closes the body): the download is complete all the same.
+    """
+    length = stream.length
+    if outcome is Outcome.ABORTED and length is not None and stream.sent_bytes >= length:
+        return stream.clean_end()
+    return outcome
 
 
 def failure(stream: Stream) -> Outcome:

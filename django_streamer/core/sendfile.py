@@ -31,8 +31,10 @@ class FileSender:
         on_start: Callable[[], None],
         on_progress: Callable[[int], None],
         on_close: Callable[[], None],
+        limit: int | None = None,
     ) -> None:
         self.file = file
+        self.limit = limit  # bytes to send at most (a byte range), None: to the end
         self.start = file.tell() if hasattr(file, "tell") else 0
         self.furthest = 0
         self.eof = False
@@ -53,7 +55,11 @@ class FileSender:
 
     def read(self, size: int = -1) -> bytes:
         self._begin()
-        data: bytes = self.file.read(size)
+        if self.limit is not None:
+            # A server that reads the wrapper (no sendfile) stops at the range's end.
+            left = self.limit - self.furthest
+            size = left if size < 0 else min(size, left)
+        data: bytes = self.file.read(size) if size else b""
         if data:
             self.furthest += len(data)
             self._on_progress(len(data))

@@ -22,6 +22,7 @@ class Source:
     file: Any = None  # the file-like read, if any (closed by the stream)
     binary_file: bool = False
     length: int | None = None  # known in advance: a path or a seekable binary file
+    start: int = 0  # where a binary file was when given (its length counts from there)
 
 
 def classify(source: object, *, name: str, chunk_size: int) -> Source:
@@ -54,7 +55,10 @@ def _classify_file(file: Any, *, name: str, chunk_size: int) -> Source:
         return Source(_read_file(file, chunk_size), file=file)
     if isinstance(probe, (bytes, bytearray)):
         length = _remaining_length(file)
-        return Source(_read_file(file, chunk_size), file=file, binary_file=True, length=length)
+        start = file.tell() if length is not None else 0
+        return Source(
+            _read_file(file, chunk_size), file=file, binary_file=True, length=length, start=start
+        )
     raise StreamSourceError(
         f"stream {name!r}: read() of the file-like source returned "
         f"{type(probe).__name__}, expected bytes or str"
@@ -67,6 +71,23 @@ def _read_file(file: Any, size: int) -> Iterator[Any]:
             data = file.read(size)
             if not data:
                 return
+            yield data
+    finally:
+        file.close()
+
+
+def read_window(file: Any, *, size: int, count: int) -> Iterator[bytes]:
+    """``count`` bytes of ``file`` from where it is, in pieces of ``size``; then close it.
+
+    A file that ends sooner fails the stream (the client sees it cut).
+    """
+    try:
+        while count:
+            data: bytes = file.read(min(size, count))
+            if not data:
+                name = getattr(file, "name", "the file")
+                raise OSError(f"{name} ended {count} bytes short of the range")
+            count -= len(data)
             yield data
     finally:
         file.close()

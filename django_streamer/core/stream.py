@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from .bridge import aiter_sync, iter_async
@@ -17,7 +17,7 @@ from .lifecycle import Lifecycle, State
 from .pipeline import check_chunk_size, check_flush_interval, rechunk_async, rechunk_sync
 from .recorder import Outcome, Recorders, StreamRecorder
 from .sendfile import FileSender
-from .sources import classify
+from .sources import classify, read_window
 
 logger = logging.getLogger("django_streamer")
 
@@ -58,6 +58,7 @@ class Stream:
         self.recorders = Recorders([recorder] if recorder is not None else [])
         classified = classify(source, name=name, chunk_size=self.chunk_size)
         self.length = classified.length
+        self.file_start = classified.start  # where the file's bytes begin (see window())
         self.file = classified.file  # the file-like we read, if any
         self.binary_file = classified.binary_file
         self.is_async = classified.is_async
@@ -89,6 +90,29 @@ class Stream:
             raise RuntimeError(f"stream {self.name!r}: compress before it starts")
         self.compressor = compressor
         self.length = None  # the body's length is not the wire's
+
+    def window(self, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the binary file from ``offset``, not all of it (a range).
+
+        Still with sendfile where the server allows, from that offset.
+        """
+        if self.state is not State.NEW or not self.binary_file:
+            raise RuntimeError(f"stream {self.name!r}: only a binary file, before it starts")
+        self.file.seek(self.file_start + offset)
+        self.file_start += offset
+        self.length = count
+        self.items = read_window(self.file, size=self.chunk_size, count=count)
+
+    def replace_items(self, items: Iterable[bytes], *, length: int) -> None:
+        """Send ``items``, ``length`` bytes in all, instead of the file (parts, or nothing).
+
+        The file stays open for them and is closed with the stream.
+        """
+        if self.state is not State.NEW or not self.binary_file:
+            raise RuntimeError(f"stream {self.name!r}: only a binary file, before it starts")
+        self.items = items
+        self.length = length
+        self.binary_file = False  # read through the chunker: no sendfile
 
     def can_prepare(self) -> bool:
         """Whether the first chunk may be made before the response starts.
@@ -186,7 +210,11 @@ class Stream:
         if not self.lifecycle.try_move(State.SENDFILE):
             return None
         self._sender = FileSender(
-            self.file, on_start=self._sendfile_started, on_progress=self._sent, on_close=self.close
+            self.file,
+            on_start=self._sendfile_started,
+            on_progress=self._sent,
+            on_close=self.close,
+            limit=self.length,
         )
         return self._sender
 
