@@ -27,6 +27,7 @@ from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
 from .extensions import extensions
+from .querysets import rows_of
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
 
@@ -265,6 +266,7 @@ def stream_response(
         check_name(name)
     if compress is not None:
         compress = boolean(compress, what=f"stream {name!r}: compress")
+    source = rows_of(source)  # a QuerySet in chunks, not loaded whole
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.

@@ -1,0 +1,141 @@
+"""CSV straight from PostgreSQL: a QuerySet's own SQL run inside ``COPY ... TO STDOUT``.
+
+The database writes the CSV and psycopg 3 hands over its blocks as they come,
+so no Python object is made per value (issue 25 and ``bench/export.py`` have
+the figures). ``stream_csv()`` takes this path for a ``values_list()``
+QuerySet on PostgreSQL, unless ``copy=False`` or the output could differ from
+the ORM path's: docs/exports.md says what the two paths write.
+
+The statement is built in the view (no query runs there); the COPY runs when
+the first chunk is made. A client that leaves closes the generator inside the
+``copy()`` block, and psycopg then cancels the COPY on the server.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
+from django.db.models import QuerySet
+
+from .querysets import compiled, values_list_queryset
+
+__all__ = ["copy_csv"]
+
+_Dialect = str | type[csv.Dialect] | csv.Dialect
+
+
+def copy_csv(
+    rows: object,
+    *,
+    header: Sequence[str] | None,
+    dialect: _Dialect,
+    bom: bool,
+    utf8: bool,
+) -> Iterator[bytes] | None:
+    """The CSV of ``rows`` from COPY, or None where the ORM path must write it."""
+    if not (utf8 and values_list_queryset(rows) and _on_psycopg3(rows)):
+        return None
+    options = _options(csv.get_dialect(dialect) if isinstance(dialect, str) else dialect)
+    if options is None:
+        return None
+    try:
+        statement, params = _statement(rows, options)
+    except EmptyResultSet:  # e.g. filter(id__in=[]): no SQL at all, the ORM path writes nothing
+        return None
+    head = ("\ufeff" if bom else "") + _header_line(header, options)
+    return _blocks(rows.db, statement, params, head.encode())
+
+
+def _on_psycopg3(queryset: QuerySet[Any]) -> bool:
+    # Tuples of values only (checked before): model rows are refused by the ORM
+    # path, and dict rows are ordered by the header there.
+    if connections[queryset.db].vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3
+
+
+def _options(dialect: Any) -> tuple[str, str] | None:
+    """The dialect as COPY's DELIMITER and QUOTE, if COPY writes what ``csv`` would."""
+    delimiter, quote = dialect.delimiter, dialect.quotechar
+    if (
+        dialect.quoting != csv.QUOTE_MINIMAL
+        or not dialect.doublequote
+        or dialect.escapechar is not None
+        or quote is None
+        or delimiter == quote
+        or delimiter in "\r\n\\"
+        or quote in "\r\n\\"
+    ):
+        return None
+    return delimiter, quote
+
+
+def _header_line(header: Sequence[str] | None, options: tuple[str, str]) -> str:
+    if header is None:
+        return ""
+    # COPY ends its lines with \n: so does the header, for one line ending.
+    writer = csv.writer(_Line(), delimiter=options[0], quotechar=options[1], lineterminator="\n")
+    line: str = writer.writerow(header)
+    return line
+
+
+class _Line:
+    write = str  # writerow() returns the line (as core/rows.py's _Echo)
+
+
+def _statement(queryset: QuerySet[Any], options: tuple[str, str]) -> tuple[str, list[Any]]:
+    sql, params, fields = compiled(queryset)
+    names = [f"c{i}" for i in range(len(fields))]
+    cells = ", ".join(map(_as_orm_writes, fields, names))
+    statement = (
+        f"COPY (SELECT {cells} FROM ({sql}) AS streamer_rows({', '.join(names)})) "
+        "TO STDOUT WITH (FORMAT csv, DELIMITER %s, QUOTE %s)"
+    )
+    return statement, [*params, *options]
+
+
+def _as_orm_writes(field: Any, column: str) -> str:
+    """A column as the text ``str()`` of its Python value would be, where PostgreSQL's differs."""
+    kind = field.get_internal_type()
+    if kind == "BooleanField":  # t / f otherwise
+        return f"CASE WHEN {column} THEN 'True' WHEN NOT {column} THEN 'False' END"
+    if kind == "DateField":  # whatever the session's DateStyle
+        return f"to_char({column}, 'YYYY-MM-DD')"
+    if kind == "DateTimeField":  # 2026-12-07 14:23:33.500000+00:00, not ...33.5+00
+        return _datetime(column)
+    if kind == "JSONField":  # JSON null is None to the ORM: an empty cell, not "null"
+        return f"NULLIF({column}::text, 'null')"
+    return column
+
+
+def _datetime(column: str) -> str:
+    # Django's connection runs in UTC under USE_TZ (aware datetimes, "+00:00"),
+    # else in TIME_ZONE (naive ones). Python leaves out zero microseconds.
+    zone, suffix = ("UTC", "+00:00") if settings.USE_TZ else (settings.TIME_ZONE, "")
+    quoted = zone.replace("'", "''")
+    local = f"({column} AT TIME ZONE '{quoted}')"
+    return (
+        f"to_char({local}, 'YYYY-MM-DD HH24:MI:SS') || CASE WHEN "
+        f"mod(extract(microseconds FROM {local})::bigint, 1000000) = 0 THEN '' "
+        f"ELSE to_char({local}, '.US') END || '{suffix}'"
+    )
+
+
+def _blocks(alias: str, statement: str, params: list[Any], head: bytes) -> Iterator[bytes]:
+    if head:
+        yield head
+    connection = connections[alias]
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.copy(statement, params) as copy,
+    ):
+        for block in copy:  # one row a block, as libpq gives them
+            yield bytes(block)

@@ -1,0 +1,47 @@
+"""Views for the export server tests (tests/test_export_server.py)."""
+
+from __future__ import annotations
+
+import resource
+
+from django.http import HttpResponse
+from django.urls import path
+
+from django_streamer import stream_csv, stream_jsonl
+from tests.exportapp.models import Order
+
+FIELDS = ["id", "customer", "total", "placed", "day", "ref", "data", "paid"]
+
+
+def orders_csv(request):
+    orders = Order.objects.order_by("id")
+    if "limit" in request.GET:
+        orders = orders.filter(id__lte=int(request.GET["limit"]))
+    return stream_csv(
+        orders.values_list(*FIELDS),
+        header=FIELDS,
+        copy=request.GET.get("copy") != "0",
+        filename="orders.csv",
+    )
+
+
+def orders_jsonl(request):
+    return stream_jsonl(Order.objects.order_by("id").values(*FIELDS))
+
+
+async def orders_jsonl_async(request):
+    # On the event loop: the QuerySet is read with aiterator(), never on the loop itself.
+    return stream_jsonl(Order.objects.order_by("id").values(*FIELDS))
+
+
+def peak_rss(request):
+    """The worker's peak resident memory, in KiB."""
+    return HttpResponse(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
+urlpatterns = [
+    path("orders.csv", orders_csv),
+    path("orders.jsonl", orders_jsonl),
+    path("orders-async.jsonl", orders_jsonl_async),
+    path("rss", peak_rss),
+]
