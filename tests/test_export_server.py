@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -84,7 +87,7 @@ def orders_database() -> Iterator[str]:
 
 def _env(database: str, **extra: str) -> dict[str, str]:
     return {
-        "DJANGO_SETTINGS_MODULE": "tests.zip_pg_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.export_pg_settings",
         "STREAMER_TEST_PG_NAME": database,
         "STREAMER_TEST_URLCONF": "tests.export_views",
         **extra,
@@ -154,3 +157,69 @@ def test_copy_writes_the_values_the_orm_path_writes(tmp_path, orders_database):
     assert copied_rows[1][3] == "2026-12-07 14:23:33.500000+00:00"
     assert [json.loads(row[-2]) for row in copied_rows[1:3]] == [{"a": 1}, [1, "x"]]
     assert (copied_rows[1][-1], copied_rows[2][-1], copied_rows[3][-1]) == ("True", "False", "")
+
+
+def _backends(database: str) -> list[tuple[str, str]]:
+    """(state, query) of every other backend on ``database``."""
+    import psycopg
+
+    with psycopg.connect(ADMIN) as watcher:
+        return watcher.execute(
+            "SELECT state, query FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database],
+        ).fetchall()
+
+
+def _wait_for(check, what: str, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return result
+
+
+@pytest.mark.parametrize("conn_max_age", ["0", "600"])
+def test_a_client_that_leaves_cancels_the_copy(tmp_path, orders_database, conn_max_age):
+    srv = _start("gthread", tmp_path, orders_database, STREAMER_TEST_CONN_MAX_AGE=conn_max_age)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+            sock.sendall(b"GET /orders.csv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = 0
+            while received < 64 * 1024:
+                received += len(sock.recv(65536))
+
+            # The COPY is under way, held up by the client that stopped reading.
+            running = [s for s, q in _backends(orders_database) if q.startswith("COPY")]
+            assert running == ["active"], _backends(orders_database)
+        # Gone: no backend left running the COPY or idle in a transaction.
+        _wait_for(
+            lambda: all(
+                state not in ("active", "idle in transaction")
+                for state, _ in _backends(orders_database)
+            ),
+            f"a backend is still busy: {_backends(orders_database)}",
+        )
+        if conn_max_age == "0":
+            _wait_for(lambda: not _backends(orders_database), "the connection was not closed")
+        # The worker's connection (kept when persistent) still works.
+        wire = fetch("127.0.0.1", srv.port, "/orders.csv?limit=3")
+        assert (wire.status, wire.complete, len(_rows(wire.body))) == (200, True, 4), wire
+    finally:
+        stop_gunicorn(srv)
+
+
+def test_the_copy_stream_is_compressed_like_any_other(tmp_path, orders_database):
+    srv = _start("gthread", tmp_path, orders_database, STREAMER_TEST_COMPRESSION="1")
+    try:
+        plain = fetch("127.0.0.1", srv.port, "/orders.csv?limit=5000")
+        packed = fetch(
+            "127.0.0.1", srv.port, "/orders.csv?limit=5000", headers={"Accept-Encoding": "gzip"}
+        )
+    finally:
+        stop_gunicorn(srv)
+    assert (plain.status, plain.complete, packed.status, packed.complete) == (200, True, 200, True)
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(packed.body) == plain.body
+    assert len(_rows(plain.body)) == 5001 and b"\r\n" not in plain.body[:200]  # COPY's lines
