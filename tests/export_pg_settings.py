@@ -1,10 +1,19 @@
-"""The PostgreSQL test settings, with persistent connections when a test asks for them."""
+"""The test settings on PostgreSQL (as zip_pg_settings.py), persistent connections optional."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from tests.zip_pg_settings import *  # noqa: F403
-from tests.zip_pg_settings import DATABASES
+from tests.settings import *  # noqa: F403
 
-DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("STREAMER_TEST_CONN_MAX_AGE", "0"))
+DATABASES: dict[str, dict[str, Any]] = {  # type: ignore[no-redef]
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ["STREAMER_TEST_PG_NAME"],
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+        "CONN_MAX_AGE": int(os.environ.get("STREAMER_TEST_CONN_MAX_AGE", "0")),
+    }
+}
