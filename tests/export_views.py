@@ -17,9 +17,10 @@ def orders_csv(request):
     orders = Order.objects.order_by("id")
     if "limit" in request.GET:
         orders = orders.filter(id__lte=int(request.GET["limit"]))
+    fields = request.GET["fields"].split(",") if "fields" in request.GET else FIELDS
     return stream_csv(
-        orders.values_list(*FIELDS),
-        header=FIELDS,
+        orders.values_list(*fields),
+        header=fields,
         copy=request.GET.get("copy") != "0",
         filename="orders.csv",
     )
