@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 
+from django.db.models import F, Value
 from django.http import HttpResponse
 from django.urls import path
 
@@ -18,6 +19,9 @@ def orders_csv(request):
     if "limit" in request.GET:
         orders = orders.filter(id__lte=int(request.GET["limit"]))
     fields = request.GET["fields"].split(",") if "fields" in request.GET else FIELDS
+    if "fail_at" in request.GET:  # division by zero at that row, in the database
+        orders = orders.annotate(fail=Value(1) / (F("id") - int(request.GET["fail_at"])))
+        fields = [*fields, "fail"]
     return stream_csv(
         orders.values_list(*fields),
         header=fields,

@@ -239,6 +239,30 @@ def test_a_client_that_leaves_cancels_the_copy(tmp_path, orders_database, conn_m
         stop_gunicorn(srv)
 
 
+@pytest.mark.parametrize("copy", ["1", "0"])
+def test_a_query_that_fails_midway_cuts_the_body(tmp_path, orders_database, copy):
+    srv = _start("gthread", tmp_path, orders_database)
+    try:
+        wire = fetch("127.0.0.1", srv.port, f"/orders.csv?copy={copy}&fail_at=50000", timeout=60)
+        if copy == "1":  # COPY sends rows as the query makes them: a cut body
+            assert (wire.status, wire.complete) == (200, False), wire.error
+            assert len(wire.body) > 100_000 and b"\n50000," not in wire.body
+        else:
+            # Django's server-side cursor is WITH HOLD in autocommit: PostgreSQL runs
+            # the whole query when it is declared, before the first row.
+            assert wire.status == 500, wire
+        # The connection is released: nothing left running or idle in a transaction.
+        _wait_for(
+            lambda: all(
+                state not in ("active", "idle in transaction")
+                for state, _ in _backends(orders_database)
+            ),
+            f"a backend is still busy: {_backends(orders_database)}",
+        )
+    finally:
+        stop_gunicorn(srv)
+
+
 def test_the_copy_stream_is_compressed_like_any_other(tmp_path, orders_database):
     srv = _start("gthread", tmp_path, orders_database, STREAMER_TEST_COMPRESSION="1")
     try:
