@@ -37,7 +37,11 @@ def copy_csv(
     bom: bool,
     utf8: bool,
 ) -> Iterator[bytes] | None:
-    """The CSV of ``rows`` from COPY, or None where the ORM path must write it."""
+    """The CSV of ``rows`` from COPY, or None where the ORM path must write it.
+
+    Only for ``values_list()`` tuples: model rows are refused by the ORM path,
+    and dict rows are ordered by the header there.
+    """
     if not (utf8 and values_list_queryset(rows) and _on_psycopg3(rows)):
         return None
     options = _options(csv.get_dialect(dialect) if isinstance(dialect, str) else dialect)
@@ -47,22 +51,28 @@ def copy_csv(
         fields = compiled(rows)[2]
     except EmptyResultSet:  # e.g. filter(id__in=[]): no SQL at all, the ORM path writes nothing
         return None
-    if any(field.get_internal_type() == "DateTimeField" for field in fields) and not (
-        connections[rows.db].timezone_name == "UTC" or not settings.USE_TZ
-    ):
-        return None  # DATABASES' TIME_ZONE: offsets such as +05:30, which the ORM path writes
+    if not _zone_mappable(rows.db, fields):
+        return None
     head = ("\ufeff" if bom else "") + _header_line(header, options)
     return _blocks(rows, options, head.encode())
 
 
 def _on_psycopg3(queryset: QuerySet[Any]) -> bool:
-    # Tuples of values only (checked before): model rows are refused by the ORM
-    # path, and dict rows are ordered by the header there.
     if connections[queryset.db].vendor != "postgresql":
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
     return is_psycopg3
+
+
+def _zone_mappable(alias: str, fields: Sequence[Any]) -> bool:
+    """Whether the timestamps can be written as the ORM path writes them (see below).
+
+    Not under ``USE_TZ`` with DATABASES' ``TIME_ZONE`` set: offsets such as +05:30.
+    """
+    if not any(field.get_internal_type() == "DateTimeField" for field in fields):
+        return True
+    return not settings.USE_TZ or connections[alias].timezone_name == "UTC"
 
 
 def _options(dialect: Any) -> tuple[str, str] | None:

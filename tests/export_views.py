@@ -26,6 +26,7 @@ def orders_csv(request):
         orders.values_list(*fields),
         header=fields,
         copy=request.GET.get("copy") != "0",
+        dialect=request.GET.get("dialect", "excel"),
         filename="orders.csv",
     )
 

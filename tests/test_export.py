@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from decimal import Decimal
@@ -69,3 +70,20 @@ def test_the_django_api_exports_rely_on():
     assert not values_list_queryset(User.objects.values_list("id", flat=True))
     assert json_columns(Order.objects.values_list("id", "data", "customer", "data")) == [1, 3]
     assert json_columns(Order.objects.none().values_list("data")) == []
+
+
+@pytest.mark.parametrize(
+    ("dialect", "options"),
+    [
+        ("excel", (",", '"')),
+        ("excel-tab", ("\t", '"')),
+        ("unix", None),  # QUOTE_ALL
+        (type("Semi", (csv.excel,), {"delimiter": ";", "quotechar": "'"}), (";", "'")),
+        (type("Escaped", (csv.excel,), {"doublequote": False, "escapechar": "\\"}), None),
+        (type("Backslash", (csv.excel,), {"delimiter": "\\"}), None),
+    ],
+)
+def test_copy_takes_the_dialects_it_writes_alike(dialect, options):
+    from django_streamer.pgcopy import _options
+
+    assert _options(csv.get_dialect(dialect) if isinstance(dialect, str) else dialect) == options

@@ -163,6 +163,20 @@ def test_copy_writes_the_values_the_orm_path_writes(tmp_path, orders_database):
     assert copied_placed == ("2026-12-07 14:23:33.5+00:00", "2026-01-01 00:00:00+00:00")
 
 
+def test_copy_writes_a_dialect_as_the_csv_module_does(tmp_path, orders_database):
+    srv = _start("gthread", tmp_path, orders_database)
+    try:
+        path = "/orders.csv?limit=10&fields=id,customer,total&dialect=excel-tab"
+        orm = fetch("127.0.0.1", srv.port, path + "&copy=0")
+        copied = fetch("127.0.0.1", srv.port, path)
+    finally:
+        stop_gunicorn(srv)
+    tab = csv.get_dialect("excel-tab")
+    orm_rows = list(csv.reader(io.StringIO(orm.body.decode(), newline=""), tab))
+    assert orm_rows == list(csv.reader(io.StringIO(copied.body.decode(), newline=""), tab))
+    assert orm_rows[1] == ["1", "plain", "12.50"] and b"1\tplain\t12.50\n" in copied.body
+
+
 def test_copy_writes_dates_as_the_orm_path_whatever_the_date_style(tmp_path, orders_database):
     # psycopg reads timestamps in the ISO DateStyle only, dates in any.
     import psycopg
