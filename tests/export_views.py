@@ -6,9 +6,9 @@ import resource
 
 from django.db.models import F, Value
 from django.http import HttpResponse
-from django.urls import path
+from django.urls import include, path
 
-from django_streamer import stream_csv, stream_jsonl
+from django_streamer import limit_concurrency, stream_csv, stream_jsonl
 from tests.exportapp.models import Order
 
 FIELDS = ["id", "customer", "total", "placed", "day", "ref", "data", "paid"]
@@ -35,6 +35,11 @@ def orders_jsonl(request):
     return stream_jsonl(Order.objects.order_by("id").values(*FIELDS))
 
 
+@limit_concurrency(1)  # the slot lasts as long as the COPY's stream
+def orders_limited(request):
+    return stream_csv(Order.objects.order_by("id").values_list("id", "customer"))
+
+
 async def orders_jsonl_async(request):
     # On the event loop: the QuerySet is read with aiterator(), never on the loop itself.
     return stream_jsonl(Order.objects.order_by("id").values(*FIELDS))
@@ -49,5 +54,7 @@ urlpatterns = [
     path("orders.csv", orders_csv),
     path("orders.jsonl", orders_jsonl),
     path("orders-async.jsonl", orders_jsonl_async),
+    path("limited.csv", orders_limited),
     path("rss", peak_rss),
+    path("streaming/", include("django_streamer.urls")),
 ]

@@ -291,3 +291,34 @@ def test_the_copy_stream_is_compressed_like_any_other(tmp_path, orders_database)
     assert packed.headers["content-encoding"] == "gzip"
     assert gzip.decompress(packed.body) == plain.body
     assert len(_rows(plain.body)) == 5001 and b"\r\n" not in plain.body[:200]  # COPY's lines
+
+
+def test_the_limiter_and_the_metrics_see_the_copy_stream(tmp_path, orders_database):
+    srv = _start("gthread", tmp_path, orders_database)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+            sock.sendall(b"GET /limited.csv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = 0
+            while received < 64 * 1024:
+                received += len(sock.recv(65536))
+            # The COPY holds the only slot while its client does not read.
+            assert fetch("127.0.0.1", srv.port, "/limited.csv").status == 503  # a global pool
+        # Left mid-export: the slot is released, the stream counted as aborted.
+        wire = _wait_for(
+            lambda: (w := fetch("127.0.0.1", srv.port, "/limited.csv")).status == 200 and w,
+            "the slot was not released",
+        )
+        assert wire.complete and len(_rows(wire.body)) == BULK + len(ODD)
+        metrics = fetch("127.0.0.1", srv.port, "/streaming/metrics/").body.decode()
+    finally:
+        stop_gunicorn(srv)
+    name = 'stream="tests.export_views.orders_limited"'
+    finished = [line for line in metrics.splitlines() if "streams_finished_total{" in line]
+    for outcome in ("aborted", "completed"):
+        assert any(name in line and f'"{outcome}"' in line for line in finished), finished
+    sent = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith(f"django_streamer_bytes_total{{{name}")
+    ]
+    assert sent and float(sent[0].split()[-1]) >= len(wire.body), sent
