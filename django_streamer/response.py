@@ -251,7 +251,8 @@ def stream_response(
 
     ``source`` is a sync or async iterable of ``bytes``/``bytearray``/
     ``memoryview``/``str`` pieces, a binary or text file-like object, or a
-    path. Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
+    path; a QuerySet is read in chunks (``iterator()``, ``aiterator()`` on an
+    event loop). Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
     ``compress``: None follows ``STREAMER_COMPRESSION``, True or False decides
