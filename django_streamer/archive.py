@@ -36,6 +36,7 @@ from .core.writer.thread import ThreadWriter
 from .core.zipnames import check_member_name, check_unique
 from .core.zipsources import OWN_THREAD, async_member, copy_from, encoded, exactly, read_file
 from .extras import require
+from .querysets import sync_rows_of
 from .response import StreamingResponse, stream_response
 
 __all__ = ["check_member_name", "stream_zip"]
@@ -278,7 +279,7 @@ def _data(member: _Member) -> Iterable[bytes]:
         assert size is not None  # stat'ed by _member()
         return read_file(name, os.fspath(source), size, block=conf.STREAMER_CHUNK_SIZE)
     if hasattr(source, "__iter__") and not isinstance(source, (str, bytes)):
-        data: Iterable[bytes] = encoded(name, source)
+        data: Iterable[bytes] = encoded(name, sync_rows_of(source))  # type: ignore[arg-type]
     elif hasattr(source, "__aiter__"):
         data = _producer(name, copy_from(name, source))
     elif callable(source):

@@ -21,6 +21,8 @@ from .context import stream_name
 from .core.chunking import StreamSourceError
 from .core.rows import RowFormat, csv_format, describe, encode_rows, json_array_format, jsonl_format
 from .core.validate import boolean
+from .pgcopy import copy_csv
+from .querysets import json_columns, rows_of
 from .response import StreamingResponse, stream_response
 
 __all__ = ["stream_csv", "stream_json_array", "stream_jsonl"]
@@ -34,6 +36,7 @@ def stream_csv(
     filename: str | None = None,
     bom: bool = False,
     escape_formulas: bool = False,
+    copy: bool = True,
     **kwargs: Any,
 ) -> StreamingResponse:
     """Stream ``rows`` (an iterable or async iterable) as CSV, written by Python's ``csv`` module.
@@ -42,19 +45,32 @@ def stream_csv(
     also written as the first line). ``dialect`` is any ``csv`` dialect. ``bom``
     writes a UTF-8 byte order mark first (Excel then reads UTF-8);
     ``escape_formulas`` puts ``'`` before cells that a spreadsheet would run as
-    formulas. Other keyword arguments are :func:`stream_response`'s.
+    formulas. A ``values_list()`` QuerySet is read in chunks; on PostgreSQL its
+    CSV comes from ``COPY`` unless ``copy=False`` (docs/exports.md: the
+    differences, e.g. lines end with ``\\n``). Other keyword arguments are
+    :func:`stream_response`'s.
     """
     name = kwargs.setdefault("name", stream_name())
     kwargs.setdefault("content_type", "text/csv; charset=utf-8")
-    if boolean(bom, what=f"stream {name!r}: bom"):
-        _check_utf8(kwargs["content_type"], name=name)
+    utf8 = _is_utf8(kwargs["content_type"])
+    if boolean(bom, what=f"stream {name!r}: bom") and not utf8:
+        raise ValueError(
+            f"stream {name!r}: bom=True writes a UTF-8 byte order mark, "
+            f"but the content type {kwargs['content_type']!r} is not UTF-8"
+        )
+    escape_formulas = boolean(escape_formulas, what=f"stream {name!r}: escape_formulas")
+    if boolean(copy, what=f"stream {name!r}: copy") and not escape_formulas:
+        blocks = copy_csv(rows, header=header, dialect=dialect, bom=bom, utf8=utf8)
+        if blocks is not None:
+            return stream_response(blocks, filename=filename, **kwargs)
     fmt = csv_format(
         header=header,
         dialect=dialect,
         bom=bom,
-        escape_formulas=boolean(escape_formulas, what=f"stream {name!r}: escape_formulas"),
+        escape_formulas=escape_formulas,
         name=name,
         check_first=lambda row: _refuse_models(row, name=name),
+        json_columns=json_columns(rows),
     )
     return _response(rows, fmt, filename=filename, **kwargs)
 
@@ -78,16 +94,12 @@ def stream_json_array(
 
 
 def _response(rows: object, fmt: RowFormat, **kwargs: Any) -> StreamingResponse:
-    return stream_response(encode_rows(rows, fmt, name=kwargs["name"]), **kwargs)
+    return stream_response(encode_rows(rows_of(rows), fmt, name=kwargs["name"]), **kwargs)
 
 
-def _check_utf8(content_type: str, *, name: str) -> None:
+def _is_utf8(content_type: str) -> bool:
     charset = parse_header_parameters(content_type)[1].get("charset", settings.DEFAULT_CHARSET)
-    if charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
-        raise ValueError(
-            f"stream {name!r}: bom=True writes a UTF-8 byte order mark, "
-            f"but the content type {content_type!r} is not UTF-8"
-        )
+    return charset.lower().replace("_", "-") in ("utf-8", "utf8")
 
 
 def _refuse_models(row: object, *, name: str) -> None:

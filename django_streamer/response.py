@@ -27,6 +27,7 @@ from .core.sendtimeout import drop_if_stalled, guard_sends, set_socket_timeout
 from .core.stream import FileSender, State, Stream
 from .core.validate import boolean
 from .extensions import extensions
+from .querysets import rows_of
 from .ranges import serve_ranges
 
 __all__ = ["StreamingResponse", "current_request", "stream_response"]
@@ -252,7 +253,8 @@ def stream_response(
 
     ``source`` is a sync or async iterable of ``bytes``/``bytearray``/
     ``memoryview``/``str`` pieces, a binary or text file-like object, or a
-    path. Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
+    path; a QuerySet is read in chunks (``iterator()``, ``aiterator()`` on an
+    event loop). Pieces smaller than ``chunk_size`` are coalesced, bigger ones split;
     ``flush_interval`` bounds how long a byte may wait. ``name`` labels the
     stream in logs and metrics (default: the resolved view's dotted path).
     ``compress``: None follows ``STREAMER_COMPRESSION``, True or False decides
@@ -269,6 +271,7 @@ def stream_response(
     if compress is not None:
         compress = boolean(compress, what=f"stream {name!r}: compress")
     ranges = boolean(ranges, what=f"stream {name!r}: ranges") and conf.STREAMER_RANGES
+    source = rows_of(source)  # a QuerySet in chunks, not loaded whole
     response = _response(source, content_type, status, headers, filename, name=name)
     send_timeout = conf.STREAMER_SEND_TIMEOUT
     # Last, as it may open a file: nothing after this can fail and leak it.

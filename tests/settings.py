@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_prometheus",
     "django_streamer",
+    "tests.exportapp",  # a table of many column types for the export tests
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

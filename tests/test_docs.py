@@ -79,6 +79,14 @@ def test_every_python_block_of_the_readme_is_python():
         compile(block, "README.md", "exec")
 
 
+def test_the_docs_home_page_is_the_readme():
+    """docs/index.md is the README with its links made relative to docs/: regenerate it
+    with ``python -c "import pathlib as p; t = p.Path('README.md').read_text();
+    p.Path('docs/index.md').write_text(t.replace('](docs/', ']('))"``."""
+    home = (ROOT / "docs" / "index.md").read_text()
+    assert home == README.replace("](docs/", "](")
+
+
 def test_the_readme_stays_short():
     assert len(README.encode()) <= 20 * 1024
 

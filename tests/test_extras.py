@@ -114,7 +114,12 @@ def test_compression_without_its_extra_is_warning_w007(
 def test_the_all_extra_installs_every_other_runtime_extra():
     pyproject = (ROOT / "pyproject.toml").read_text()
     extras_table = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
-    names = set(re.findall(r"^([a-z]+) = ", extras_table, flags=re.M)) - {"all", "dev", "docs"}
+    names = set(re.findall(r"^([a-z]+) = ", extras_table, flags=re.M)) - {
+        "all",
+        "dev",
+        "docs",
+        "bench",
+    }
     listed = re.search(r'^all = \["django-streamer\[([a-z,]+)\]"\]', extras_table, flags=re.M)
     assert listed is not None and set(listed.group(1).split(",")) == names
     readme = (ROOT / "README.md").read_text()

@@ -153,8 +153,13 @@ def csv_format(
     escape_formulas: bool,
     name: str,
     check_first: Callable[[object], None] | None = None,
+    json_columns: Sequence[int] = (),
 ) -> RowFormat:
-    """CSV rows as the ``csv`` module writes them; ``check_first`` may refuse the first row."""
+    """CSV rows as the ``csv`` module writes them; ``check_first`` may refuse the first row.
+
+    The cells at ``json_columns`` (a JSON column's values) are written as JSON
+    text, as PostgreSQL writes them, not as Python's ``repr``.
+    """
     writer = csv.writer(_Echo(), dialect)  # a bad dialect fails here, in the view
     head = ("\ufeff" if bom else "") + ("" if header is None else writer.writerow(header))
 
@@ -176,9 +181,25 @@ def csv_format(
             encode = writer.writerow
         if escape_formulas:
             encode = _defusing(encode)
+        if json_columns and not isinstance(first, Mapping):
+            encode = _with_json(encode, json_columns)  # first: defusing sees the JSON text
         return head + encode(first), encode  # type: ignore[operator]
 
     return RowFormat(start, empty=head)
+
+
+def _with_json(write: Encode, columns: Sequence[int]) -> Encode:
+    def encode(row: Any) -> Piece:
+        cells = list(row)
+        for index in columns:
+            if cells[index] is not None:
+                cells[index] = _json_text(cells[index])
+        return write(cells)
+
+    return encode
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode  # ", " and ": " as PostgreSQL's jsonb
 
 
 def _defusing(write: Encode) -> Encode:

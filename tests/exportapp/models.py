@@ -1,0 +1,21 @@
+"""A table with the column types an export meets (tests/test_export*.py, bench/export.py)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Order(models.Model):
+    customer = models.TextField()
+    total = models.DecimalField(max_digits=12, decimal_places=2, null=True)
+    placed = models.DateTimeField(null=True)
+    day = models.DateField(null=True)
+    ref = models.UUIDField(null=True)
+    data = models.JSONField(null=True)
+    paid = models.BooleanField(null=True)
+
+    class Meta:
+        app_label = "exportapp"
+
+    def __str__(self) -> str:
+        return f"order {self.pk}"
