@@ -21,4 +21,5 @@ urlpatterns = [
     path("limited/ip/", views.limited_ip),
     path("sse/", include("tests.sse_views")),
     path("z/", include("tests.compression_views")),
+    path("cap/", include("tests.cap_views")),
 ]
