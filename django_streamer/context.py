@@ -27,6 +27,7 @@ current_request: contextvars.ContextVar[HttpRequest | None] = contextvars.Contex
 
 UNNAMED = "unnamed"  # a stream with no name= and no request to name it after
 
+
 class CurrentRequestMiddleware:
     """Makes the request known to ``stream_response()`` (its name, its path)."""
 
