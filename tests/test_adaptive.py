@@ -82,18 +82,21 @@ def test_auto_is_refused_at_cluster_scope() -> None:
         limit_concurrency("auto", scope="cluster")
 
 
-def test_the_decorated_view_moves_its_pools_limit_with_its_time_to_first_byte() -> None:
+@pytest.mark.parametrize("scope", ["process", "host"])
+def test_the_decorated_view_moves_its_pools_limit_with_its_time_to_first_byte(scope: str) -> None:
     delay = {"seconds": 0.0}
 
     def source() -> Iterator[bytes]:
         threading.Event().wait(delay["seconds"])  # the "database connection" wait
         yield b"row\n"
 
-    @limit_concurrency(Adaptive(initial=4, max=50), name="adaptive-test", scope="process")
+    name = f"adaptive-test-{scope}"
+
+    @limit_concurrency(Adaptive(initial=4, max=50), name=name, scope=scope)
     def view(request: Any) -> Any:
         return stream_response(source())
 
-    pool = get_pool("process", "adaptive-test", 4)
+    pool = get_pool(scope, name, 4)
 
     def round_of_requests() -> None:
         responses = [view(rf.get("/")) for _ in range(pool.limit)]  # every slot in use
