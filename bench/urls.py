@@ -1,9 +1,10 @@
 from django.urls import path
 
-from . import compress_views, sse_views, views
+from . import adaptive_views, compress_views, sse_views, views
 
 urlpatterns = [
     path("limited/<str:impl>", views.limited),
+    path("adaptive/<str:impl>", adaptive_views.dispatch),
     path("sse/idle", sse_views.idle),
     path("sse/fanout", sse_views.fanout),
     path("sse/publish", sse_views.publish),

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "IDLE",
+    "Adaptive",
     "Event",
     "Outcome",
     "Rejection",
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .core.recorder import Outcome, StreamRecorder
     from .core.sse.events import IDLE, Event
     from .core.writer.handoff import StreamClosed
-    from .decorators import Rejection, limit_concurrency
+    from .decorators import Adaptive, Rejection, limit_concurrency
     from .formats import stream_csv, stream_json_array, stream_jsonl
     from .response import StreamingResponse, stream_response
     from .sse import last_event_id, sse_response
@@ -49,6 +50,7 @@ _LAZY = {
     "StreamSourceError": "django_streamer.core.chunking",
     "Rejection": "django_streamer.decorators",
     "limit_concurrency": "django_streamer.decorators",
+    "Adaptive": "django_streamer.decorators",
     "StreamingResponse": "django_streamer.response",
     "stream_response": "django_streamer.response",
     "StreamClosed": "django_streamer.core.writer.handoff",

@@ -122,6 +122,18 @@ VALUE_CHECKS: dict[str, tuple[str, str]] = {
         "django_streamer.E030",
         "A thread count such as 1000: sync SSE sources' threads, per process.",
     ),
+    "STREAMER_MAX_STREAMS": (
+        "django_streamer.E032",
+        "Streams served at once, e.g. 1000; None for no cap.",
+    ),
+    "STREAMER_MAX_STREAMS_SCOPE": (
+        "django_streamer.E033",
+        "Use 'process', 'host' (every worker of this machine) or 'cluster' (needs Redis).",
+    ),
+    "STREAMER_WSGI_MAX_FEEDS": (
+        "django_streamer.E034",
+        "Feeds per process under gthread, well under its threads (e.g. 4 of 16); None: no cap.",
+    ),
 }
 DIRECTORIES = {"STREAMER_LIMITER_DIR": "pools", "STREAMER_METRICS_DIR": "metrics"}
 CALLABLES = ("STREAMER_LIMIT_HANDLER", "STREAMER_DASHBOARD_PERMISSION")
@@ -318,6 +330,20 @@ def check_cluster(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 "their figures through Redis.",
                 hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or STREAMER_FLEET = False.",
                 id="django_streamer.E029",
+            )
+        )
+    if (
+        not conf.STREAMER_REDIS_URL
+        and conf.problem("STREAMER_MAX_STREAMS_SCOPE") is None
+        and conf.problem("STREAMER_MAX_STREAMS") is None
+        and conf.STREAMER_MAX_STREAMS is not None
+        and conf.STREAMER_MAX_STREAMS_SCOPE == "cluster"
+    ):
+        errors.append(
+            checks.Error(
+                "STREAMER_MAX_STREAMS_SCOPE is 'cluster' but STREAMER_REDIS_URL is not set.",
+                hint="Set STREAMER_REDIS_URL = 'redis://host:6379/0', or use scope 'host'.",
+                id="django_streamer.E035",
             )
         )
     if not conf.STREAMER_REDIS_URL and (views := _cluster_views()):

@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "STREAMER_WRITER_BUFFER": 256 * 1024,
     "STREAMER_DRAIN_SPREAD": 5,
     "STREAMER_SSE_MAX_THREADS": 1000,
+    "STREAMER_MAX_STREAMS": 1000,
+    "STREAMER_MAX_STREAMS_SCOPE": "host",
+    "STREAMER_WSGI_MAX_FEEDS": 4,
     "STREAMER_REDIS_URL": None,
     "STREAMER_CLUSTER_LEASE": 10,
     "STREAMER_CLUSTER_ON_ERROR": "local",
@@ -88,6 +91,11 @@ VALIDATORS: dict[str, Validator] = {
     "STREAMER_WRITER_BUFFER": validate.positive_int,
     "STREAMER_DRAIN_SPREAD": validate.non_negative_number,
     "STREAMER_SSE_MAX_THREADS": validate.positive_int,
+    "STREAMER_MAX_STREAMS": _optional(validate.positive_int),
+    "STREAMER_MAX_STREAMS_SCOPE": lambda value, *, what: validate.one_of(
+        value, ("process", "host", "cluster"), what=what
+    ),
+    "STREAMER_WSGI_MAX_FEEDS": _optional(validate.positive_int),
     "STREAMER_SEND_TIMEOUT": _optional(validate.positive_number),
     "STREAMER_REDIS_URL": validate.optional_redis_url,
     "STREAMER_CLUSTER_LEASE": validate.positive_number,
@@ -264,6 +272,24 @@ class Settings:
     def STREAMER_SSE_MAX_THREADS(self) -> int:
         """SSE source threads a process may hold before ``sse_response`` answers 503."""
         value: int = self._get("STREAMER_SSE_MAX_THREADS")
+        return value
+
+    @cached_property
+    def STREAMER_MAX_STREAMS(self) -> int | None:
+        """Streams served at once (at ``STREAMER_MAX_STREAMS_SCOPE``), then 503; None: no cap."""
+        value: int | None = self._get("STREAMER_MAX_STREAMS")
+        return value
+
+    @cached_property
+    def STREAMER_MAX_STREAMS_SCOPE(self) -> str:
+        """Where ``STREAMER_MAX_STREAMS`` counts: ``"process"``, ``"host"`` or ``"cluster"``."""
+        value: str = self._get("STREAMER_MAX_STREAMS_SCOPE")
+        return value
+
+    @cached_property
+    def STREAMER_WSGI_MAX_FEEDS(self) -> int | None:
+        """SSE feeds a thread-per-request (WSGI) process serves at once; past it, 503."""
+        value: int | None = self._get("STREAMER_WSGI_MAX_FEEDS")
         return value
 
     @cached_property

@@ -8,6 +8,7 @@ them around a view.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -20,14 +21,17 @@ from . import cluster
 from .conf import conf
 from .core import validate
 from .core.drain import process_drain
-from .core.limiter import Pool, PoolLease
+from .core.limiter import Adaptive, Gradient, Pool, PoolLease
 from .core.metrics.names import check_name
+from .core.recorder import StreamRecorder
 from .keys import KeyFunc, client_ip, key_function
 from .pools import SCOPES, get_pool
 from .rejection import Rejection, RejectionHandler, render_rejection
+from .response import StreamingResponse
 from .slots import LimiterRecorder, Slot, hold_until_done, tell_rejected
 
 __all__ = [
+    "Adaptive",
     "LimiterRecorder",
     "Rejection",
     "client_ip",
@@ -44,6 +48,7 @@ class _Options:
     """The decorator's arguments, checked once at decoration time."""
 
     limit: int
+    adaptive: Adaptive | None  # "auto" or Adaptive(...): ``limit`` is where it starts
     key_of: KeyFunc | None
     scope: str
     wait: float | None  # seconds to wait for a slot; None: reject at once
@@ -60,6 +65,9 @@ def _options(limit: object, **kw: Any) -> _Options:
             "not a bare @limit_concurrency"
         )
     validate.one_of(kw["scope"], SCOPES, what=what + "scope")
+    adaptive = _adaptive(limit, kw["scope"])
+    if adaptive is not None:
+        limit = adaptive.initial
     validate.one_of(kw["on_limit"], ("reject", "wait"), what=what + "on_limit")
     timeout = kw["timeout"]
     if timeout is not None:
@@ -76,6 +84,7 @@ def _options(limit: object, **kw: Any) -> _Options:
         raise ValueError(what + "response must be a callable (request, rejection)")
     return _Options(
         limit=validate.positive_int(limit, what=what + "limit"),
+        adaptive=adaptive,
         key_of=key_function(kw["key"]),
         scope=kw["scope"],
         wait=timeout if kw["on_limit"] == "wait" else None,
@@ -83,6 +92,34 @@ def _options(limit: object, **kw: Any) -> _Options:
         retry_after=retry_after,
         handler=kw["response"],
     )
+
+
+def _adaptive(limit: object, scope: str) -> Adaptive | None:
+    if limit == "auto":
+        limit = Adaptive()
+    if not isinstance(limit, Adaptive):
+        return None
+    if scope == "cluster":
+        # Each host sees its own latency; one cluster-wide limit would need the
+        # hosts to agree on it. A host-scope "auto" on every host does the same job.
+        raise ValueError(
+            "limit_concurrency: an adaptive limit works with scope='process' or 'host', "
+            "not 'cluster'"
+        )
+    return limit
+
+
+class _FirstByte(StreamRecorder):
+    """Tells the gradient a stream's time to first byte, at its first chunk."""
+
+    def __init__(self, limiter: _Limiter, pool: Pool, key: str, started: float) -> None:
+        self.limiter, self.pool, self.key, self.started = limiter, pool, key, started
+
+    def chunk(self, nbytes: int) -> None:
+        limiter = self.limiter
+        if limiter is not None:
+            self.limiter = None  # type: ignore[assignment]  # once per stream
+            limiter.learn(self.pool, self.key, time.monotonic() - self.started)
 
 
 class _Limiter:
@@ -96,6 +133,22 @@ class _Limiter:
         # Neither a wait nor Redis: ``inner`` calls ``pool.try_acquire`` itself.
         self.at_once = not self.waits and options.scope != "cluster"
         self._pool: Pool | None = None
+        self.gradient = None if options.adaptive is None else Gradient(options.adaptive)
+
+    def learn(self, pool: Pool, key: str, seconds: float) -> None:
+        """A sample of time to first byte moves an adaptive limit (process-wide, per pool)."""
+        if self.gradient is not None:
+            pool.limit = self.gradient.sample(seconds, in_use=pool.in_use(key))
+
+    def watch(self, response: Any, pool: Pool, key: str, started: float) -> Any:
+        """An adaptive limit learns from this response: a stream at its first chunk."""
+        if self.gradient is None:
+            return response
+        if isinstance(response, StreamingResponse):
+            response.add_recorder(_FirstByte(self, pool, key, started))
+        else:  # the view made the whole body
+            self.learn(pool, key, time.monotonic() - started)
+        return response
 
     def enter(
         self, args: tuple[Any, ...]
@@ -160,7 +213,7 @@ def _find_request(args: tuple[Any, ...]) -> HttpRequest:
 
 
 def limit_concurrency(
-    limit: int | None = None,
+    limit: int | str | Adaptive | None = None,
     *,
     key: str | KeyFunc | None = None,
     scope: str = "process",
@@ -172,6 +225,10 @@ def limit_concurrency(
     response: RejectionHandler | None = None,
 ) -> Callable[[ViewT], ViewT]:
     """Cap concurrent responses of a view at ``limit`` per key.
+
+    ``limit="auto"`` (or ``Adaptive(min=..., max=...)``) finds the concurrency
+    at which the view's time to first byte starts to grow, and holds it there
+    (process and host scope; see ``docs/limiting.md``).
 
     The slot is held from admission until the response is done (the stream
     completed, failed or was aborted, or the server closed the response); if
@@ -213,7 +270,9 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
             if slot is None:
                 return limiter.reject(request, pool, key)
             try:
-                return hold_until_done(await view(*args, **kwargs), slot)
+                started = time.monotonic()
+                response = limiter.watch(await view(*args, **kwargs), pool, key, started)
+                return hold_until_done(response, slot)
             except BaseException:
                 slot.release()
                 raise
@@ -231,7 +290,9 @@ def _wrap(view: Any, limiter: _Limiter) -> Any:
         if slot is None:
             return limiter.reject(request, pool, key)
         try:
-            return hold_until_done(view(*args, **kwargs), slot)
+            started = time.monotonic()
+            response = limiter.watch(view(*args, **kwargs), pool, key, started)
+            return hold_until_done(response, slot)
         except BaseException:
             slot.release()
             raise

@@ -135,7 +135,8 @@ def post_worker_init(worker: object) -> None:
 
     And when the worker recycles itself (``max_requests``): streams end cleanly.
     Also tells the arbiter the settings module, and warns (W005) if the drain's
-    spread is not shorter than the real ``graceful_timeout``.
+    spread is not shorter than the real ``graceful_timeout``, and (W010, W012)
+    if the stream caps do not fit the worker's real threads or connections.
     """
     from django_streamer.drain_hooks import (
         drain_on_recycle,
@@ -149,7 +150,14 @@ def post_worker_init(worker: object) -> None:
     drain_on_sigterm(worker)
     drain_on_recycle(worker)
     _warn_on_settings(worker, warn_if_spread_too_long)
+    _warn_on_settings(worker, _warn_about_caps)
     _start_fleet_publisher(worker)
+
+
+def _warn_about_caps(worker: Any) -> None:
+    from django_streamer.cap import warn_at_worker_start
+
+    warn_at_worker_start(worker)
 
 
 def _warn_on_settings(worker: object, check: Callable[[Any], object]) -> None:

@@ -30,7 +30,7 @@ from .extensions import extensions
 from .querysets import rows_of
 from .ranges import serve_ranges
 
-__all__ = ["StreamingResponse", "current_request", "stream_response"]
+__all__ = ["StreamingResponse", "current_request", "refusal_response", "stream_response"]
 
 logger = logging.getLogger("django_streamer")
 
@@ -261,13 +261,68 @@ def stream_response(
     for this response (README, *Compression*). ``ranges``: False sends a file
     source whole whatever the ``Range`` header (README, *Files: ranges and
     conditional requests*); ``STREAMER_RANGES = False`` does so site-wide.
+    Every stream counts toward
+    ``STREAMER_MAX_STREAMS``; past it the answer is a 503 with ``Retry-After``
+    and ``source`` is closed unstarted.
     """
     warn_if_not_installed()
-    request = current_request.get()
     if name is None:
         name = stream_name()
     else:
         check_name(name)
+    from . import cap  # cap -> pools -> slots -> this module
+
+    try:  # first: a refused stream's source never starts
+        slot = cap.take_stream_slot()
+    except cap.Refused as refused:
+        return cap.refuse(refused, name=name, source=source)
+    try:
+        response = _serve(
+            source,
+            name=name,
+            content_type=content_type,
+            chunk_size=chunk_size,
+            flush_interval=flush_interval,
+            filename=filename,
+            status=status,
+            headers=headers,
+            compress=compress,
+            ranges=ranges,
+        )
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    return cap.hold(response, slot)
+
+
+def refusal_response(text: str, *, name: str, retry_after: int | None) -> StreamingResponse:
+    """A 503 saying ``text``, made as a stream that counts toward no cap."""
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return _serve(
+        iter([text]),
+        name=name,
+        content_type="text/plain; charset=utf-8",
+        status=503,
+        headers=headers,
+    )
+
+
+def _serve(
+    source: object,
+    *,
+    name: str,
+    content_type: str | None = None,
+    chunk_size: int | None = None,
+    flush_interval: float | None = None,
+    filename: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    compress: bool | None = None,
+    ranges: bool = True,
+) -> StreamingResponse:
+    """``stream_response()`` once admitted."""
+    request = current_request.get()
     if compress is not None:
         compress = boolean(compress, what=f"stream {name!r}: compress")
     ranges = boolean(ranges, what=f"stream {name!r}: ranges") and conf.STREAMER_RANGES

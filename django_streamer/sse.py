@@ -10,8 +10,9 @@ from asgiref.sync import SyncToAsync
 from django.db import connections
 from django.http import HttpRequest
 
+from . import cap
 from .conf import conf
-from .context import stream_name
+from .context import current_request, stream_name
 from .core.drain import process_drain
 from .core.sse.schedule import Schedule
 from .core.sse.source import AsyncEvents, SyncEvents
@@ -56,6 +57,8 @@ def sse_response(
     waits, so that a closed stream stops it there. When the process already holds
     ``STREAMER_SSE_MAX_THREADS`` of them (streams' and closed streams' whose
     source has not returned yet), the answer is a 503 with ``Retry-After``.
+    Under a thread-per-request (WSGI) server each feed holds a thread, so at
+    most ``STREAMER_WSGI_MAX_FEEDS`` are served at once per process, then 503.
     """
     if ping is not None:
         ping = positive_number(ping, what="sse_response: ping")
@@ -68,6 +71,26 @@ def sse_response(
     )
     if name is None:
         name = stream_name()
+    try:  # before the thread budget: a refused feed takes nothing
+        slot = cap.take_feed_slot(current_request.get(), name)
+    except cap.Refused as refused:
+        return cap.refuse(refused, name=name, source=events)
+    try:
+        return cap.hold(_feed(events, schedule, name, status, headers, compress), slot)
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+
+
+def _feed(
+    events: object,
+    schedule: Schedule,
+    name: str,
+    status: int,
+    headers: Mapping[str, str] | None,
+    compress: bool | None,
+) -> StreamingResponse:
     source: SyncEvents | AsyncEvents
     if hasattr(events, "__iter__") and not isinstance(events, (str, bytes, Mapping)):
         if not SOURCE_THREADS.take(conf.STREAMER_SSE_MAX_THREADS):

@@ -78,3 +78,7 @@ STREAMER_IP_HEADER = os.environ.get("STREAMER_TEST_IP_HEADER") or None
 if os.environ.get("STREAMER_TEST_TRUSTED_PROXIES"):
     STREAMER_TRUSTED_PROXIES = os.environ["STREAMER_TEST_TRUSTED_PROXIES"].split(",")
 STREAMER_FLEET_HOST = os.environ.get("STREAMER_TEST_FLEET_HOST") or None
+# The stream-cap server tests set the caps; else the library's defaults apply.
+if os.environ.get("STREAMER_TEST_MAX_STREAMS"):
+    STREAMER_MAX_STREAMS = int(os.environ["STREAMER_TEST_MAX_STREAMS"])
+    STREAMER_MAX_STREAMS_SCOPE = os.environ.get("STREAMER_TEST_MAX_STREAMS_SCOPE", "host")

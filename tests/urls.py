@@ -22,4 +22,5 @@ urlpatterns = [
     path("sse/", include("tests.sse_views")),
     path("z/", include("tests.compression_views")),
     path("r/", include("tests.range_views")),
+    path("cap/", include("tests.cap_views")),
 ]

@@ -13,9 +13,19 @@ at a time. Where the count lives is the :class:`Backend`'s business:
 
 from __future__ import annotations
 
+from .adaptive import Adaptive, Gradient
 from .backend import Backend, Lease
 from .host import HostBackend
 from .pool import Pool, PoolLease
 from .process import ProcessBackend
 
-__all__ = ["Backend", "HostBackend", "Lease", "Pool", "PoolLease", "ProcessBackend"]
+__all__ = [
+    "Adaptive",
+    "Backend",
+    "Gradient",
+    "HostBackend",
+    "Lease",
+    "Pool",
+    "PoolLease",
+    "ProcessBackend",
+]
