@@ -516,17 +516,19 @@ def compare_bytes(soak: Soak, name: str, sent: float) -> Row:
     with sendfile); a stream on a SIGKILLed worker may miss its last publish
     (recorders publish every 0.1 s); one that ran while the metrics disk was
     full may not be recorded at all. Clients that went away on purpose
-    (``.abort`` names) got less than was sent: metrics >= clients.
+    (``.abort`` names) got less than was sent: metrics >= clients, less the
+    same unrecorded allowance.
     """
     disk = [w for w in soak.windows if w.fault.startswith("metrics tmpfs")]
     ours = [r for r in soak.results if r.name == name and r.status == 200]
     got = sum(r.body_bytes for r in ours)
-    if name.endswith(".abort"):
-        return Row(f"bytes {name}: metrics >= clients", f"{sent:.0f} vs {got}", sent >= got)
     unrecorded = [r for r in ours if r.worker in soak.killed or any(cause(r, w) for w in disk)]
+    low = got - sum(r.body_bytes for r in unrecorded)
+    if name.endswith(".abort"):
+        figure = f"{sent:.0f} vs {got}" + (f" (at least {low})" if unrecorded else "")
+        return Row(f"bytes {name}: metrics >= clients", figure, sent >= low)
     cut = [r for r in ours if not r.clean]
     slack = max(CHUNK_SIZE, FILE_SIZE if name == "soak.file" else 0)
-    low = got - sum(r.body_bytes for r in unrecorded)
     high = got + len(cut) * slack
     allow = []
     if unrecorded:

@@ -58,6 +58,7 @@ class Store:
         self.dir = MetricsDir(directory, self.names)
         self.rebind_interval = rebind_interval
         self.errors: dict[str, int] = {}  # this process's store failures, by cause
+        self._logged: set[tuple[str, str]] = set()  # the problems logged, once each
         self._file: ProcessFile | None = None
         self._check_at = 0.0
         # Held for every write of figures: an attribute, not a method, as a
@@ -85,13 +86,21 @@ class Store:
         self.lock = threading.Lock()
         self.names.after_fork()
         self.errors = {}  # "logged once per process": the child logs its own
+        self._logged = set()
         self._unfiled_errors = 0
 
     # -- failures ----------------------------------------------------------
 
     def report(self, cause: str, exc: BaseException) -> None:
-        """Count a store failure; log the first of each cause in this process."""
-        first = cause not in self.errors
+        """Count a store failure; log the first of each problem in this process.
+
+        One problem (an unsafe directory, a full disk) reached by streams and by
+        pools alike is logged once: the key is the exception, not who met it.
+        """
+        problem = (type(exc).__name__, str(exc))
+        first = problem not in self._logged
+        if first and len(self._logged) < 100:  # bounded: messages may carry paths
+            self._logged.add(problem)
         self.errors[cause] = self.errors.get(cause, 0) + 1
         with self.lock:
             if self._file is not None:
