@@ -520,7 +520,8 @@ def compare_bytes(soak: Soak, name: str, sent: float) -> Row:
     same unrecorded allowance.
     """
     disk = [w for w in soak.windows if w.fault.startswith("metrics tmpfs")]
-    ours = [r for r in soak.results if r.name == name and r.status == 200]
+    # A cap's refusal (a 503 on a feed) is a stream of its own, counted too.
+    ours = [r for r in soak.results if r.name == name and r.status in (200, 503)]
     got = sum(r.body_bytes for r in ours)
     unrecorded = [r for r in ours if r.worker in soak.killed or any(cause(r, w) for w in disk)]
     low = got - sum(r.body_bytes for r in unrecorded)
@@ -549,10 +550,15 @@ def cause(r: Result, w: Window) -> bool:
     return r.started <= w.end + GRACE and (r.ended or r.started) >= w.start
 
 
+def refused_by_a_cap(r: Result) -> bool:
+    """A feed refused by STREAMER_WSGI_MAX_FEEDS: a 503 by design, not a failure."""
+    return r.status == 503 and r.path.startswith("/sse")
+
+
 def hurt(r: Result) -> bool:
-    """A 5xx, or a connection error the client did not cause."""
+    """A 5xx (but a cap's refusal), or a connection error the client did not cause."""
     if r.status is not None and r.status >= 500:
-        return True
+        return not refused_by_a_cap(r)
     return bool(r.error) and r.error != "aborted by the client" and r.name != "soak.fail"
 
 
@@ -581,11 +587,13 @@ def check_responses(soak: Soak) -> list[Row]:
         return any(cause(r, w) for w in soak.windows)
 
     server_errors = [r for r in soak.results if r.status is not None and r.status >= 500]
+    server_errors = [r for r in server_errors if not refused_by_a_cap(r)]
     unexplained = [r for r in server_errors if not explained(r)]
     rows.append(
         Row(
             "5xx only where a fault explains it",
             f"{len(server_errors)} 5xx, {len(unexplained)} unexplained "
+            f"({sum(map(refused_by_a_cap, soak.results))} feeds refused by the feed cap) "
             f"{[(r.path, r.status) for r in unexplained[:3]]}",
             not unexplained,
         )
