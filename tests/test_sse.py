@@ -111,7 +111,10 @@ def test_gzip_middleware_holds_an_uncompressed_stream():
     decoder = zlib.decompressobj(wbits=31)
     decoded = [decoder.decompress(chunk) for chunk in response]
     response.close()
-    assert decoded[:-1] == [b""] * (len(decoded) - 1)  # nothing readable before the end
+    if django.VERSION >= (6, 1):  # Django 6.1's GZipMiddleware flushes each chunk
+        assert decoded[1] == b":\n\n"  # the opening comment is readable at once
+    else:
+        assert decoded[:-1] == [b""] * (len(decoded) - 1)  # nothing readable before the end
 
 
 def test_headers():
